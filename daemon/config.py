@@ -1,0 +1,132 @@
+"""The one Settings object: environment variables (and a `.env` file), bounds-checked, frozen.
+
+Built once by the CLI and passed down; nothing else reads the environment.
+Names of the SPEC §4 contract (`DATABASE_URL`, `PASSKIT_*`, `LOYALTYD_HTTP_PORT`,
+`LOYALTYD_API_KEYS`) are field names, so pydantic-settings maps them one to one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_PASSKIT_BASE_URL = "https://api.pub1.passkit.io"
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", frozen=True, extra="ignore"
+    )
+
+    # --- database ---------------------------------------------------------------------------
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="Postgres DSN. Unset: an embedded Postgres in LOYALTYD_DATA_DIR.",
+    )
+    loyaltyd_data_dir: Path = Field(
+        default=Path(".loyaltyd"),
+        description="Where the embedded Postgres keeps its data when DATABASE_URL is unset.",
+    )
+    loyaltyd_pool_size: int = Field(default=10, ge=2, le=200)
+
+    # --- PassKit ----------------------------------------------------------------------------
+    passkit_api_key: SecretStr | None = None
+    passkit_api_secret: SecretStr | None = None
+    passkit_base_url: str = DEFAULT_PASSKIT_BASE_URL
+    passkit_auth_scheme: Literal["jwt", "bearer"] = Field(
+        default="jwt",
+        description="'jwt' sends `Authorization: <jwt>` (PassKit docs); 'bearer' sends "
+        "`Authorization: Bearer <jwt>` (unverified, widely used).",
+    )
+    passkit_max_concurrency: int = Field(default=20, ge=1, le=1000)
+    passkit_rate_limit: float = Field(
+        default=50.0, ge=0, description="Requests per second across the process; 0 = no limit."
+    )
+    passkit_rate_burst: int = Field(default=5, ge=1, le=10_000)
+    passkit_timeout_seconds: float = Field(default=15.0, gt=0, le=300)
+    passkit_max_attempts: int = Field(default=8, ge=1, le=100)
+    passkit_jwt_lifetime_seconds: int = Field(default=60, ge=10, le=3600)
+    passkit_message_field: str = Field(
+        default="loyaltydMessage",
+        min_length=1,
+        max_length=100,
+        description="metaData key of the pass field whose template changeMessage is '%@'.",
+    )
+    passkit_metadata_mode: Literal["merge", "read_modify_write"] = Field(
+        default="merge",
+        description="Whether PassKit merges a partial metaData map is unverified: 'merge' sends "
+        "only the message key; 'read_modify_write' reads the pass first and sends the whole map.",
+    )
+
+    # --- worker -----------------------------------------------------------------------------
+    loyaltyd_instance_name: str | None = None
+    loyaltyd_lease_seconds: float = Field(default=60.0, ge=1, le=3600)
+    loyaltyd_poll_interval_seconds: float = Field(default=5.0, gt=0, le=3600)
+    loyaltyd_listener_probe_seconds: float = Field(default=2.0, gt=0, le=60)
+    loyaltyd_shutdown_grace_seconds: float = Field(default=10.0, ge=0, le=600)
+    loyaltyd_birthday_interval_minutes: int = Field(default=30, ge=1, le=60)
+
+    # --- campaigns --------------------------------------------------------------------------
+    loyaltyd_csv_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    loyaltyd_csv_max_bytes: int = Field(default=20_000_000, ge=1)
+    loyaltyd_csv_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+
+    # --- HTTP -------------------------------------------------------------------------------
+    loyaltyd_http_port: int | None = Field(default=None, ge=1, le=65535)
+    loyaltyd_http_host: str = "127.0.0.1"
+    loyaltyd_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+
+    # --- logging ----------------------------------------------------------------------------
+    loyaltyd_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    loyaltyd_log_format: Literal["auto", "json", "console"] = "auto"
+
+    @field_validator("loyaltyd_csv_allowed_hosts", "loyaltyd_api_keys", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @field_validator("database_url", "passkit_api_key", "passkit_api_secret", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("passkit_base_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("PASSKIT_BASE_URL must start with https:// (or http:// for a fake)")
+        return value.rstrip("/")
+
+    @property
+    def passkit_mock_mode(self) -> bool:
+        """No key or secret: nothing leaves the machine (SPEC §3.4)."""
+        return self.passkit_api_key is None or self.passkit_api_secret is None
+
+    def secrets(self) -> list[str]:
+        """Every configured secret value, for log redaction."""
+        values = [self.passkit_api_secret, self.passkit_api_key, *self.loyaltyd_api_keys]
+        found = [v.get_secret_value() for v in values if v is not None]
+        if self.database_url is not None:
+            found.extend(_dsn_password(self.database_url.get_secret_value()))
+        return [s for s in found if len(s) >= 4]
+
+
+def _dsn_password(dsn: str) -> list[str]:
+    from urllib.parse import urlsplit
+
+    try:
+        password = urlsplit(dsn).password
+    except ValueError:
+        return []
+    return [password] if password else []

@@ -1,0 +1,66 @@
+"""Prometheus instruments, owned by one object passed down from the composition root.
+
+A registry per `Metrics` (not the global default) keeps tests and several in-process
+daemons from sharing counters.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.passkit_requests = Counter(
+            "loyaltyd_passkit_requests",
+            "PassKit HTTP requests by operation and outcome (ok, transient, permanent, mock).",
+            ["operation", "outcome"],
+            registry=r,
+        )
+        self.passkit_latency = Histogram(
+            "loyaltyd_passkit_request_seconds",
+            "PassKit request latency.",
+            ["operation"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.passkit_retries = Counter(
+            "loyaltyd_passkit_retries", "PassKit retries by reason.", ["operation", "reason"],
+            registry=r,
+        )
+        self.ratelimit_wait = Histogram(
+            "loyaltyd_ratelimit_wait_seconds",
+            "Time spent waiting for a rate-limiter token.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.deliveries = Counter(
+            "loyaltyd_deliveries",
+            "Finished units of work by kind (sync, campaign) and outcome (sent, failed, "
+            "skipped, retried).",
+            ["kind", "outcome"],
+            registry=r,
+        )
+        self.listener_reconnects = Counter(
+            "loyaltyd_listener_reconnects", "LISTEN connection (re)connects.", registry=r
+        )
+        self.listener_up = Gauge(
+            "loyaltyd_listener_up", "1 while the LISTEN connection is alive.", registry=r
+        )
+        self.leases_expired = Counter(
+            "loyaltyd_leases_reclaimed",
+            "Rows claimed whose previous lease had expired (another daemon died).",
+            ["queue"],
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "loyaltyd_queue_depth", "Pending rows by queue.", ["queue"], registry=r
+        )
+        self.queue_oldest_age = Gauge(
+            "loyaltyd_queue_oldest_age_seconds", "Age of the oldest pending row.", ["queue"],
+            registry=r,
+        )
