@@ -77,6 +77,8 @@ def configure_logging(
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
     # aiohttp.access would log every request line of the HTTP API; keep it quiet.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # pgserver narrates every pg_ctl call at INFO; its failures still come through.
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
 
 
 def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:

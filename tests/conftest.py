@@ -1,0 +1,134 @@
+"""Real-Postgres fixtures shared by every database test.
+
+The server is `LOYALTYD_TEST_DATABASE_URL` (an admin DSN that may CREATE DATABASE) when set,
+otherwise an embedded Postgres started for this run. The schema is built once from `sql/`
+into a template database; each test gets its own copy, so tests never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from daemon.config import Settings
+from daemon.dsn import with_database
+from daemon.embedded import EmbeddedPostgres
+from daemon.migrate import migrate
+
+TEST_DSN_ENV = "LOYALTYD_TEST_DATABASE_URL"
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn() -> Iterator[str]:
+    """An admin DSN of the server the tests use."""
+    configured = os.environ.get(TEST_DSN_ENV)
+    if configured:
+        yield configured
+        return
+    data_dir = Path(tempfile.mkdtemp(prefix="loyaltyd-test-pg-"))
+    embedded = EmbeddedPostgres(data_dir / "pgdata")
+    dsn = embedded.start(stop_on_exit=True)
+    yield dsn
+    embedded.stop()
+
+
+async def _create_database(admin_dsn: str, name: str, template: str | None = None) -> str:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        clause = f' TEMPLATE "{template}"' if template else ""
+        await conn.execute(f'CREATE DATABASE "{name}"{clause}')
+    finally:
+        await conn.close()
+    return with_database(admin_dsn, name)
+
+
+async def _drop_database(admin_dsn: str, name: str) -> None:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def _build_template(admin_dsn: str, name: str) -> None:
+    await _drop_database(admin_dsn, name)
+    dsn = await _create_database(admin_dsn, name)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def template_database(pg_admin_dsn: str) -> Iterator[str]:
+    """A database migrated from `sql/` once per run, copied for each test."""
+    name = f"loyaltyd_tpl_{os.getpid()}"
+    asyncio.run(_build_template(pg_admin_dsn, name))
+    yield name
+    asyncio.run(_drop_database(pg_admin_dsn, name))
+
+
+@pytest.fixture
+async def fresh_database(pg_admin_dsn: str) -> AsyncIterator[Callable[..., Any]]:
+    """Factory for extra databases (empty, or copied from a template), dropped afterwards."""
+    created: list[str] = []
+
+    async def make(template: str | None = None) -> str:
+        name = f"loyaltyd_t_{uuid.uuid4().hex[:16]}"
+        created.append(name)
+        return await _create_database(pg_admin_dsn, name, template)
+
+    yield make
+    for name in created:
+        await _drop_database(pg_admin_dsn, name)
+
+
+@pytest.fixture
+async def database_url(
+    fresh_database: Callable[..., Any], template_database: str
+) -> str:
+    """DSN of a migrated database of this test's own."""
+    dsn: str = await fresh_database(template_database)
+    return dsn
+
+
+@pytest.fixture
+async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(database_url)
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    p = await asyncpg.create_pool(database_url, min_size=1, max_size=20)
+    assert p is not None
+    yield p
+    await p.close()
+
+
+@pytest.fixture
+def make_settings(database_url: str) -> Callable[..., Settings]:
+    """Settings for this test's database, isolated from the environment and any `.env`."""
+
+    def build(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "database_url": database_url,
+            "passkit_api_key": "",
+            "passkit_api_secret": "",
+            "loyaltyd_http_port": None,
+        }
+        values.update(overrides)
+        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+    return build

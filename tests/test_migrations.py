@@ -1,0 +1,133 @@
+"""`loyaltyd migrate`: empty database, the user's seed schema, twice, concurrently."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from daemon.migrate import load_migrations, migrate, pending
+
+SEED_SCHEMA = Path(__file__).parent / "fixtures" / "seed_schema.sql"
+ALL_VERSIONS = [m.version for m in load_migrations()]
+EXPECTED_TABLES = {
+    "programs", "users", "passes_master", "protocol_membership", "transactions",
+    "admin_profiles", "notification_logs", "birthday_logs", "push_campaigns",
+}
+
+
+async def _tables(conn: asyncpg.Connection) -> set[str]:
+    rows = await conn.fetch(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+    )
+    return {r["tablename"] for r in rows}
+
+
+async def test_migrate_builds_the_whole_model_on_an_empty_database(
+    fresh_database: Callable[..., Any],
+) -> None:
+    conn = await asyncpg.connect(await fresh_database())
+    try:
+        applied = await migrate(conn)
+        assert applied == ALL_VERSIONS
+        assert EXPECTED_TABLES <= await _tables(conn)
+        assert await pending(conn) == []
+    finally:
+        await conn.close()
+
+
+async def test_second_migrate_is_a_no_op(fresh_database: Callable[..., Any]) -> None:
+    conn = await asyncpg.connect(await fresh_database())
+    try:
+        await migrate(conn)
+        before = await conn.fetch("SELECT version, applied_at FROM loyaltyd_schema_migrations")
+        assert await migrate(conn) == []
+        after = await conn.fetch("SELECT version, applied_at FROM loyaltyd_schema_migrations")
+        assert before == after
+    finally:
+        await conn.close()
+
+
+async def test_concurrent_migrates_apply_each_migration_once(
+    fresh_database: Callable[..., Any],
+) -> None:
+    dsn = await fresh_database()
+    conns = [await asyncpg.connect(dsn) for _ in range(4)]
+    try:
+        results = await asyncio.gather(*(migrate(c) for c in conns))
+        applied = sorted(v for result in results for v in result)
+        assert applied == sorted(ALL_VERSIONS)
+        count = await conns[0].fetchval("SELECT count(*) FROM loyaltyd_schema_migrations")
+        assert count == len(ALL_VERSIONS)
+    finally:
+        for c in conns:
+            await c.close()
+
+
+async def test_migrate_upgrades_the_seed_schema_and_keeps_its_rows(
+    fresh_database: Callable[..., Any],
+) -> None:
+    conn = await asyncpg.connect(await fresh_database())
+    try:
+        await conn.execute(SEED_SCHEMA.read_text())
+        assert await migrate(conn) == ALL_VERSIONS
+        joe = await conn.fetchrow(
+            "SELECT u.email, u.birth_date, u.marketing_opt_in, m.points_balance, p.external_id "
+            "FROM users u JOIN passes_master p ON p.user_id = u.id "
+            "JOIN protocol_membership m ON m.pass_id = p.id"
+        )
+        assert joe is not None
+        assert (joe["email"], joe["points_balance"], joe["external_id"]) == (
+            "Joe@Example.com", 120, "M-0001")
+        assert await conn.fetchval("SELECT count(*) FROM transactions") == 1
+        assert await conn.fetchval("SELECT success_count FROM notification_logs") == 4990
+        assert await conn.fetchval("SELECT year FROM birthday_logs") == 2025
+        old = await conn.fetchrow("SELECT status, segment, sent_count FROM push_campaigns")
+        assert old is not None and tuple(old) == ("COMPLETED", "ALL", 10)
+        assert await conn.fetchval(
+            "SELECT timezone FROM programs") == "UTC"
+        policies = {r["policyname"] for r in await conn.fetch(
+            "SELECT policyname FROM pg_policies WHERE tablename = 'notification_logs'")}
+        assert "admins view their program's logs" in policies
+        assert await migrate(conn) == []
+    finally:
+        await conn.close()
+
+
+async def test_ledger_function_of_the_seed_schema_is_replaced(
+    fresh_database: Callable[..., Any],
+) -> None:
+    conn = await asyncpg.connect(await fresh_database())
+    try:
+        await conn.execute(SEED_SCHEMA.read_text())
+        await migrate(conn)
+        result = await conn.fetchval(
+            "SELECT process_membership_transaction($1, 5, 'EARN', NULL, NULL)",
+            "33333333-3333-3333-3333-333333333333",
+        )
+        assert '"new_balance": 125' in result
+    finally:
+        await conn.close()
+
+
+async def test_supabase_policy_is_skipped_on_plain_postgres(conn: asyncpg.Connection) -> None:
+    """Without auth.uid() the migration still succeeds; RLS is on, no policy is created."""
+    assert await conn.fetchval("SELECT to_regprocedure('auth.uid()')") is None
+    assert await conn.fetchval(
+        "SELECT relrowsecurity FROM pg_class WHERE relname = 'notification_logs'") is True
+
+
+@pytest.mark.parametrize("email", ["joe@example.com", "JOE@EXAMPLE.COM"])
+async def test_email_is_unique_ignoring_case(conn: asyncpg.Connection, email: str) -> None:
+    await conn.execute("INSERT INTO users (email) VALUES ('Joe@Example.com')")
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await conn.execute("INSERT INTO users (email) VALUES ($1)", email)
+
+
+async def test_unknown_program_timezone_is_refused(conn: asyncpg.Connection) -> None:
+    with pytest.raises(asyncpg.CheckViolationError, match="unknown timezone"):
+        await conn.execute("INSERT INTO programs (name, timezone) VALUES ('x', 'Mars/Olympus')")
