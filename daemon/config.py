@@ -66,6 +66,14 @@ class Settings(BaseSettings):
         description="Whether PassKit merges a partial metaData map is unverified: 'merge' sends "
         "only the message key; 'read_modify_write' reads the pass first and sends the whole map.",
     )
+    passkit_ticket_max_validations: int = Field(
+        default=1,
+        ge=0,
+        le=1000,
+        description="maxNumberOfValidations sent when checking a ticket in: PassKit redeems the "
+        "ticket once it is reached (1 = a check-in uses the ticket up); 0 = not sent, the "
+        "ticket's own setting applies. PassKit's behaviour at the limit is unverified.",
+    )
 
     # --- worker -----------------------------------------------------------------------------
     loyaltyd_instance_name: str | None = None

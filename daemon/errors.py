@@ -1,0 +1,69 @@
+"""The one exception tree of loyaltyd.
+
+    LoyaltydError
+     ├── ConfigError                      bad or missing configuration; fix it and restart
+     └── PassKitError                     anything PassKit (or the road to it) said no to
+          ├── TransientPassKitError       worth retrying: timeouts, connection errors, 429,
+          │                               500/502/503/504 (`status`, `retry_after`)
+          └── PermanentPassKitError       retrying cannot help: 400/403/404/409/other 4xx
+               ├── PayloadTooLarge        refused here, before sending (> 10,000 bytes)
+               └── Unauthorized           401 that persisted after one re-signed retry
+
+The PassKit client maps aiohttp exceptions and status codes into this tree at the edge
+(`raise … from exc`), so nothing above it needs to know aiohttp. Callers decide on the class:
+transient → retry later, permanent → record once and move on.
+
+Other modules append their own subclasses below the PassKit section.
+"""
+
+from __future__ import annotations
+
+
+class LoyaltydError(Exception):
+    """Base of every error loyaltyd raises on purpose."""
+
+
+class ConfigError(LoyaltydError):
+    """The configuration cannot work (missing value, contradictory settings)."""
+
+
+# --- PassKit ---------------------------------------------------------------------------------
+
+
+class PassKitError(LoyaltydError):
+    """A PassKit call failed; `status` is the HTTP status, None when no response arrived."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class TransientPassKitError(PassKitError):
+    """The same request may succeed later; `retry_after` is PassKit's hint in seconds."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, status=status)
+        self.retry_after = retry_after
+
+
+class PermanentPassKitError(PassKitError):
+    """The same request will fail again: record the failure, do not retry."""
+
+
+class PayloadTooLarge(PermanentPassKitError):
+    """PassKit rejects pass content over 10,000 bytes and warns that retrying it trips its
+    rate limits, so such a body is refused before it is sent."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"request body is {size} bytes, PassKit accepts at most {limit}")
+        self.size = size
+        self.limit = limit
+
+
+class Unauthorized(PermanentPassKitError):
+    """PassKit refused our credentials even with a freshly signed token."""
+
+    def __init__(self, message: str = "PassKit answered 401 twice, with a fresh token") -> None:
+        super().__init__(message, status=401)
