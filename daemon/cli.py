@@ -70,9 +70,7 @@ def _settings() -> Settings:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = _settings()
-    configure_logging(
-        settings.loyaltyd_log_level, settings.loyaltyd_log_format, settings.secrets()
-    )
+    configure_logging(settings.loyaltyd_log_level, settings.loyaltyd_log_format, settings.secrets())
     try:
         code: int = asyncio.run(args._module.run(settings, args))
     except KeyboardInterrupt:

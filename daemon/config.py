@@ -81,6 +81,18 @@ class Settings(BaseSettings):
     loyaltyd_poll_interval_seconds: float = Field(default=5.0, gt=0, le=3600)
     loyaltyd_listener_probe_seconds: float = Field(default=2.0, gt=0, le=60)
     loyaltyd_shutdown_grace_seconds: float = Field(default=10.0, ge=0, le=600)
+    loyaltyd_worker_slots: int = Field(
+        default=0,
+        ge=0,
+        le=10_000,
+        description="Rows a worker may hold claimed at once; 0 = 2 x PASSKIT_MAX_CONCURRENCY.",
+    )
+    loyaltyd_max_job_attempts: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="Times a sync is tried (each with the client's own retries) before it is dead.",
+    )
     loyaltyd_birthday_interval_minutes: int = Field(default=30, ge=1, le=60)
 
     # --- campaigns --------------------------------------------------------------------------
@@ -115,6 +127,10 @@ class Settings(BaseSettings):
         if not value.startswith(("https://", "http://")):
             raise ValueError("PASSKIT_BASE_URL must start with https:// (or http:// for a fake)")
         return value.rstrip("/")
+
+    @property
+    def worker_slots(self) -> int:
+        return self.loyaltyd_worker_slots or 2 * self.passkit_max_concurrency
 
     @property
     def passkit_mock_mode(self) -> bool:

@@ -66,5 +66,11 @@ async def create_pool(dsn: str, size: int) -> asyncpg.Pool:
     return pool
 
 
-__all__ = ["DatabaseTarget", "connect", "create_pool", "database_of", "resolve_database",
-           "with_database"]
+__all__ = [
+    "DatabaseTarget",
+    "connect",
+    "create_pool",
+    "database_of",
+    "resolve_database",
+    "with_database",
+]

@@ -23,7 +23,10 @@ class EmbeddedPostgres:
     def start(self, *, stop_on_exit: bool = True) -> str:
         """Start (or join) the server and return an admin DSN for its `postgres` database."""
         try:
-            import pgserver
+            with warnings.catch_warnings():
+                # platformdirs warns when XDG_RUNTIME_DIR is unset (root, systemd, CI).
+                warnings.simplefilter("ignore")
+                import pgserver
         except ImportError as exc:  # pragma: no cover - depends on the install
             from daemon.errors import ConfigError
 
@@ -35,7 +38,7 @@ class EmbeddedPostgres:
         with warnings.catch_warnings():
             # platformdirs warns when XDG_RUNTIME_DIR is unset (root, systemd, CI): harmless.
             warnings.simplefilter("ignore")
-            self._server = pgserver.get_server(
+            self._server = pgserver.get_server(  # type: ignore[attr-defined]
                 self.data_dir.resolve(), cleanup_mode="stop" if stop_on_exit else None
             )
         return self.dsn("postgres")

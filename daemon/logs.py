@@ -51,9 +51,7 @@ class SecretScrubber:
         return event_dict
 
 
-def configure_logging(
-    level: str = "INFO", fmt: str = "auto", secrets: Iterable[str] = ()
-) -> None:
+def configure_logging(level: str = "INFO", fmt: str = "auto", secrets: Iterable[str] = ()) -> None:
     """Configure structlog (and stdlib logging, so library warnings share the format)."""
     as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     processors: list[Any] = [

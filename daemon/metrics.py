@@ -29,7 +29,9 @@ class Metrics:
             registry=r,
         )
         self.passkit_retries = Counter(
-            "loyaltyd_passkit_retries", "PassKit retries by reason.", ["operation", "reason"],
+            "loyaltyd_passkit_retries",
+            "PassKit retries by reason.",
+            ["operation", "reason"],
             registry=r,
         )
         self.ratelimit_wait = Histogram(
@@ -61,6 +63,8 @@ class Metrics:
             "loyaltyd_queue_depth", "Pending rows by queue.", ["queue"], registry=r
         )
         self.queue_oldest_age = Gauge(
-            "loyaltyd_queue_oldest_age_seconds", "Age of the oldest pending row.", ["queue"],
+            "loyaltyd_queue_oldest_age_seconds",
+            "Age of the oldest pending row.",
+            ["queue"],
             registry=r,
         )

@@ -94,9 +94,7 @@ async def fresh_database(pg_admin_dsn: str) -> AsyncIterator[Callable[..., Any]]
 
 
 @pytest.fixture
-async def database_url(
-    fresh_database: Callable[..., Any], template_database: str
-) -> str:
+async def database_url(fresh_database: Callable[..., Any], template_database: str) -> str:
     """DSN of a migrated database of this test's own."""
     dsn: str = await fresh_database(template_database)
     return dsn

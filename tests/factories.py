@@ -20,8 +20,7 @@ async def make_program(conn: asyncpg.Connection | asyncpg.Pool, **cols: Any) -> 
 
 
 async def make_user(conn: asyncpg.Connection | asyncpg.Pool, **cols: Any) -> uuid.UUID:
-    values: dict[str, Any] = {"email": f"{uuid.uuid4().hex[:12]}@example.com",
-                              "first_name": "Ada"}
+    values: dict[str, Any] = {"email": f"{uuid.uuid4().hex[:12]}@example.com", "first_name": "Ada"}
     values.update(cols)
     return await _insert(conn, "users", values)
 
@@ -54,7 +53,9 @@ async def make_pass(
         await conn.execute(
             "INSERT INTO protocol_membership (pass_id, points_balance, tier_points) "
             "VALUES ($1, $2, $3)",
-            pass_id, points, tier_points,
+            pass_id,
+            points,
+            tier_points,
         )
     return pass_id
 

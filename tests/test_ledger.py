@@ -31,13 +31,18 @@ async def test_fifty_parallel_earns_on_one_pass_all_count(pool: asyncpg.Pool) ->
     program = await make_program(pool)
     pass_id = await make_pass(pool, program, points=0)
     await asyncio.gather(*(_call(pool, pass_id, 10) for _ in range(50)))
-    assert await pool.fetchval(
-        "SELECT points_balance FROM protocol_membership WHERE pass_id = $1", pass_id) == 500
-    assert await pool.fetchval(
-        "SELECT count(*) FROM transactions WHERE pass_id = $1", pass_id) == 50
+    assert (
+        await pool.fetchval(
+            "SELECT points_balance FROM protocol_membership WHERE pass_id = $1", pass_id
+        )
+        == 500
+    )
+    assert (
+        await pool.fetchval("SELECT count(*) FROM transactions WHERE pass_id = $1", pass_id) == 50
+    )
     balances = await pool.fetch(
-        "SELECT balance_after FROM transactions WHERE pass_id = $1 ORDER BY balance_after",
-        pass_id)
+        "SELECT balance_after FROM transactions WHERE pass_id = $1 ORDER BY balance_after", pass_id
+    )
     assert [r["balance_after"] for r in balances] == list(range(10, 501, 10))
 
 
@@ -50,8 +55,9 @@ async def test_result_carries_what_the_sync_needs(conn: asyncpg.Connection) -> N
     assert result["protocol"] == "MEMBERSHIP"
     assert result["notification_message"] == "Thanks for your visit!"
     assert result["replayed"] is False
-    tx = await conn.fetchrow("SELECT * FROM transactions WHERE id = $1",
-                             uuid.UUID(str(result["transaction_id"])))
+    tx = await conn.fetchrow(
+        "SELECT * FROM transactions WHERE id = $1", uuid.UUID(str(result["transaction_id"]))
+    )
     assert tx is not None and tx["points_delta"] == 7 and tx["balance_after"] == 12
 
 
@@ -60,8 +66,12 @@ async def test_burn_below_zero_is_refused_and_changes_nothing(conn: asyncpg.Conn
     pass_id = await make_pass(conn, program, points=30)
     with pytest.raises(asyncpg.CheckViolationError, match="insufficient points"):
         await _call(conn, pass_id, -31, "BURN")
-    assert await conn.fetchval(
-        "SELECT points_balance FROM protocol_membership WHERE pass_id = $1", pass_id) == 30
+    assert (
+        await conn.fetchval(
+            "SELECT points_balance FROM protocol_membership WHERE pass_id = $1", pass_id
+        )
+        == 30
+    )
     assert await conn.fetchval("SELECT count(*) FROM transactions") == 0
     assert (await _call(conn, pass_id, -30, "BURN"))["new_balance"] == 0
 
@@ -83,7 +93,8 @@ async def test_concurrent_replays_of_one_external_ref_apply_once(pool: asyncpg.P
     program = await make_program(pool)
     pass_id = await make_pass(pool, program, points=0)
     results = await asyncio.gather(
-        *(_call(pool, pass_id, 10, "EARN", None, "till-7") for _ in range(20)))
+        *(_call(pool, pass_id, 10, "EARN", None, "till-7") for _ in range(20))
+    )
     assert len({r["transaction_id"] for r in results}) == 1
     assert await pool.fetchval("SELECT points_balance FROM protocol_membership") == 10
 

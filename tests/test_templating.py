@@ -14,8 +14,11 @@ from daemon.templating import TemplateError, parse_template
         ("Hi {first_name|friend}!", {"first_name": None}, "Hi friend!"),
         ("Hi {first_name|friend}!", {"first_name": "  "}, "Hi friend!"),
         ("Hi {first_name|friend}!", {"first_name": "Bo"}, "Hi Bo!"),
-        ("You have {points} points at {program_name}", {"points": 0, "program_name": "Joe's"},
-         "You have 0 points at Joe's"),
+        (
+            "You have {points} points at {program_name}",
+            {"points": 0, "program_name": "Joe's"},
+            "You have 0 points at Joe's",
+        ),
         ("{first_name}", {}, ""),
         ("No placeholders 🎂", {}, "No placeholders 🎂"),
         ("{ first_name | there }", {"first_name": None}, " there "),

@@ -1,0 +1,1 @@
+"""loyaltyd: the wallet-pass engine (Postgres rows in, PassKit wallet updates out)."""

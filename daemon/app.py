@@ -1,0 +1,138 @@
+"""The composition root: builds every component from one Settings object, runs them under
+one TaskGroup, and owns the shutdown sequence.
+
+If any component crashes the TaskGroup cancels the rest and the process exits non-zero, so
+systemd restarts it. SIGTERM/SIGINT only set the `stopping` event; each component then
+winds down on its own terms (see `run_daemon`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import structlog
+
+from daemon.config import Settings
+from daemon.db import create_pool
+from daemon.listener import Listener
+from daemon.logs import get_logger
+from daemon.metrics import Metrics
+from daemon.passkit import PassKitClient, warn_if_mock
+from daemon.sync import PassSyncQueue
+from daemon.worker import Worker, WorkerConfig
+
+log = get_logger(__name__)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Daemon:
+    """What is running, for the HTTP server, the tests and the shutdown sequence."""
+
+    settings: Settings
+    dsn: str
+    pool: asyncpg.Pool
+    client: PassKitClient
+    metrics: Metrics
+    owner: uuid.UUID
+    stopping: asyncio.Event
+    doorbells: dict[str, asyncio.Event] = field(default_factory=dict)
+    workers: list[Worker[Any]] = field(default_factory=list)
+    listener: Listener | None = None
+
+
+def install_signal_handlers(stopping: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _on_signal, sig, stopping)
+
+
+def _on_signal(sig: signal.Signals, stopping: asyncio.Event) -> None:
+    log.info("shutdown_requested", signal=sig.name)
+    stopping.set()
+
+
+def _worker_config(settings: Settings) -> WorkerConfig:
+    return WorkerConfig(
+        slots=settings.worker_slots,
+        poll_interval=settings.loyaltyd_poll_interval_seconds,
+        lease_seconds=settings.loyaltyd_lease_seconds,
+    )
+
+
+def _build_sync(daemon: Daemon) -> None:
+    s = daemon.settings
+    queue = PassSyncQueue(
+        daemon.pool,
+        daemon.client,
+        lease_seconds=s.loyaltyd_lease_seconds,
+        max_attempts=s.loyaltyd_max_job_attempts,
+        metrics=daemon.metrics,
+    )
+    doorbell = daemon.doorbells.setdefault(queue.channel, asyncio.Event())
+    daemon.workers.append(
+        Worker(
+            queue, _worker_config(s), owner=daemon.owner, doorbell=doorbell, metrics=daemon.metrics
+        )
+    )
+
+
+async def _supervise(daemon: Daemon) -> None:
+    s = daemon.settings
+    daemon.listener = Listener(
+        daemon.dsn,
+        daemon.doorbells,
+        probe_interval=s.loyaltyd_listener_probe_seconds,
+        metrics=daemon.metrics,
+    )
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(daemon.listener.run(daemon.stopping), name="listener")
+        for worker in daemon.workers:
+            tg.create_task(
+                worker.run(daemon.stopping, s.loyaltyd_shutdown_grace_seconds),
+                name=f"worker-{worker.queue.name}",
+            )
+        log.info("daemon_ready", instance=str(daemon.owner))
+
+
+async def run_daemon(
+    settings: Settings,
+    dsn: str,
+    *,
+    stopping: asyncio.Event | None = None,
+    on_start: Callable[[Daemon], None] | None = None,
+) -> None:
+    """Run until `stopping` is set (signals set it when not given).
+
+    Shutdown, in order: workers stop claiming, drain in-flight calls for at most the grace
+    period and give back the rest (inside Worker.run); the listener closes; then the PassKit
+    session and finally the pool close here.
+    """
+    owner = uuid.uuid4()
+    structlog.contextvars.bind_contextvars(instance=str(owner)[:8])
+    if stopping is None:
+        stopping = asyncio.Event()
+        install_signal_handlers(stopping)
+    warn_if_mock(settings)
+    metrics = Metrics()
+    pool = await create_pool(dsn, settings.loyaltyd_pool_size)
+    try:
+        async with PassKitClient(settings, metrics) as client:
+            daemon = Daemon(settings, dsn, pool, client, metrics, owner, stopping)
+            _build_sync(daemon)
+            if on_start is not None:
+                on_start(daemon)
+            await _supervise(daemon)
+    finally:
+        await pool.close()
+    log.info("daemon_stopped")

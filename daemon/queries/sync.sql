@@ -1,0 +1,106 @@
+-- Pass-sync queue statements (table pass_syncs, sql/010). Each is one short statement:
+-- no transaction is ever held open across a PassKit call.
+
+-- name: claim_pass_syncs
+-- $1 = owner (daemon instance id), $2 = at most this many rows, $3 = lease length in seconds.
+-- Returns the work owed for each claimed pass with what PassKit needs to address it.
+WITH due AS (
+    -- Rows whose time has come, and rows whose lease ran out because their daemon died.
+    -- SKIP LOCKED lets several daemons claim side by side without waiting on each other.
+    SELECT pass_id, state = 'claimed' AS lease_expired
+      FROM pass_syncs
+     WHERE (state = 'pending' AND next_attempt_at <= now())
+        OR (state = 'claimed' AND lease_expires_at < now())
+     ORDER BY next_attempt_at
+     LIMIT $2
+       FOR UPDATE SKIP LOCKED
+)
+UPDATE pass_syncs s
+   SET state = 'claimed',
+       lease_owner = $1,
+       lease_expires_at = now() + make_interval(secs => $3),
+       claimed_generation = s.generation,
+       attempts = s.attempts + 1,
+       updated_at = now()
+  FROM due
+  JOIN passes_master p ON p.id = due.pass_id
+  LEFT JOIN programs g ON g.id = p.program_id
+  LEFT JOIN protocol_membership m ON m.pass_id = due.pass_id
+ WHERE s.pass_id = due.pass_id
+RETURNING s.pass_id, s.generation, s.attempts, s.enqueued_at, due.lease_expired,
+          p.passkit_internal_id, p.protocol,
+          g.passkit_program_id, coalesce(m.tier_id, g.passkit_tier_id) AS passkit_tier_id,
+          CASE WHEN s.points_generation IS NOT NULL THEN s.points_balance END AS points_balance,
+          CASE WHEN s.message_generation IS NOT NULL THEN s.message END AS message,
+          s.redeem_generation IS NOT NULL AS redeem,
+          s.check_in_generation IS NOT NULL AS check_in;
+
+-- name: record_pass_syncs
+-- $1 = owner; $2 pass ids, $3 generations claimed, $4 outcomes ('done'|'retry'|'dead'),
+-- $5 retry times (NULL unless retry), $6 errors (NULL when done). Only rows still leased to
+-- $1 are written: a daemon that lost its lease has no say any more.
+WITH r AS (
+    SELECT * FROM unnest($2::uuid[], $3::bigint[], $4::text[], $5::timestamptz[], $6::text[])
+        AS r(pass_id, gen, outcome, retry_at, error)
+)
+UPDATE pass_syncs s
+   SET -- done clears exactly the work that was owed when claimed; newer work stays owed
+       points_generation = CASE WHEN r.outcome = 'done' AND s.points_generation <= r.gen
+                                THEN NULL ELSE s.points_generation END,
+       message = CASE WHEN r.outcome = 'done' AND s.message_generation <= r.gen
+                      THEN NULL ELSE s.message END,
+       message_transaction_id = CASE WHEN r.outcome = 'done' AND s.message_generation <= r.gen
+                                     THEN NULL ELSE s.message_transaction_id END,
+       message_generation = CASE WHEN r.outcome = 'done' AND s.message_generation <= r.gen
+                                 THEN NULL ELSE s.message_generation END,
+       redeem_generation = CASE WHEN r.outcome = 'done' AND s.redeem_generation <= r.gen
+                                THEN NULL ELSE s.redeem_generation END,
+       check_in_generation = CASE WHEN r.outcome = 'done' AND s.check_in_generation <= r.gen
+                                  THEN NULL ELSE s.check_in_generation END,
+       state = CASE WHEN r.outcome = 'dead' THEN 'dead'
+                    WHEN r.outcome = 'retry' OR s.generation > r.gen THEN 'pending'
+                    ELSE 'idle' END,
+       attempts = CASE WHEN r.outcome = 'done' THEN 0 ELSE s.attempts END,
+       next_attempt_at = coalesce(r.retry_at, now()),
+       enqueued_at = CASE WHEN r.outcome = 'done' AND s.generation > r.gen THEN now()
+                          ELSE s.enqueued_at END,
+       last_error = r.error,
+       last_synced_at = CASE WHEN r.outcome = 'done' THEN now() ELSE s.last_synced_at END,
+       lease_owner = NULL,
+       lease_expires_at = NULL,
+       updated_at = now()
+  FROM r
+ WHERE s.pass_id = r.pass_id AND s.state = 'claimed' AND s.lease_owner = $1;
+
+-- name: extend_pass_sync_leases
+-- $1 = owner, $2 = pass ids in flight, $3 = lease length in seconds.
+UPDATE pass_syncs
+   SET lease_expires_at = now() + make_interval(secs => $3)
+ WHERE pass_id = ANY($2::uuid[]) AND state = 'claimed' AND lease_owner = $1;
+
+-- name: release_pass_syncs
+-- $1 = owner, $2 = pass ids to give back (shutdown): due now, the attempt not counted.
+UPDATE pass_syncs
+   SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL,
+       attempts = greatest(attempts - 1, 0), next_attempt_at = now(), updated_at = now()
+ WHERE pass_id = ANY($2::uuid[]) AND state = 'claimed' AND lease_owner = $1;
+
+-- name: requeue_dead_pass_syncs
+-- $1 = only this pass (NULL = every dead row). Returns the requeued pass ids.
+UPDATE pass_syncs
+   SET state = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL,
+       updated_at = now()
+ WHERE state = 'dead' AND ($1::uuid IS NULL OR pass_id = $1)
+RETURNING pass_id;
+
+-- name: notify_syncs
+-- Ring the doorbell of every daemon (after a requeue).
+SELECT pg_notify('loyaltyd_syncs', '');
+
+-- name: pass_sync_depth
+-- Queue depth and the age in seconds of the oldest owed work, by state.
+SELECT state, count(*) AS rows,
+       coalesce(extract(epoch FROM now() - min(enqueued_at)), 0)::float8 AS oldest_age
+  FROM pass_syncs
+ WHERE state <> 'idle'
+ GROUP BY state;

@@ -1,0 +1,132 @@
+"""Running loyaltyd in tests: in-process (`running_daemon`) or as a real subprocess
+(`DaemonProcess`, for kill -9 and SIGTERM), against a FakePassKit started by the test."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from daemon.app import Daemon, run_daemon
+from daemon.config import Settings
+from daemon.fakepasskit import FakePassKit
+
+API_KEY = "test-api-key-0123"
+API_SECRET = "test-api-secret-4567-abcdefghijklmnop"
+REPO = Path(__file__).resolve().parent.parent
+
+
+@asynccontextmanager
+async def fake_passkit(**kwargs: Any) -> AsyncIterator[FakePassKit]:
+    fake = FakePassKit(API_KEY, API_SECRET, **kwargs)
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+def daemon_env(fake_url: str) -> dict[str, str]:
+    """Settings (as environment) that make a daemon talk to the fake quickly."""
+    return {
+        "PASSKIT_API_KEY": API_KEY,
+        "PASSKIT_API_SECRET": API_SECRET,
+        "PASSKIT_BASE_URL": fake_url,
+        "PASSKIT_RATE_LIMIT": "0",
+        "PASSKIT_MAX_CONCURRENCY": "10",
+        "LOYALTYD_POLL_INTERVAL_SECONDS": "1",
+        "LOYALTYD_LISTENER_PROBE_SECONDS": "0.5",
+        "LOYALTYD_LEASE_SECONDS": "3",
+        "LOYALTYD_SHUTDOWN_GRACE_SECONDS": "5",
+    }
+
+
+def settings_for(
+    make_settings: Callable[..., Settings], fake_url: str, **overrides: Any
+) -> Settings:
+    values: dict[str, Any] = {k.lower(): v for k, v in daemon_env(fake_url).items()}
+    values.update(overrides)
+    return make_settings(**values)
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[bool]], timeout: float = 10.0, interval: float = 0.05
+) -> float:
+    """Poll `check` until true; return seconds waited; fail the test after `timeout`."""
+    start = time.monotonic()
+    while not await check():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(interval)
+    return time.monotonic() - start
+
+
+@asynccontextmanager
+async def running_daemon(settings: Settings, dsn: str) -> AsyncIterator[Daemon]:
+    """The whole daemon in this event loop; stopped (gracefully) on exit."""
+    stopping = asyncio.Event()
+    started: list[Daemon] = []
+    task = asyncio.create_task(
+        run_daemon(settings, dsn, stopping=stopping, on_start=started.append)
+    )
+
+    async def listening() -> bool:
+        if task.done():
+            task.result()
+        return bool(started) and started[0].listener is not None and started[0].listener.alive
+
+    await wait_until(listening, timeout=15)
+    try:
+        yield started[0]
+    finally:
+        stopping.set()
+        await asyncio.wait_for(task, timeout=30)
+
+
+class DaemonProcess:
+    """`python -m daemon run` as a child process."""
+
+    def __init__(self, dsn: str, env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        full_env = {**os.environ, **env, "DATABASE_URL": dsn, "LOYALTYD_LOG_FORMAT": "json"}
+        self._log = log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "daemon", "run", "--no-migrate"],
+            cwd=REPO,
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def terminate(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+
+    async def wait(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                raise AssertionError(f"daemon did not exit within {timeout} s")
+            await asyncio.sleep(0.05)
+        self._log.close()
+        return self.proc.returncode
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop_now(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self._log.close()
