@@ -227,3 +227,37 @@ async def test_killed_pool_connections_do_not_lose_work(
 
 async def _async(value: bool) -> bool:
     return value
+
+
+async def test_requeue_dead_command_makes_dead_syncs_due_again(
+    pool: asyncpg.Pool, database_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    """`loyaltyd requeue-dead` after the cause is fixed: the pass syncs."""
+    import subprocess
+    import sys
+
+    from tests.harness import REPO
+
+    program = await make_program(pool)
+    pass_id = await make_pass(pool, program, points=0)
+    pk = await _passkit_id(pool, pass_id)
+    async with fake_passkit() as fake:
+        fake.force_status(pk, 403, "no permission")
+        async with running_daemon(settings_for(make_settings, fake.url), database_url):
+            await pool.execute(EARN, pass_id, 8, "EARN", None)
+            await wait_until(lambda: _settled(pool))
+            assert await pool.fetchval("SELECT state FROM pass_syncs") == "dead"
+            fake.clear_forced(pk)
+            done = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "daemon", "requeue-dead"],
+                cwd=REPO,
+                env={"DATABASE_URL": database_url, "PATH": "/usr/bin:/bin"},
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert done.returncode == 0, done.stderr
+            assert "requeued 1 dead" in done.stdout
+            await wait_until(lambda: _async(fake.points_of(pk) == 8), timeout=5)
+    assert await pool.fetchval("SELECT state FROM pass_syncs") == "idle"
