@@ -67,3 +67,12 @@ class Unauthorized(PermanentPassKitError):
 
     def __init__(self, message: str = "PassKit answered 401 twice, with a fresh token") -> None:
         super().__init__(message, status=401)
+
+
+# --- campaigns -------------------------------------------------------------------------------
+
+
+class CampaignInputError(LoyaltydError):
+    """A push campaign cannot be sent as written (unknown program or segment, bad text, bad
+    segment parameters, bad CSV or URL). The message is for the admin: it is what the daemon
+    stores in `push_campaigns.error` and what the HTTP API answers with a 400."""
