@@ -315,7 +315,7 @@ def _json_object(operation: str, body: bytes) -> JsonObject:
     return value
 
 
-def new_session(settings: Settings) -> aiohttp.ClientSession:
+def _new_session(settings: Settings) -> aiohttp.ClientSession:
     """The session a client owns: bounded time per request, one connection per slot."""
     total = settings.passkit_timeout_seconds
     timeout = aiohttp.ClientTimeout(total=total, connect=min(total, 10.0), sock_read=total)
@@ -373,7 +373,7 @@ class PassKitClient:
 
     async def __aenter__(self) -> PassKitClient:
         if self._session is None and not self._mock_mode:
-            self._session = new_session(self._settings)
+            self._session = _new_session(self._settings)
         return self
 
     async def __aexit__(
