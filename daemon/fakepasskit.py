@@ -292,13 +292,14 @@ class FakePassKit:
             return _response(_Answer(404, {"error": f"no route {request.method} {request.path}"}))
         body = await _read_body(request)
         authorization = request.headers.get("Authorization")
+        pass_id = _pass_id_of(path_id, body)
         outcome = self._next_fault()
         if outcome == "timeout":
-            self._record(route, path_id, body, NO_ANSWER, 0.0)
+            self._record(route, pass_id, body, NO_ANSWER, 0.0)
             return await self._hang()
         answer = self._answer(route, path_id, body, outcome, authorization)
         delay = self.latency.sample(self._rng)
-        self._record(route, _pass_id_of(path_id, body), body, answer.status, delay)
+        self._record(route, pass_id, body, answer.status, delay)
         if delay:
             await asyncio.sleep(delay)
         return _response(answer)
