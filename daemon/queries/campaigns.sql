@@ -1,0 +1,357 @@
+-- Push campaign statements (push_campaigns, campaign_deliveries: sql/020-025). Each is one
+-- short statement; no transaction is held open across a PassKit call or a CSV download.
+
+-- --- planner: campaigns ----------------------------------------------------------------------
+
+-- name: due_campaigns
+-- $1 = at most this many rows. Campaigns the planner has work on, with what validation needs:
+-- PENDING ones whose time has come, DRAFTs to count, and PROCESSING ones a crashed daemon was
+-- still planning (lease_owner set by us: a row some older tool left PROCESSING is not ours to
+-- resend). `version` (the row's xmin) lets the claim refuse a row edited since it was read.
+SELECT c.id, c.xmin::text AS version, c.status, c.program_id, c.name, c.message_text,
+       c.segment, c.min_tier_points, c.min_points, c.inactive_days, c.zip_codes,
+       c.member_ids, c.csv_upload_url, g.id IS NOT NULL AS program_exists
+  FROM push_campaigns c
+  LEFT JOIN programs g ON g.id = c.program_id
+ WHERE ((c.status = 'PENDING' AND (c.scheduled_at IS NULL OR c.scheduled_at <= now()))
+     OR (c.status = 'DRAFT' AND c.audience_counted_at IS NULL)
+     OR (c.status = 'PROCESSING' AND c.started_at IS NULL AND c.lease_owner IS NOT NULL))
+   AND (c.lease_expires_at IS NULL OR c.lease_expires_at <= now())
+ ORDER BY coalesce(c.scheduled_at, c.created_at), c.id
+ LIMIT $1;
+
+-- name: claim_campaign
+-- $1 = campaign id, $2 = its version as read, $3 = owner, $4 = lease length in seconds.
+-- Leases a validated campaign to $3 (PENDING becomes PROCESSING; a DRAFT stays a DRAFT).
+-- Returns nothing when another daemon has it or an admin changed it since it was read.
+WITH unchanged AS (
+    SELECT id FROM push_campaigns WHERE id = $1 AND xmin::text = $2 FOR UPDATE SKIP LOCKED
+)
+UPDATE push_campaigns c
+   SET status = CASE WHEN c.status = 'DRAFT' THEN 'DRAFT' ELSE 'PROCESSING' END,
+       lease_owner = $3,
+       lease_expires_at = now() + make_interval(secs => $4)
+  FROM unchanged
+ WHERE c.id = unchanged.id
+RETURNING c.status;
+
+-- name: fail_unclaimed_campaign
+-- $1 = campaign id, $2 = its version as read, $3 = error for the admin. Nothing was sent.
+UPDATE push_campaigns
+   SET status = 'FAILED', error = $3, finished_at = now(),
+       lease_owner = NULL, lease_expires_at = NULL
+ WHERE id = $1 AND xmin::text = $2 AND started_at IS NULL
+RETURNING id;
+
+-- name: fail_claimed_campaign
+-- $1 = campaign id, $2 = owner holding its lease, $3 = error for the admin. Nothing was sent.
+UPDATE push_campaigns
+   SET status = 'FAILED', error = $3, finished_at = now(),
+       lease_owner = NULL, lease_expires_at = NULL
+ WHERE id = $1 AND lease_owner = $2 AND started_at IS NULL
+RETURNING id;
+
+-- name: count_audience
+-- $1 = program id, $2 = segment, $3 min_tier_points, $4 min_points, $5 inactive_days,
+-- $6 zip codes, $7 member ids (validated, defaults filled in). How many phones it buzzes.
+SELECT count(*) FROM push_campaign_audience($1, $2, $3, $4, $5, $6, $7);
+
+-- name: unknown_member_ids
+-- $1 = program id, $2 = member ids. How many match no pass of the program, and the first 100.
+SELECT count(*)::int AS unknown_count,
+       (array_agg(w.member_id ORDER BY w.member_id))[1:100] AS sample
+  FROM (SELECT DISTINCT unnest($2::text[])) AS w (member_id)
+ WHERE NOT EXISTS (SELECT 1 FROM passes_master p
+                    WHERE p.program_id = $1 AND p.external_id = w.member_id);
+
+-- name: save_draft_count
+-- $1 = campaign id, $2 = owner, $3 = recipients, $4 = unknown member ids count, $5 = sample.
+UPDATE push_campaigns
+   SET recipient_count = $3, audience_counted_at = now(),
+       unknown_member_count = $4, unknown_member_ids = $5,
+       lease_owner = NULL, lease_expires_at = NULL
+ WHERE id = $1 AND lease_owner = $2 AND status = 'DRAFT'
+RETURNING id;
+
+-- name: lock_campaign_to_start
+-- $1 = campaign id, $2 = owner. Holds the row for the transaction that creates the deliveries;
+-- nothing when the lease was lost or the admin cancelled or re-drafted it meanwhile.
+SELECT id FROM push_campaigns
+ WHERE id = $1 AND lease_owner = $2 AND status = 'PROCESSING' AND started_at IS NULL
+   FOR UPDATE;
+
+-- name: create_deliveries
+-- $1 = campaign id, $2 = program id, $3 = segment, $4 min_tier_points, $5 min_points,
+-- $6 inactive_days, $7 zip codes, $8 member ids. One row per recipient, set-based: a million
+-- recipients never pass through the daemon. Sorted, so the primary key fills in order.
+INSERT INTO campaign_deliveries (campaign_id, pass_id)
+SELECT $1, a.pass_id
+  FROM push_campaign_audience($2, $3, $4, $5, $6, $7, $8) AS a
+ ORDER BY a.pass_id;
+
+-- name: start_campaign
+-- $1 = campaign id, $2 = recipients, $3 = unknown member ids count, $4 = sample. Sending
+-- starts: counters from zero, the lease dropped (deliveries carry their own), and every
+-- daemon's delivery worker woken.
+WITH started AS (
+    UPDATE push_campaigns
+       SET recipient_count = $2, sent_count = 0, failed_count = 0, skipped_count = 0,
+           started_at = now(), unknown_member_count = $3, unknown_member_ids = $4,
+           lease_owner = NULL, lease_expires_at = NULL
+     WHERE id = $1
+    RETURNING id
+)
+SELECT pg_notify('loyaltyd_deliveries', id::text) FROM started;
+
+-- name: skip_cancelled_deliveries
+-- Recipients of CANCELLED campaigns not reached yet become skipped ('campaign cancelled'),
+-- counted in the same statement. Rows in flight finish and count as what they became; rows
+-- whose daemon died (lease expired) are skipped too, or the campaign could never settle.
+WITH cancelled AS (
+    SELECT id FROM push_campaigns
+     WHERE status = 'CANCELLED' AND started_at IS NOT NULL AND finished_at IS NULL
+),
+skipped AS (
+    UPDATE campaign_deliveries d
+       SET state = 'skipped', error = 'campaign cancelled', lease_owner = NULL,
+           finished_at = now()
+     WHERE d.campaign_id IN (SELECT id FROM cancelled)
+       AND (d.state = 'pending' OR (d.state = 'claimed' AND d.available_at <= now()))
+    RETURNING d.campaign_id
+),
+tally AS (
+    SELECT campaign_id, count(*) AS n FROM skipped GROUP BY campaign_id
+)
+UPDATE push_campaigns c
+   SET skipped_count = coalesce(c.skipped_count, 0) + t.n
+  FROM tally t
+ WHERE c.id = t.campaign_id
+RETURNING c.id, t.n AS skipped;
+
+-- name: settle_campaigns
+-- Campaigns every recipient of which has an outcome: PROCESSING becomes COMPLETED (a
+-- CANCELLED one stays CANCELLED), finished_at is set, and the seeds' audit row written once
+-- (notification_logs is unique per campaign_id, whichever daemon gets here first).
+WITH finished AS (
+    UPDATE push_campaigns c
+       SET status = CASE WHEN c.status = 'PROCESSING' THEN 'COMPLETED' ELSE c.status END,
+           finished_at = now()
+     WHERE c.started_at IS NOT NULL AND c.finished_at IS NULL
+       AND c.status IN ('PROCESSING', 'CANCELLED')
+       AND NOT EXISTS (SELECT 1 FROM campaign_deliveries d
+                        WHERE d.campaign_id = c.id AND d.state IN ('pending', 'claimed'))
+    RETURNING c.*
+),
+logged AS (
+    INSERT INTO notification_logs (program_id, campaign_id, campaign_name, recipient_count,
+                                   success_count, failed_count, skipped_count,
+                                   message_content, target_segment)
+    SELECT program_id, id, coalesce(name, 'Push campaign'), recipient_count,
+           sent_count, failed_count, skipped_count, message_text, segment
+      FROM finished
+    ON CONFLICT (campaign_id) WHERE campaign_id IS NOT NULL DO NOTHING
+)
+SELECT id, program_id, status, recipient_count, sent_count, failed_count, skipped_count,
+       extract(epoch FROM finished_at - started_at)::float8 AS seconds
+  FROM finished;
+
+-- name: seconds_to_next_campaign
+-- Seconds until the next scheduled PENDING campaign is due (NULL: none scheduled).
+SELECT extract(epoch FROM min(scheduled_at) - now())::float8
+  FROM push_campaigns
+ WHERE status = 'PENDING' AND scheduled_at > now();
+
+-- --- delivery queue ----------------------------------------------------------------------------
+
+-- name: claim_deliveries
+-- $1 = owner, $2 = at most this many rows, $3 = lease length in seconds. Returns the rows
+-- claimed, with everything the message needs, and the rows skipped here (state 'skipped':
+-- already final and counted) so the caller can count them too.
+WITH due AS (
+    -- Due recipients of campaigns being sent: pending rows whose time has come, and claimed
+    -- rows whose lease ran out (their daemon died). A cancelled campaign is not PROCESSING,
+    -- so its recipients stop being claimed the moment the admin's update commits.
+    -- SKIP LOCKED: daemons claim side by side without waiting on each other.
+    SELECT d.campaign_id, d.pass_id, d.state = 'claimed' AS lease_expired
+      FROM push_campaigns c
+     CROSS JOIN LATERAL (
+           SELECT d.campaign_id, d.pass_id, d.state
+             FROM campaign_deliveries d
+            WHERE d.campaign_id = c.id AND d.state IN ('pending', 'claimed')
+              AND d.available_at <= now()
+            ORDER BY d.available_at
+            LIMIT $2
+              FOR UPDATE SKIP LOCKED) d
+     WHERE c.status = 'PROCESSING'
+     LIMIT $2
+),
+one_per_pass AS (
+    -- A pass reached by two running campaigns gets one message per claim, so that the
+    -- frequency cap below counts the first before allowing the second.
+    SELECT DISTINCT ON (pass_id) * FROM due ORDER BY pass_id, campaign_id
+),
+checked AS (
+    -- Why a due recipient must not get the message after all (NULL: send it). The audience
+    -- was right when the campaign started; a member may have opted out since.
+    SELECT o.campaign_id, o.pass_id, o.lease_expired,
+           CASE
+               WHEN p.id IS NULL THEN 'pass deleted'
+               WHEN p.is_active IS NOT TRUE THEN 'pass no longer active'
+               WHEN p.status IS DISTINCT FROM 'INSTALLED' THEN 'pass no longer installed'
+               WHEN u.marketing_opt_in IS NOT TRUE THEN 'member opted out of marketing'
+               WHEN recent.n >= g.max_pushes_per_pass_per_day THEN
+                   format('frequency cap: %s campaign messages in the last 24 h (limit %s)',
+                          recent.n, g.max_pushes_per_pass_per_day)
+           END AS skip_reason
+      FROM one_per_pass o
+      LEFT JOIN passes_master p ON p.id = o.pass_id
+      LEFT JOIN users u ON u.id = p.user_id
+      LEFT JOIN programs g ON g.id = p.program_id
+     CROSS JOIN LATERAL (
+           -- Campaign messages this pass got in the last 24 h, or is getting right now.
+           SELECT count(*) AS n
+             FROM campaign_deliveries r
+            WHERE r.pass_id = o.pass_id AND r.state IN ('sent', 'claimed')
+              AND ((r.state = 'sent' AND r.finished_at > now() - interval '24 hours')
+                OR (r.state = 'claimed' AND r.available_at > now()))) recent
+),
+claimed AS (
+    UPDATE campaign_deliveries d
+       SET state = CASE WHEN k.skip_reason IS NULL THEN 'claimed' ELSE 'skipped' END,
+           lease_owner = CASE WHEN k.skip_reason IS NULL THEN $1::uuid END,
+           available_at = CASE WHEN k.skip_reason IS NULL
+                               THEN now() + make_interval(secs => $3) ELSE d.available_at END,
+           attempts = d.attempts + CASE WHEN k.skip_reason IS NULL THEN 1 ELSE 0 END,
+           error = coalesce(k.skip_reason, d.error),
+           finished_at = CASE WHEN k.skip_reason IS NOT NULL THEN now() END,
+           finished_by = CASE WHEN k.skip_reason IS NOT NULL THEN $1::uuid END
+      FROM checked k
+     WHERE d.campaign_id = k.campaign_id AND d.pass_id = k.pass_id
+    RETURNING d.campaign_id, d.pass_id, d.state, d.attempts, k.lease_expired
+),
+skips AS (
+    SELECT campaign_id, count(*) AS n FROM claimed WHERE state = 'skipped' GROUP BY campaign_id
+),
+skip_locks AS MATERIALIZED (
+    -- Campaign rows locked in id order, as record_deliveries does: no deadlock between them.
+    SELECT c.id FROM push_campaigns c
+     WHERE c.id IN (SELECT campaign_id FROM skips)
+     ORDER BY c.id
+       FOR UPDATE
+),
+counted AS (
+    UPDATE push_campaigns c
+       SET skipped_count = coalesce(c.skipped_count, 0) + s.n
+      FROM skips s JOIN skip_locks l ON l.id = s.campaign_id
+     WHERE c.id = s.campaign_id
+)
+SELECT cl.campaign_id, cl.pass_id, cl.state, cl.attempts, cl.lease_expired,
+       p.protocol, p.passkit_internal_id, g.passkit_program_id,
+       coalesce(m.tier_id, g.passkit_tier_id) AS passkit_tier_id,
+       c.message_text, u.first_name, u.last_name, m.points_balance AS points,
+       g.name AS program_name
+  FROM claimed cl
+  JOIN push_campaigns c ON c.id = cl.campaign_id
+  LEFT JOIN passes_master p ON p.id = cl.pass_id
+  LEFT JOIN users u ON u.id = p.user_id
+  LEFT JOIN programs g ON g.id = p.program_id
+  LEFT JOIN protocol_membership m ON m.pass_id = cl.pass_id;
+
+-- name: record_deliveries
+-- $1 = owner; $2 campaign ids, $3 pass ids, $4 outcomes ('sent'|'failed'|'skipped'|'retry'),
+-- $5 retry times (NULL unless retry), $6 errors, $7 texts as sent. Only rows still leased to
+-- $1 are written (a daemon that lost its lease has no say any more), and the campaigns'
+-- counters move in the same statement, so they always equal the rows.
+WITH r AS (
+    SELECT *
+      FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::timestamptz[], $6::text[],
+                  $7::text[]) AS r (campaign_id, pass_id, outcome, retry_at, error, rendered_text)
+),
+written AS (
+    UPDATE campaign_deliveries d
+       SET state = CASE WHEN r.outcome = 'retry' THEN 'pending' ELSE r.outcome END,
+           lease_owner = NULL,
+           available_at = coalesce(r.retry_at, d.available_at),
+           error = r.error,
+           rendered_text = coalesce(r.rendered_text, d.rendered_text),
+           finished_at = CASE WHEN r.outcome = 'retry' THEN NULL ELSE now() END,
+           finished_by = CASE WHEN r.outcome = 'retry' THEN NULL ELSE $1::uuid END
+      FROM r
+     WHERE d.campaign_id = r.campaign_id AND d.pass_id = r.pass_id
+       AND d.state = 'claimed' AND d.lease_owner = $1
+    RETURNING d.campaign_id, d.state
+),
+tally AS (
+    SELECT campaign_id,
+           count(*) FILTER (WHERE state = 'sent') AS sent,
+           count(*) FILTER (WHERE state = 'failed') AS failed,
+           count(*) FILTER (WHERE state = 'skipped') AS skipped
+      FROM written
+     WHERE state <> 'pending'
+     GROUP BY campaign_id
+),
+campaign_locks AS MATERIALIZED (
+    -- Campaign rows locked in id order, as claim_deliveries does: no deadlock between them.
+    SELECT c.id FROM push_campaigns c
+     WHERE c.id IN (SELECT campaign_id FROM tally)
+     ORDER BY c.id
+       FOR UPDATE
+)
+UPDATE push_campaigns c
+   SET sent_count = coalesce(c.sent_count, 0) + t.sent,
+       failed_count = coalesce(c.failed_count, 0) + t.failed,
+       skipped_count = coalesce(c.skipped_count, 0) + t.skipped
+  FROM tally t JOIN campaign_locks l ON l.id = t.campaign_id
+ WHERE c.id = t.campaign_id;
+
+-- name: extend_delivery_leases
+-- $1 = owner, $2 campaign ids, $3 pass ids in flight, $4 = lease length in seconds.
+UPDATE campaign_deliveries d
+   SET available_at = now() + make_interval(secs => $4)
+  FROM unnest($2::uuid[], $3::uuid[]) AS k (campaign_id, pass_id)
+ WHERE d.campaign_id = k.campaign_id AND d.pass_id = k.pass_id
+   AND d.state = 'claimed' AND d.lease_owner = $1;
+
+-- name: release_deliveries
+-- $1 = owner, $2 campaign ids, $3 pass ids to give back (shutdown): due now, the attempt not
+-- counted, and the other daemons woken to take them.
+WITH released AS (
+    UPDATE campaign_deliveries d
+       SET state = 'pending', lease_owner = NULL, available_at = now(),
+           attempts = greatest(d.attempts - 1, 0)
+      FROM unnest($2::uuid[], $3::uuid[]) AS k (campaign_id, pass_id)
+     WHERE d.campaign_id = k.campaign_id AND d.pass_id = k.pass_id
+       AND d.state = 'claimed' AND d.lease_owner = $1
+    RETURNING 1
+)
+SELECT pg_notify('loyaltyd_deliveries', '') WHERE EXISTS (SELECT 1 FROM released);
+
+-- name: campaign_delivery_depth
+-- Recipients waiting (pending) and in flight (claimed), with the age in seconds of the oldest
+-- pending one, over campaigns being sent.
+SELECT d.state, count(*) AS rows,
+       coalesce(extract(epoch FROM now() - min(d.available_at)), 0)::float8 AS oldest_age
+  FROM campaign_deliveries d
+  JOIN push_campaigns c ON c.id = d.campaign_id AND c.status = 'PROCESSING'
+ WHERE d.state IN ('pending', 'claimed')
+ GROUP BY d.state;
+
+-- --- API -------------------------------------------------------------------------------------
+
+-- name: program_exists
+-- $1 = program id.
+SELECT EXISTS (SELECT 1 FROM programs WHERE id = $1);
+
+-- name: insert_campaign
+-- $1 program id, $2 name, $3 message, $4 segment, $5 min_tier_points, $6 min_points,
+-- $7 inactive_days, $8 zip codes, $9 member ids, $10 CSV URL, $11 scheduled_at (NULL = now),
+-- $12 status ('PENDING' or 'DRAFT'). The trigger rings the planner.
+INSERT INTO push_campaigns (program_id, name, message_text, segment, min_tier_points,
+                            min_points, inactive_days, zip_codes, member_ids, csv_upload_url,
+                            scheduled_at, status)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+RETURNING id;
+
+-- name: campaign_progress
+-- $1 = campaign id. One row of the push_campaign_progress view.
+SELECT * FROM push_campaign_progress WHERE id = $1;
