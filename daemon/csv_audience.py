@@ -94,10 +94,10 @@ def parse_member_csv(data: bytes) -> tuple[str, ...]:
         raise CampaignInputError("the CSV is not UTF-8 text") from exc
     header, _, _ = text.partition("\n")
     delimiter, column = _find_member_column(header)
-    ids = _column_values(text, delimiter, column)
+    ids = check_member_ids(_column_values(text, delimiter, column))
     if not ids:
         raise CampaignInputError("the CSV lists no member ids")
-    return check_member_ids(ids)
+    return ids
 
 
 def _find_member_column(header: str) -> tuple[str, int]:
@@ -116,7 +116,7 @@ def _normalise(name: str) -> str:
 
 
 def _column_values(text: str, delimiter: str, column: int) -> list[str]:
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter, strict=True)
     next(reader, None)  # the header
     try:
         return [row[column] for row in reader if len(row) > column]

@@ -85,7 +85,7 @@ def test_segment_parameters_are_validated_with_defaults(
 def test_bad_segment_parameters_are_refused_with_a_readable_reason(
     fields: dict[str, Any], error: str
 ) -> None:
-    with pytest.raises(CampaignInputError, match=None) as caught:
+    with pytest.raises(CampaignInputError) as caught:
         validate_audience(fields, HOSTS)
     assert error in str(caught.value)
 

@@ -1,0 +1,175 @@
+"""Helpers of the campaign tests: campaign rows, a bulk audience, and the campaign machinery
+(listener, planner, delivery worker) running in this event loop against a FakePassKit."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from daemon.campaign_queue import CHANNEL as DELIVERIES_CHANNEL
+from daemon.campaign_queue import CampaignDeliveryQueue
+from daemon.campaigns import CHANNEL as CAMPAIGNS_CHANNEL
+from daemon.campaigns import CampaignPlanner
+from daemon.config import Settings
+from daemon.csv_audience import CsvFetcher
+from daemon.fakepasskit import ROUTE_UPDATE_MEMBER, FakePassKit
+from daemon.listener import Listener
+from daemon.passkit import PassKitClient, visible_text
+from daemon.worker import Worker, WorkerConfig
+from tests.harness import wait_until
+
+
+async def insert_campaign(db: asyncpg.Connection | asyncpg.Pool, **cols: Any) -> uuid.UUID:
+    """A push_campaigns row as Softr would write it (PENDING, ALL, unless told otherwise)."""
+    values: dict[str, Any] = {"name": "Test blast", "message_text": "Hello {first_name|friend}!"}
+    values.update(cols)
+    names = ", ".join(values)
+    params = ", ".join(f"${i}" for i in range(1, len(values) + 1))
+    campaign_id: uuid.UUID = await db.fetchval(
+        f"INSERT INTO push_campaigns ({names}) VALUES ({params}) RETURNING id", *values.values()
+    )
+    return campaign_id
+
+
+async def insert_slipped_in(conn: asyncpg.Connection, rule: str, **cols: Any) -> uuid.UUID:
+    """A row breaking `rule`, as if it predated the (NOT VALID) rule: the daemon must still
+    fail it cleanly."""
+    definition = await conn.fetchval(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE conrelid = 'push_campaigns'::regclass AND conname = $1",
+        rule,
+    )
+    assert definition is not None, rule
+    await conn.execute(f"ALTER TABLE push_campaigns DROP CONSTRAINT {rule}")
+    campaign_id = await insert_campaign(conn, **cols)
+    await conn.execute(f"ALTER TABLE push_campaigns ADD CONSTRAINT {rule} {definition} NOT VALID")
+    return campaign_id
+
+
+async def bulk_audience(
+    conn: asyncpg.Connection, program_id: uuid.UUID, count: int, *, prefix: str = "pk"
+) -> None:
+    """`count` messageable members of the program, set-based; passkit ids `{prefix}-{n}`,
+    member ids `M-{prefix}-{n}`, first names `Member{n}`."""
+    await conn.execute(
+        """
+        WITH u AS (
+            INSERT INTO users (email, first_name)
+            SELECT $3 || '-' || n || '@example.com', 'Member' || n
+              FROM generate_series(1, $2) n
+            RETURNING id, first_name
+        ),
+        p AS (
+            INSERT INTO passes_master (program_id, user_id, passkit_internal_id, external_id,
+                                       status)
+            SELECT $1, u.id, $3 || '-' || substr(u.first_name, 7),
+                   'M-' || $3 || '-' || substr(u.first_name, 7), 'INSTALLED'
+              FROM u
+            RETURNING id
+        )
+        INSERT INTO protocol_membership (pass_id, points_balance) SELECT id, 42 FROM p
+        """,
+        program_id,
+        count,
+        prefix,
+    )
+
+
+async def campaign(db: asyncpg.Connection | asyncpg.Pool, campaign_id: uuid.UUID) -> asyncpg.Record:
+    row: asyncpg.Record = await db.fetchrow(
+        "SELECT * FROM push_campaigns WHERE id = $1", campaign_id
+    )
+    return row
+
+
+async def status_of(db: asyncpg.Connection | asyncpg.Pool, campaign_id: uuid.UUID) -> str:
+    status: str = await db.fetchval("SELECT status FROM push_campaigns WHERE id = $1", campaign_id)
+    return status
+
+
+def messages_by_pass(fake: FakePassKit) -> Counter[str]:
+    """Successful message writes at the fake, per PassKit pass id."""
+    return Counter(
+        r.pass_id
+        for r in fake.requests
+        if r.route == ROUTE_UPDATE_MEMBER and r.status == 200 and r.pass_id
+    )
+
+
+def texts_sent(fake: FakePassKit, passkit_id: str) -> list[str]:
+    return [visible_text(m) for m in fake.messages_for(passkit_id)]
+
+
+@dataclass
+class Rig:
+    pool: asyncpg.Pool
+    settings: Settings
+    planner: CampaignPlanner
+    queue: CampaignDeliveryQueue
+    workers: list[Worker[Any]]
+    listener: Listener
+    doorbells: dict[str, asyncio.Event] = field(default_factory=dict)
+
+    async def finished(self, campaign_id: uuid.UUID, timeout: float = 20) -> asyncpg.Record:
+        async def done() -> bool:
+            row = await campaign(self.pool, campaign_id)
+            return row["status"] == "FAILED" or row["finished_at"] is not None
+
+        await wait_until(done, timeout=timeout)
+        return await campaign(self.pool, campaign_id)
+
+    async def drafted(self, campaign_id: uuid.UUID, timeout: float = 10) -> asyncpg.Record:
+        async def counted() -> bool:
+            row = await campaign(self.pool, campaign_id)
+            return row["audience_counted_at"] is not None or row["status"] == "FAILED"
+
+        await wait_until(counted, timeout=timeout)
+        return await campaign(self.pool, campaign_id)
+
+
+@asynccontextmanager
+async def campaign_rig(
+    pool: asyncpg.Pool,
+    dsn: str,
+    settings: Settings,
+    *,
+    csv_fetcher: CsvFetcher | None = None,
+) -> AsyncIterator[Rig]:
+    """Listener, planner and delivery worker(s) of one daemon, as the composition root wires
+    them, stopped gracefully on exit."""
+    stopping = asyncio.Event()
+    doorbells = {CAMPAIGNS_CHANNEL: asyncio.Event(), DELIVERIES_CHANNEL: asyncio.Event()}
+    listener = Listener(dsn, doorbells, probe_interval=0.5)
+    async with PassKitClient(settings) as client:
+        planner = CampaignPlanner(pool, client, settings, csv_fetcher=csv_fetcher)
+        queue = CampaignDeliveryQueue(pool, client, settings)
+        config = WorkerConfig(
+            slots=settings.worker_slots,
+            poll_interval=settings.loyaltyd_poll_interval_seconds,
+            lease_seconds=settings.loyaltyd_lease_seconds,
+        )
+        crew: list[Worker[Any]] = [
+            Worker(queue, config, owner=uuid.uuid4(), doorbell=doorbells[DELIVERIES_CHANNEL])
+        ]
+        tasks = [
+            asyncio.create_task(listener.run(stopping)),
+            asyncio.create_task(planner.run(stopping, doorbells[CAMPAIGNS_CHANNEL])),
+            *(asyncio.create_task(w.run(stopping, 5.0)) for w in crew),
+        ]
+
+        async def listening() -> bool:
+            return listener.alive
+
+        try:
+            await wait_until(listening, timeout=10)
+            yield Rig(pool, settings, planner, queue, crew, listener, doorbells)
+        finally:
+            stopping.set()
+            await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
