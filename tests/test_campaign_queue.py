@@ -1,0 +1,257 @@
+"""The delivery queue statement by statement: claim (with the frequency cap and late opt-outs),
+record (lease holder only, counters in step), extend, release; and the retry decision."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from daemon.campaign_queue import (
+    MAX_DELIVERY_ATTEMPTS,
+    CampaignDeliveryQueue,
+    TemplateCache,
+    after_transient_failure,
+)
+from daemon.campaigns import CampaignPlanner
+from daemon.config import Settings
+from daemon.models import Failed, RetryLater, Skipped, Succeeded
+from daemon.passkit import PassKitClient
+from tests.campaign_support import campaign, insert_campaign
+from tests.factories import make_pass, make_program, make_user
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def queue(
+    pool: asyncpg.Pool, make_settings: Callable[..., Settings]
+) -> AsyncIterator[CampaignDeliveryQueue]:
+    settings = make_settings()
+    async with PassKitClient(settings) as client:  # mock mode: nothing leaves the machine
+        yield CampaignDeliveryQueue(pool, client, settings)
+
+
+async def _started(pool: asyncpg.Pool, settings: Settings, **cols: object) -> uuid.UUID:
+    campaign_id = await insert_campaign(pool, **cols)
+    await CampaignPlanner(pool, None, settings).plan_due()
+    assert (await campaign(pool, campaign_id))["status"] == "PROCESSING"
+    return campaign_id
+
+
+async def _delivery(
+    pool: asyncpg.Pool, campaign_id: uuid.UUID, pass_id: uuid.UUID
+) -> asyncpg.Record:
+    row: asyncpg.Record = await pool.fetchrow(
+        "SELECT * FROM campaign_deliveries WHERE campaign_id = $1 AND pass_id = $2",
+        campaign_id,
+        pass_id,
+    )
+    return row
+
+
+async def test_claim_carries_what_the_message_needs(
+    pool: asyncpg.Pool, queue: CampaignDeliveryQueue, make_settings: Callable[..., Settings]
+) -> None:
+    program = await make_program(pool, name="Joe's", passkit_program_id="prog", passkit_tier_id="t")
+    user = await make_user(pool, first_name="Ada", last_name="Lovelace")
+    pass_id = await make_pass(pool, program, user_id=user, points=12, passkit_internal_id="pk-1")
+    campaign_id = await _started(
+        pool,
+        make_settings(),
+        program_id=program,
+        message_text="{first_name} {last_name}: {points} at {program_name}",
+    )
+    owner = uuid.uuid4()
+    [job] = await queue.claim(owner, 10)
+    assert (job.campaign_id, job.pass_id, job.attempts, job.lease_expired) == (
+        campaign_id,
+        pass_id,
+        1,
+        False,
+    )
+    assert (job.protocol, job.passkit_id, job.passkit_program_id, job.passkit_tier_id) == (
+        "MEMBERSHIP",
+        "pk-1",
+        "prog",
+        "t",
+    )
+    assert TemplateCache().render(job) == "Ada Lovelace: 12 at Joe's"
+    row = await _delivery(pool, campaign_id, pass_id)
+    assert (row["state"], row["lease_owner"]) == ("claimed", owner)
+    assert await queue.claim(uuid.uuid4(), 10) == [], "a leased row is nobody else's"
+
+
+async def test_recipients_who_left_the_audience_since_the_start_are_skipped_at_claim(
+    pool: asyncpg.Pool, queue: CampaignDeliveryQueue, make_settings: Callable[..., Settings]
+) -> None:
+    program = await make_program(pool)
+    stays, opts_out, deactivated, uninstalled = [await make_pass(pool, program) for _ in range(4)]
+    campaign_id = await _started(pool, make_settings(), program_id=program)
+    await pool.execute(
+        "UPDATE users SET marketing_opt_in = false "
+        "WHERE id = (SELECT user_id FROM passes_master WHERE id = $1)",
+        opts_out,
+    )
+    await pool.execute("UPDATE passes_master SET is_active = false WHERE id = $1", deactivated)
+    await pool.execute("UPDATE passes_master SET status = 'DELETED' WHERE id = $1", uninstalled)
+    jobs = await queue.claim(uuid.uuid4(), 10)
+    assert [j.pass_id for j in jobs] == [stays]
+    reasons = {
+        p: (await _delivery(pool, campaign_id, p))["error"]
+        for p in (opts_out, deactivated, uninstalled)
+    }
+    assert reasons == {
+        opts_out: "member opted out of marketing",
+        deactivated: "pass no longer active",
+        uninstalled: "pass no longer installed",
+    }
+    assert (await campaign(pool, campaign_id))["skipped_count"] == 3
+
+
+async def test_two_running_campaigns_never_push_one_pass_past_the_cap(
+    pool: asyncpg.Pool, queue: CampaignDeliveryQueue, make_settings: Callable[..., Settings]
+) -> None:
+    program = await make_program(pool, max_pushes_per_pass_per_day=1)
+    pass_id = await make_pass(pool, program)
+    settings = make_settings()
+    first = await _started(pool, settings, program_id=program)
+    second = await _started(pool, settings, program_id=program)
+    owner = uuid.uuid4()
+    jobs = await queue.claim(owner, 10)
+    assert len(jobs) == 1, "one message per pass per claim"
+    # While the first message is in flight, the other campaign's row is capped.
+    assert await queue.claim(owner, 10) == []
+    other = second if jobs[0].campaign_id == first else first
+    row = await _delivery(pool, other, pass_id)
+    assert (row["state"], row["error"]) == (
+        "skipped",
+        "frequency cap: 1 campaign messages in the last 24 h (limit 1)",
+    )
+    await queue.record(owner, [(jobs[0], Succeeded())])
+    assert (await _delivery(pool, jobs[0].campaign_id, pass_id))["state"] == "sent"
+
+
+async def test_only_the_lease_holder_records_and_counters_follow_the_rows(
+    pool: asyncpg.Pool, queue: CampaignDeliveryQueue, make_settings: Callable[..., Settings]
+) -> None:
+    program = await make_program(pool)
+    for _ in range(4):
+        await make_pass(pool, program)
+    campaign_id = await _started(pool, make_settings(), program_id=program)
+    owner = uuid.uuid4()
+    a, b, c, d = await queue.claim(owner, 10)
+    await queue.record(uuid.uuid4(), [(a, Succeeded())])  # not the holder: ignored
+    assert (await _delivery(pool, a.campaign_id, a.pass_id))["state"] == "claimed"
+    retry_at = datetime.now(UTC) + timedelta(minutes=5)
+    await queue.record(
+        owner,
+        [
+            (a, Succeeded()),
+            (b, Failed("boom")),
+            (c, Skipped("not issued")),
+            (d, RetryLater(retry_at, "503")),
+        ],
+    )
+    row = await campaign(pool, campaign_id)
+    assert (row["sent_count"], row["failed_count"], row["skipped_count"]) == (1, 1, 1)
+    states = {
+        r["pass_id"]: (r["state"], r["error"], r["finished_by"])
+        for r in await pool.fetch(
+            "SELECT * FROM campaign_deliveries WHERE campaign_id = $1", campaign_id
+        )
+    }
+    assert states == {
+        a.pass_id: ("sent", None, owner),
+        b.pass_id: ("failed", "boom", owner),
+        c.pass_id: ("skipped", "not issued", owner),
+        d.pass_id: ("pending", "503", None),
+    }
+    retried = await _delivery(pool, campaign_id, d.pass_id)
+    assert abs(retried["available_at"] - retry_at) < timedelta(milliseconds=1)
+    assert await queue.claim(owner, 10) == [], "not due before its retry time"
+    await queue.record(owner, [(a, Failed("late duplicate"))])
+    assert (await campaign(pool, campaign_id))["failed_count"] == 1, "a final row stays final"
+
+
+async def test_released_rows_are_due_at_once_and_their_attempt_not_counted(
+    pool: asyncpg.Pool, queue: CampaignDeliveryQueue, make_settings: Callable[..., Settings]
+) -> None:
+    program = await make_program(pool)
+    await make_pass(pool, program)
+    await _started(pool, make_settings(), program_id=program)
+    owner = uuid.uuid4()
+    jobs = await queue.claim(owner, 10)
+    await queue.release(owner, jobs)
+    [again] = await queue.claim(uuid.uuid4(), 10)
+    assert again.attempts == 1
+
+
+async def test_extended_leases_outlive_the_original_one(
+    pool: asyncpg.Pool, queue: CampaignDeliveryQueue, make_settings: Callable[..., Settings]
+) -> None:
+    program = await make_program(pool)
+    await make_pass(pool, program)
+    campaign_id = await _started(pool, make_settings(), program_id=program)
+    owner = uuid.uuid4()
+    [job] = await queue.claim(owner, 10)
+    await pool.execute("UPDATE campaign_deliveries SET available_at = now() - interval '1 s'")
+    await queue.extend(owner, [job])
+    assert await queue.claim(uuid.uuid4(), 10) == []
+    row = await _delivery(pool, campaign_id, job.pass_id)
+    assert row["available_at"] > datetime.now(UTC) + timedelta(seconds=30)
+
+
+async def test_an_expired_lease_is_taken_over_by_another_daemon(
+    pool: asyncpg.Pool, queue: CampaignDeliveryQueue, make_settings: Callable[..., Settings]
+) -> None:
+    program = await make_program(pool)
+    await make_pass(pool, program)
+    await _started(pool, make_settings(), program_id=program)
+    dead, alive = uuid.uuid4(), uuid.uuid4()
+    [job] = await queue.claim(dead, 10)
+    await pool.execute("UPDATE campaign_deliveries SET available_at = now() - interval '1 s'")
+    [taken] = await queue.claim(alive, 10)
+    assert (taken.pass_id, taken.lease_expired, taken.attempts) == (job.pass_id, True, 2)
+    await queue.record(dead, [(job, Succeeded())])
+    await queue.record(alive, [(taken, Succeeded())])
+    assert (await campaign(pool, job.campaign_id))["sent_count"] == 1
+
+
+async def test_a_pass_not_issued_in_passkit_is_skipped_with_the_reason(
+    pool: asyncpg.Pool, queue: CampaignDeliveryQueue, make_settings: Callable[..., Settings]
+) -> None:
+    program = await make_program(pool)
+    await make_pass(pool, program, passkit_internal_id=None)
+    await _started(pool, make_settings(), program_id=program)
+    [job] = await queue.claim(uuid.uuid4(), 10)
+    assert await queue.handle(job) == Skipped(
+        "pass has no passkit_internal_id (not issued in PassKit)"
+    )
+
+
+@pytest.mark.parametrize("attempts", range(1, MAX_DELIVERY_ATTEMPTS))
+def test_a_transient_failure_is_retried_later_within_the_cap(attempts: int) -> None:
+    outcome = after_transient_failure("503", attempts, NOW, random.Random(attempts))
+    assert isinstance(outcome, RetryLater) and outcome.error == "503"
+    assert NOW + timedelta(seconds=5) <= outcome.at <= NOW + timedelta(seconds=300)
+
+
+def test_a_transient_failure_on_the_last_attempt_gives_up() -> None:
+    outcome = after_transient_failure("503", MAX_DELIVERY_ATTEMPTS, NOW, random.Random(0))
+    assert outcome == Failed(f"gave up after {MAX_DELIVERY_ATTEMPTS} attempts: 503")
+
+
+def test_templates_are_parsed_once_per_campaign_text() -> None:
+    cache = TemplateCache(size=2)
+    campaign_id = uuid.uuid4()
+    first = cache.get(campaign_id, "Hi {first_name}")
+    assert cache.get(campaign_id, "Hi {first_name}") is first
+    assert cache.get(campaign_id, "Bye {first_name}") is not first
+    for _ in range(3):
+        cache.get(uuid.uuid4(), "x")
+    assert cache.get(campaign_id, "Bye {first_name}").text == "Bye {first_name}"
