@@ -1,0 +1,46 @@
+"""What the benchmark scripts share: a freshly migrated database to measure in."""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import asyncpg
+
+from daemon.dsn import with_database
+from daemon.embedded import EmbeddedPostgres
+from daemon.migrate import migrate
+
+
+@asynccontextmanager
+async def bench_database(server_dsn: str | None) -> AsyncIterator[str]:
+    """A new database on `server_dsn` (an admin DSN), or on an embedded server; dropped after."""
+    embedded: EmbeddedPostgres | None = None
+    if server_dsn is None:
+        embedded = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="loyaltyd-bench-")) / "pgdata")
+        server_dsn = embedded.start()
+    name = f"loyaltyd_bench_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(server_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        dsn = with_database(server_dsn, name)
+        conn = await asyncpg.connect(dsn)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+        yield dsn
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+        if embedded is not None:
+            embedded.stop()
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[index]
