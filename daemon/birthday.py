@@ -193,9 +193,11 @@ def schedule_birthdays(
 ) -> None:
     """Add the birthday job: once at start-up, then every LOYALTYD_BIRTHDAY_INTERVAL_MINUTES.
 
-    Ticking more often than hourly is what makes a daemon that was down at the usual hour
-    catch up the same local day. Extra or overlapping ticks are harmless (the unique log row
-    decides), but one at a time is enough: a late tick is coalesced into one run.
+    Every tick celebrates the whole of each program's local today, so the start-up tick (or
+    any later one before local midnight) catches up a day the daemon partly missed, and the
+    interval (at most an hour) bounds how late a greeting can be. Extra or overlapping ticks
+    are harmless (the unique log row decides), but one at a time is enough: late ticks are
+    coalesced into one run.
     """
     interval = settings.loyaltyd_birthday_interval_minutes
     scheduler.add_job(
