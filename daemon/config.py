@@ -104,6 +104,12 @@ class Settings(BaseSettings):
     loyaltyd_http_port: int | None = Field(default=None, ge=1, le=65535)
     loyaltyd_http_host: str = "127.0.0.1"
     loyaltyd_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    loyaltyd_http_max_body_bytes: int = Field(
+        default=65_536,
+        ge=1024,
+        le=100_000_000,
+        description="Largest request body the HTTP API reads; bigger ones get 413.",
+    )
 
     # --- logging ----------------------------------------------------------------------------
     loyaltyd_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

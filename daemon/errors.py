@@ -76,3 +76,15 @@ class CampaignInputError(LoyaltydError):
     """A push campaign cannot be sent as written (unknown program or segment, bad text, bad
     segment parameters, bad CSV or URL). The message is for the admin: it is what the daemon
     stores in `push_campaigns.error` and what the HTTP API answers with a 400."""
+
+
+# --- HTTP API --------------------------------------------------------------------------------
+
+
+class ApiRequestError(LoyaltydError):
+    """An HTTP API request that cannot be served as sent (bad JSON, missing or mistyped
+    field, body too large). The message is the answer's `error`; `status` its HTTP status."""
+
+    def __init__(self, message: str, *, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
