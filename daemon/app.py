@@ -18,7 +18,9 @@ from typing import Any
 
 import asyncpg
 import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from daemon.birthday import schedule_birthdays
 from daemon.config import Settings
 from daemon.db import create_pool
 from daemon.listener import Listener
@@ -132,7 +134,15 @@ async def run_daemon(
             _build_sync(daemon)
             if on_start is not None:
                 on_start(daemon)
-            await _supervise(daemon)
+            # The birthday bot ticks on APScheduler beside the supervised components; its
+            # gifts reach PassKit through the sync queue like any other transaction.
+            scheduler = AsyncIOScheduler(timezone=UTC)
+            schedule_birthdays(scheduler, pool, settings, utc_now)
+            scheduler.start()
+            try:
+                await _supervise(daemon)
+            finally:
+                scheduler.shutdown(wait=False)
     finally:
         await pool.close()
     log.info("daemon_stopped")

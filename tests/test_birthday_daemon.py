@@ -1,0 +1,44 @@
+"""The running daemon celebrates today's birthdays on its own, and the gift reaches the pass
+through the sync pipeline (points and message), exactly once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+
+import asyncpg
+
+from daemon.config import Settings
+from daemon.passkit import visible_text
+from tests.factories import make_pass, make_program
+from tests.harness import fake_passkit, running_daemon, settings_for, wait_until
+
+
+async def test_daemon_start_up_tick_gifts_points_and_message_through_the_sync(
+    pool: asyncpg.Pool, database_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    today = datetime.now(UTC).date()
+    birthday = date(1990, today.month, 28 if (today.month, today.day) == (2, 29) else today.day)
+    program = await make_program(
+        pool,
+        timezone="UTC",
+        birthday_bot_enabled=True,
+        birthday_reward_points=50,
+        birthday_message="Happy birthday {first_name|friend}! You now have {points} points.",
+    )
+    pass_id = await make_pass(pool, program, points=10, birth_date=birthday)
+    pk = await pool.fetchval("SELECT passkit_internal_id FROM passes_master WHERE id = $1", pass_id)
+    async with fake_passkit() as fake:
+        async with running_daemon(settings_for(make_settings, fake.url), database_url):
+            await wait_until(lambda: _true(len(fake.messages_for(pk)) == 1), timeout=15)
+            await wait_until(lambda: _true(fake.points_of(pk) == 60))
+        assert [visible_text(m) for m in fake.messages_for(pk)] == [
+            "Happy birthday Ada! You now have 60 points."
+        ]
+    assert (
+        await pool.fetchval("SELECT count(*) FROM birthday_logs WHERE pass_id = $1", pass_id) == 1
+    )
+
+
+async def _true(value: bool) -> bool:
+    return value
