@@ -23,10 +23,12 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from daemon.birthday import schedule_birthdays
 from daemon.config import Settings
 from daemon.db import create_pool
+from daemon.http import serve_http
 from daemon.listener import Listener
 from daemon.logs import get_logger
 from daemon.metrics import Metrics
 from daemon.passkit import PassKitClient, warn_if_mock
+from daemon.sdnotify import notify_systemd
 from daemon.sync import PassSyncQueue
 from daemon.worker import Worker, WorkerConfig
 
@@ -104,6 +106,8 @@ async def _supervise(daemon: Daemon) -> None:
                 worker.run(daemon.stopping, s.loyaltyd_shutdown_grace_seconds),
                 name=f"worker-{worker.queue.name}",
             )
+        # READY / WATCHDOG / STOPPING to systemd (a no-op outside it)
+        tg.create_task(notify_systemd(daemon), name="systemd-notify")
         log.info("daemon_ready", instance=str(daemon.owner))
 
 
@@ -117,8 +121,9 @@ async def run_daemon(
     """Run until `stopping` is set (signals set it when not given).
 
     Shutdown, in order: workers stop claiming, drain in-flight calls for at most the grace
-    period and give back the rest (inside Worker.run); the listener closes; then the PassKit
-    session and finally the pool close here.
+    period and give back the rest (inside Worker.run); the listener closes; then the HTTP
+    server (which answers /readyz with 503 while the others wind down), the PassKit session
+    and finally the pool close here.
     """
     owner = uuid.uuid4()
     structlog.contextvars.bind_contextvars(instance=str(owner)[:8])
@@ -140,7 +145,8 @@ async def run_daemon(
             schedule_birthdays(scheduler, pool, settings, utc_now)
             scheduler.start()
             try:
-                await _supervise(daemon)
+                async with serve_http(daemon):
+                    await _supervise(daemon)
             finally:
                 scheduler.shutdown(wait=False)
     finally:

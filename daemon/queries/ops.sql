@@ -1,0 +1,81 @@
+-- Operations: what /readyz, the watchdog, /metrics and `loyaltyd status` read. Read-only, and
+-- cheap enough to run on every scrape: each branch reads a partial index's rows only.
+
+-- name: ops_ping
+-- No parameters. The database answers at all (readiness, watchdog).
+SELECT 1;
+
+-- name: ops_queue_depths
+-- No parameters. Rows not finished yet, by queue ('sync', 'campaign') and state, with the age
+-- in seconds of the oldest: a pass sync's age runs from its enqueue, a delivery's from its
+-- campaign's start (deliveries are all written when it starts). Dead syncs are counted too.
+WITH syncs AS (
+    -- one branch per state, so each reads its own partial index
+    SELECT 'pending' AS state, count(*) AS rows, min(enqueued_at) AS oldest
+      FROM pass_syncs WHERE state = 'pending'
+    UNION ALL
+    SELECT 'claimed', count(*), min(enqueued_at) FROM pass_syncs WHERE state = 'claimed'
+    UNION ALL
+    SELECT 'dead', count(*), min(enqueued_at) FROM pass_syncs WHERE state = 'dead'
+),
+deliveries AS (
+    -- per campaign first: a million-recipient campaign is one group, then one join
+    SELECT campaign_id, state, count(*) AS rows
+      FROM campaign_deliveries
+     WHERE state IN ('pending', 'claimed')
+     GROUP BY campaign_id, state
+)
+SELECT 'sync' AS queue, state, rows,
+       coalesce(extract(epoch FROM now() - oldest), 0)::float8 AS oldest_age
+  FROM syncs
+UNION ALL
+SELECT 'campaign', s.state, coalesce(sum(d.rows), 0)::bigint,
+       coalesce(extract(epoch FROM now() - min(coalesce(c.started_at, c.created_at))),
+                0)::float8
+  FROM (VALUES ('pending'), ('claimed')) AS s (state)
+  LEFT JOIN deliveries d ON d.state = s.state
+  LEFT JOIN push_campaigns c ON c.id = d.campaign_id
+ GROUP BY s.state;
+
+-- name: ops_dead_syncs
+-- $1 = how many. The most recently failed dead pass syncs and why, newest first.
+SELECT s.pass_id, s.program_id, pr.name AS program_name, p.external_id, s.attempts,
+       s.last_error, s.updated_at
+  FROM pass_syncs s
+  LEFT JOIN passes_master p ON p.id = s.pass_id
+  LEFT JOIN programs pr ON pr.id = s.program_id
+ WHERE s.state = 'dead'
+ ORDER BY s.updated_at DESC
+ LIMIT $1;
+
+-- name: ops_recent_campaigns
+-- $1 = how many. Campaigns still to finish first (oldest first), then the most recent others.
+SELECT g.*, pr.name AS program_name
+  FROM push_campaign_progress g
+  LEFT JOIN programs pr ON pr.id = g.program_id
+ ORDER BY (g.status IN ('PENDING', 'PROCESSING')) DESC,
+          CASE WHEN g.status IN ('PENDING', 'PROCESSING') THEN g.created_at END ASC,
+          g.created_at DESC
+ LIMIT $1;
+
+-- name: ops_birthdays_today
+-- No parameters. Per program with the bot enabled or with a gift today: its local date and
+-- the gifts logged for it (with how many carried the message). A timezone Postgres does not
+-- know falls back to UTC here and is flagged, because the birthday bot refuses it.
+WITH local AS (
+    SELECT pr.id, pr.name, pr.timezone, pr.birthday_bot_enabled,
+           tz.name IS NOT NULL AS timezone_known,
+           (now() AT TIME ZONE coalesce(tz.name, 'UTC'))::date AS local_date
+      FROM programs pr
+      LEFT JOIN pg_timezone_names tz ON tz.name = pr.timezone
+)
+SELECT l.id AS program_id, l.name AS program_name, l.timezone, l.timezone_known,
+       l.birthday_bot_enabled, l.local_date,
+       count(b.id) AS gifted,
+       count(t.notification_message) AS messaged
+  FROM local l
+  LEFT JOIN birthday_logs b ON b.program_id = l.id AND b.celebrated_on = l.local_date
+  LEFT JOIN transactions t ON t.id = b.transaction_id
+ GROUP BY l.id, l.name, l.timezone, l.timezone_known, l.birthday_bot_enabled, l.local_date
+HAVING l.birthday_bot_enabled OR count(b.id) > 0
+ ORDER BY l.name, l.id;
