@@ -76,7 +76,6 @@ class Settings(BaseSettings):
     )
 
     # --- worker -----------------------------------------------------------------------------
-    loyaltyd_instance_name: str | None = None
     loyaltyd_lease_seconds: float = Field(default=60.0, ge=1, le=3600)
     loyaltyd_poll_interval_seconds: float = Field(default=5.0, gt=0, le=3600)
     loyaltyd_listener_probe_seconds: float = Field(default=2.0, gt=0, le=60)
