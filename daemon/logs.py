@@ -72,11 +72,15 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", secrets: Iterable[
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s", force=True
+    )
     # aiohttp.access would log every request line of the HTTP API; keep it quiet.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     # pgserver narrates every pg_ctl call at INFO; its failures still come through.
     logging.getLogger("pgserver").setLevel(logging.WARNING)
+    # APScheduler narrates every run at INFO; the birthday job logs its own events.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
 def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
