@@ -1,0 +1,38 @@
+"""The README's "try it" command: `loyaltyd demo` on its own embedded Postgres finishes and
+prints its summary."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.harness import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_runs_end_to_end_and_prints_its_summary() -> None:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DATABASE_URL", "PASSKIT_", "LOYALTYD_"))
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "daemon", "demo", "--members", "600"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "PassKit now shows" in out
+    assert "PassKit marked the coupon redeemed" in out
+    # every installed pass of the program: the 600 members' cards and one coupon
+    assert "COMPLETED: 601 phones buzzed" in out
+    assert "members born today got 50 points" in out and "a second run gifted 0" in out
+    assert "Summary" in out and "demo finished in" in out
