@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import choose_encoder
 
 from daemon.api_models import (
     API_KEY_HEADER,
@@ -86,12 +86,12 @@ class HttpApi:
         state = await readiness(self._running, DB_TIMEOUT_SECONDS)
         return web.json_response(state.to_dict(), status=200 if state.ready else 503)
 
-    async def metrics(self, _request: web.Request) -> web.Response:
+    async def metrics(self, request: web.Request) -> web.Response:
         r = self._running
         await refresh_queue_gauges(r.pool, r.metrics, DB_TIMEOUT_SECONDS)
-        return web.Response(
-            body=generate_latest(r.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
+        # the scraper's Accept header picks the format (Prometheus text 0.0.4 by default)
+        encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+        return web.Response(body=encode(r.metrics.registry), headers={"Content-Type": content_type})
 
     # --- API -----------------------------------------------------------------------------------
 

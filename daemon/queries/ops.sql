@@ -24,18 +24,23 @@ deliveries AS (
       FROM campaign_deliveries
      WHERE state IN ('pending', 'claimed')
      GROUP BY campaign_id, state
+),
+depths AS (
+    SELECT 'sync' AS queue, state, rows,
+           coalesce(extract(epoch FROM now() - oldest), 0)::float8 AS oldest_age
+      FROM syncs
+    UNION ALL
+    SELECT 'campaign', s.state, coalesce(sum(d.rows), 0)::bigint,
+           coalesce(extract(epoch FROM now() - min(coalesce(c.started_at, c.created_at))),
+                    0)::float8
+      FROM (VALUES ('pending'), ('claimed')) AS s (state)
+      LEFT JOIN deliveries d ON d.state = s.state
+      LEFT JOIN push_campaigns c ON c.id = d.campaign_id
+     GROUP BY s.state
 )
-SELECT 'sync' AS queue, state, rows,
-       coalesce(extract(epoch FROM now() - oldest), 0)::float8 AS oldest_age
-  FROM syncs
-UNION ALL
-SELECT 'campaign', s.state, coalesce(sum(d.rows), 0)::bigint,
-       coalesce(extract(epoch FROM now() - min(coalesce(c.started_at, c.created_at))),
-                0)::float8
-  FROM (VALUES ('pending'), ('claimed')) AS s (state)
-  LEFT JOIN deliveries d ON d.state = s.state
-  LEFT JOIN push_campaigns c ON c.id = d.campaign_id
- GROUP BY s.state;
+SELECT queue, state, rows, oldest_age
+  FROM depths
+ ORDER BY queue DESC, array_position(ARRAY['pending', 'claimed', 'dead'], state);
 
 -- name: ops_dead_syncs
 -- $1 = how many. The most recently failed dead pass syncs and why, newest first.
