@@ -21,6 +21,9 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from daemon.birthday import schedule_birthdays
+from daemon.campaign_queue import CampaignDeliveryQueue
+from daemon.campaigns import CHANNEL as CAMPAIGNS_CHANNEL
+from daemon.campaigns import CampaignPlanner
 from daemon.config import Settings
 from daemon.db import create_pool
 from daemon.http import serve_http
@@ -52,6 +55,7 @@ class Daemon:
     stopping: asyncio.Event
     doorbells: dict[str, asyncio.Event] = field(default_factory=dict)
     workers: list[Worker[Any]] = field(default_factory=list)
+    planner: CampaignPlanner | None = None
     listener: Listener | None = None
 
 
@@ -91,6 +95,23 @@ def _build_sync(daemon: Daemon) -> None:
     )
 
 
+def _build_campaigns(daemon: Daemon) -> None:
+    """The planner turns campaign rows into deliveries (and finishes campaigns); a worker
+    sends the deliveries, sharing the PassKit throttle with the sync worker."""
+    s = daemon.settings
+    daemon.planner = CampaignPlanner(
+        daemon.pool, daemon.client, s, daemon.metrics, utc_now, owner=daemon.owner
+    )
+    daemon.doorbells.setdefault(CAMPAIGNS_CHANNEL, asyncio.Event())
+    queue = CampaignDeliveryQueue(daemon.pool, daemon.client, s, daemon.metrics)
+    doorbell = daemon.doorbells.setdefault(queue.channel, asyncio.Event())
+    daemon.workers.append(
+        Worker(
+            queue, _worker_config(s), owner=daemon.owner, doorbell=doorbell, metrics=daemon.metrics
+        )
+    )
+
+
 async def _supervise(daemon: Daemon) -> None:
     s = daemon.settings
     daemon.listener = Listener(
@@ -105,6 +126,11 @@ async def _supervise(daemon: Daemon) -> None:
             tg.create_task(
                 worker.run(daemon.stopping, s.loyaltyd_shutdown_grace_seconds),
                 name=f"worker-{worker.queue.name}",
+            )
+        if daemon.planner is not None:
+            tg.create_task(
+                daemon.planner.run(daemon.stopping, daemon.doorbells[CAMPAIGNS_CHANNEL]),
+                name="campaign-planner",
             )
         # READY / WATCHDOG / STOPPING to systemd (a no-op outside it)
         tg.create_task(notify_systemd(daemon), name="systemd-notify")
@@ -137,6 +163,7 @@ async def run_daemon(
         async with PassKitClient(settings, metrics) as client:
             daemon = Daemon(settings, dsn, pool, client, metrics, owner, stopping)
             _build_sync(daemon)
+            _build_campaigns(daemon)
             if on_start is not None:
                 on_start(daemon)
             # The birthday bot ticks on APScheduler beside the supervised components; its
