@@ -86,6 +86,14 @@ async def test_readyz_is_503_while_there_is_no_listener(api: Client) -> None:
     }
 
 
+async def test_readyz_is_503_once_the_daemon_is_stopping(running: Running, api: Client) -> None:
+    running.stopping.set()
+    response = await api.get("/readyz")
+    assert response.status == 503
+    assert (await response.json())["stopping"] is True
+    assert (await api.get("/healthz")).status == 200
+
+
 async def test_readyz_reports_an_unreachable_database(running: Running, database_url: str) -> None:
     closed = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
     await closed.close()
