@@ -3,6 +3,7 @@ LISTEN connection, metrics follow the work, and the server goes away with the da
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator, Callable
 
@@ -11,6 +12,7 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
+from daemon.app import run_daemon
 from daemon.config import Settings
 from daemon.dsn import database_of
 from tests.factories import make_pass, make_program
@@ -154,3 +156,19 @@ async def test_the_api_works_through_the_daemons_port_and_warns_without_keys(
             ) as response:
                 assert response.status == 200
                 assert (await response.json())["id"] == campaign
+
+
+async def test_a_port_in_use_stops_the_daemon_at_start(
+    database_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    """Fail loudly (exit non-zero under systemd) rather than run without the HTTP server."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        async with fake_passkit() as fake:
+            settings = settings_for(make_settings, fake.url, loyaltyd_http_port=port)
+            with pytest.raises(OSError, match="address already in use"):
+                await asyncio.wait_for(
+                    run_daemon(settings, database_url, stopping=asyncio.Event()), timeout=30
+                )
