@@ -15,6 +15,7 @@ from structlog.testing import capture_logs
 from daemon.app import run_daemon
 from daemon.config import Settings
 from daemon.dsn import database_of
+from daemon.passkit import visible_text
 from tests.factories import make_pass, make_program
 from tests.harness import fake_passkit, running_daemon, settings_for, wait_until
 
@@ -172,3 +173,43 @@ async def test_a_port_in_use_stops_the_daemon_at_start(
                 await asyncio.wait_for(
                     run_daemon(settings, database_url, stopping=asyncio.Event()), timeout=30
                 )
+
+
+async def test_a_broadcast_through_the_api_buzzes_every_phone_and_reports_completed(
+    pool: asyncpg.Pool, database_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    port = free_port()
+    program = await make_program(pool, name="Joe's Pizza")
+    passes = [await make_pass(pool, program, points=100 * i) for i in range(1, 6)]
+    api = f"http://127.0.0.1:{port}/api"
+    auth = {"X-API-Key": KEY}
+    async with fake_passkit() as fake, aiohttp.ClientSession() as http:
+        settings = settings_for(
+            make_settings, fake.url, loyaltyd_http_port=port, loyaltyd_api_keys=KEY
+        )
+        async with running_daemon(settings, database_url):
+            body = {"programId": str(program), "message": "{points} points at {program_name}!"}
+            async with http.post(f"{api}/notify/broadcast", json=body, headers=auth) as response:
+                assert response.status == 202
+                location = response.headers["Location"]
+
+            async def completed() -> bool:
+                async with http.get(f"http://127.0.0.1:{port}{location}", headers=auth) as r:
+                    return bool((await r.json())["status"] == "COMPLETED")
+
+            await wait_until(completed, timeout=30)
+            async with http.get(f"http://127.0.0.1:{port}{location}", headers=auth) as response:
+                progress = await response.json()
+    assert (progress["recipient_count"], progress["sent_count"], progress["failed_count"]) == (
+        5,
+        5,
+        0,
+    )
+    assert progress["progress_percent"] == 100.0
+    for i, pass_id in enumerate(passes, start=1):
+        passkit_id = await pool.fetchval(
+            "SELECT passkit_internal_id FROM passes_master WHERE id = $1", pass_id
+        )
+        assert [visible_text(m) for m in fake.messages_for(passkit_id)] == [
+            f"{100 * i} points at Joe's Pizza!"
+        ]
