@@ -42,6 +42,8 @@ from daemon.queries import q
 log = get_logger(__name__)
 
 CHANNEL: Final = "loyaltyd_campaigns"
+# Metrics label of campaign deliveries (CampaignDeliveryQueue.name).
+QUEUE_NAME: Final = "campaign"
 # Campaigns looked at per planner pass; more are picked up by the next pass right away.
 DUE_BATCH: Final = 20
 # Unknown member ids stored with a CSV campaign (the count is always stored).
@@ -50,6 +52,8 @@ UNKNOWN_SAMPLE: Final = 100
 _ERROR_BACKOFF_SECONDS: Final = 5.0
 # Never spin faster than this when a scheduled campaign is about to become due.
 _MIN_WAIT_SECONDS: Final = 0.01
+# Pause between two full batches of due campaigns.
+_BATCH_PAUSE_SECONDS: Final = 0.1
 
 
 def utc_now() -> datetime:
@@ -89,8 +93,8 @@ class CampaignPlanner:
     """Turns campaign rows into deliveries and deliveries back into a finished campaign.
 
     `client` is only asked whether it is in mock mode (logged when a campaign starts, so an
-    operator never mistakes a mock run for a real one); `csv_fetcher` is the test seam of
-    the CSV download.
+    operator never mistakes a mock run for a real one); `metrics` gets the campaign queue's
+    depth on every pass; `csv_fetcher` is the test seam of the CSV download.
     """
 
     def __init__(
@@ -139,11 +143,13 @@ class CampaignPlanner:
         """One pass over everything; returns the seconds until the next pass is needed."""
         await self.apply_cancellations()
         await self.settle()
-        planned = await self.plan_due()
-        if planned:
+        await self._observe_depth()
+        looked_at = await self.plan_due()
+        if looked_at:
             await self.settle()  # a campaign with no recipients is finished at once
-        if planned >= DUE_BATCH:
-            return 0.0
+        if looked_at >= DUE_BATCH:
+            # More may be due. Not 0: a batch of rows that keep failing must not spin.
+            return _BATCH_PAUSE_SECONDS
         return await self._seconds_to_next_pass()
 
     async def _seconds_to_next_pass(self) -> float:
@@ -151,6 +157,13 @@ class CampaignPlanner:
         if scheduled is None:
             return self._poll
         return max(_MIN_WAIT_SECONDS, min(self._poll, float(scheduled)))
+
+    async def _observe_depth(self) -> None:
+        if self._metrics is None:
+            return
+        row = await self._pool.fetchrow(q("campaign_delivery_depth"))
+        self._metrics.queue_depth.labels(QUEUE_NAME).set(row["waiting"])
+        self._metrics.queue_oldest_age.labels(QUEUE_NAME).set(row["oldest_age"])
 
     # --- cancel and settle ---------------------------------------------------------------------
 
@@ -186,13 +199,15 @@ class CampaignPlanner:
         return len(rows)
 
     async def _plan_safely(self, campaign: DueCampaign) -> None:
+        """Plan one campaign; whatever goes wrong stays with it, the others are planned."""
         try:
-            await self._plan(campaign)
-        except asyncpg.CheckViolationError as exc:
-            # A rule the row breaks that validation did not foresee: say which.
-            await self._fail(campaign, f"refused by rule {exc.constraint_name}: {exc}")
-        except (asyncpg.PostgresError, OSError) as exc:
-            # Its lease (if taken) expires and a later pass, here or elsewhere, tries again.
+            try:
+                await self._plan(campaign)
+            except asyncpg.CheckViolationError as exc:
+                # A rule the row breaks that validation did not foresee: say which.
+                await self._fail(campaign, f"the campaign breaks rule {exc.constraint_name}")
+        except Exception as exc:
+            # Its lease, if taken, runs out and a later pass (here or elsewhere) tries again.
             log.warning("campaign_planning_failed", error=repr(exc))
 
     async def _plan(self, campaign: DueCampaign) -> None:
@@ -214,7 +229,7 @@ class CampaignPlanner:
             else:
                 await self._start(campaign, audience)
         except CampaignInputError as exc:
-            await self._fail_claimed(campaign, str(exc))
+            await self._fail(campaign, str(exc))
 
     def _validate(self, campaign: DueCampaign) -> CampaignPlan:
         problems: list[str] = []
@@ -279,16 +294,14 @@ class CampaignPlanner:
         )
 
     async def _fail(self, campaign: DueCampaign, error: str) -> None:
+        """FAILED with `error`: the row as read, or the row this planner holds the lease of."""
         failed = await self._pool.fetchval(
             q("fail_unclaimed_campaign"), campaign.id, campaign.version, error
         )
-        if failed is not None:
-            log.warning("campaign_failed", error=error)
-
-    async def _fail_claimed(self, campaign: DueCampaign, error: str) -> None:
-        failed = await self._pool.fetchval(
-            q("fail_claimed_campaign"), campaign.id, self._owner, error
-        )
+        if failed is None:
+            failed = await self._pool.fetchval(
+                q("fail_claimed_campaign"), campaign.id, self._owner, error
+            )
         if failed is not None:
             log.warning("campaign_failed", error=error)
 

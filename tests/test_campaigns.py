@@ -14,6 +14,7 @@ from daemon.campaign_queue import CampaignDeliveryQueue
 from daemon.campaigns import CampaignPlanner
 from daemon.config import Settings
 from daemon.fakepasskit import LatencyModel
+from daemon.metrics import Metrics
 from daemon.passkit import PassKitClient
 from tests.campaign_support import (
     bulk_audience,
@@ -310,3 +311,18 @@ async def _send_all_by_hand(pool: asyncpg.Pool, settings: Settings) -> None:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_planner_reports_how_many_recipients_are_still_waiting(
+    pool: asyncpg.Pool, make_settings: Callable[..., Settings]
+) -> None:
+    program = await make_program(pool)
+    for _ in range(3):
+        await make_pass(pool, program)
+    await insert_campaign(pool, program_id=program)
+    metrics = Metrics()
+    planner = CampaignPlanner(pool, None, make_settings(), metrics)
+    await planner.tick()  # starts it
+    await planner.tick()
+    depth = metrics.registry.get_sample_value("loyaltyd_queue_depth", {"queue": "campaign"})
+    assert depth == 3

@@ -329,14 +329,14 @@ WITH released AS (
 SELECT pg_notify('loyaltyd_deliveries', '') WHERE EXISTS (SELECT 1 FROM released);
 
 -- name: campaign_delivery_depth
--- Recipients waiting (pending) and in flight (claimed), with the age in seconds of the oldest
--- pending one, over campaigns being sent.
-SELECT d.state, count(*) AS rows,
-       coalesce(extract(epoch FROM now() - min(d.available_at)), 0)::float8 AS oldest_age
-  FROM campaign_deliveries d
-  JOIN push_campaigns c ON c.id = d.campaign_id AND c.status = 'PROCESSING'
- WHERE d.state IN ('pending', 'claimed')
- GROUP BY d.state;
+-- Recipients of campaigns being sent that have no outcome yet (waiting or in flight), from the
+-- counters (no scan of the deliveries), and how long ago the oldest of those campaigns started.
+SELECT coalesce(sum(greatest(coalesce(recipient_count, 0) - coalesce(sent_count, 0)
+                             - coalesce(failed_count, 0) - coalesce(skipped_count, 0), 0)),
+                0)::bigint AS waiting,
+       coalesce(extract(epoch FROM now() - min(started_at)), 0)::float8 AS oldest_age
+  FROM push_campaigns
+ WHERE status = 'PROCESSING' AND started_at IS NOT NULL AND finished_at IS NULL;
 
 -- --- API -------------------------------------------------------------------------------------
 

@@ -1,0 +1,185 @@
+"""Campaigns under faults, with real daemon processes: kill -9 mid-blast, two daemons on one
+campaign, SIGTERM mid-blast. The fake PassKit's per-pass records are the truth."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from daemon.fakepasskit import FakePassKit, LatencyModel
+from tests.campaign_support import bulk_audience, campaign, insert_campaign, messages_by_pass
+from tests.factories import make_program
+from tests.harness import REPO, daemon_env, fake_passkit, wait_until
+
+pytestmark = pytest.mark.slow
+RECIPIENTS = 20_000
+CONCURRENCY = 50
+SLOTS = 2 * CONCURRENCY  # LOYALTYD_WORKER_SLOTS default: rows a daemon holds claimed at once
+# The process under test: the campaign machinery as `loyaltyd run` wires it.
+CAMPAIGN_DAEMON = [sys.executable, "-m", "tests.campaign_daemon"]
+
+
+class Daemon:
+    def __init__(self, dsn: str, fake: FakePassKit, log_path: Path) -> None:
+        env = {
+            **os.environ,
+            **daemon_env(fake.url),
+            "PASSKIT_MAX_CONCURRENCY": str(CONCURRENCY),
+            "DATABASE_URL": dsn,
+            "LOYALTYD_LOG_FORMAT": "json",
+        }
+        self._log = log_path.open("ab")
+        self.proc = subprocess.Popen(
+            CAMPAIGN_DAEMON, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    async def terminate(self, timeout: float = 15) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                raise AssertionError(f"daemon did not exit within {timeout} s")
+            await asyncio.sleep(0.05)
+        return self.proc.returncode
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self._log.close()
+
+
+async def _blast(pool: asyncpg.Pool) -> tuple[uuid.UUID, set[str]]:
+    program = await make_program(pool)
+    async with pool.acquire() as conn:
+        await bulk_audience(conn, program, RECIPIENTS)
+    return program, {f"pk-{n}" for n in range(1, RECIPIENTS + 1)}
+
+
+async def _completed(pool: asyncpg.Pool, campaign_id: object) -> bool:
+    return bool(
+        await pool.fetchval(
+            "SELECT status = 'COMPLETED' FROM push_campaigns WHERE id = $1", campaign_id
+        )
+    )
+
+
+async def test_kill_9_mid_blast_then_restart_sends_everyone_once_but_the_in_flight(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
+    program, everyone = await _blast(pool)
+    async with fake_passkit(latency=LatencyModel(median_ms=10, p99_ms=40)) as fake:
+        first = Daemon(database_url, fake, tmp_path / "first.log")
+        try:
+            await asyncio.sleep(1.5)  # listening
+            campaign_id = await insert_campaign(pool, program_id=program)
+            await wait_until(lambda: _at_least(fake, 5_000), timeout=30)
+            first.kill9()
+        finally:
+            first.close()
+        assert not await _completed(pool, campaign_id), "the kill should come mid-blast"
+        second = Daemon(database_url, fake, tmp_path / "second.log")
+        try:
+            await wait_until(lambda: _completed(pool, campaign_id), timeout=60)
+            assert await second.terminate() == 0
+        finally:
+            second.close()
+    sent = messages_by_pass(fake)
+    assert set(sent) == everyone, "every recipient got the message"
+    twice = [pk for pk, n in sent.items() if n > 1]
+    # Only rows claimed by the killed daemon (at most its slots) can have gone out twice.
+    assert max(sent.values()) <= 2 and len(twice) <= SLOTS, len(twice)
+    row = await campaign(pool, campaign_id)
+    assert (
+        row["recipient_count"],
+        row["sent_count"],
+        row["failed_count"],
+        row["skipped_count"],
+    ) == (RECIPIENTS, len(sent), 0, 0)
+    assert sum(sent.values()) == RECIPIENTS + len(twice)
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM notification_logs WHERE campaign_id = $1", campaign_id
+        )
+        == 1
+    )
+
+
+async def test_two_daemons_share_one_blast_and_never_message_anyone_twice(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
+    program, everyone = await _blast(pool)
+    async with fake_passkit(latency=LatencyModel(median_ms=10, p99_ms=40)) as fake:
+        daemons = [Daemon(database_url, fake, tmp_path / f"d{i}.log") for i in range(2)]
+        try:
+            await asyncio.sleep(1.5)  # both listening
+            campaign_id = await insert_campaign(pool, program_id=program)
+            await wait_until(lambda: _completed(pool, campaign_id), timeout=60)
+            codes = [await d.terminate() for d in daemons]
+        finally:
+            for d in daemons:
+                d.close()
+    assert codes == [0, 0]
+    sent = messages_by_pass(fake)
+    assert set(sent) == everyone and max(sent.values()) == 1
+    shares = Counter(
+        dict(
+            await pool.fetch(
+                "SELECT finished_by, count(*) FROM campaign_deliveries WHERE campaign_id = $1 "
+                "GROUP BY finished_by",
+                campaign_id,
+            )
+        )
+    )
+    assert len(shares) == 2 and min(shares.values()) > RECIPIENTS // 10, shares
+    row = await campaign(pool, campaign_id)
+    assert (row["sent_count"], row["failed_count"], row["skipped_count"]) == (RECIPIENTS, 0, 0)
+    assert await pool.fetchval("SELECT count(*) FROM notification_logs") == 1
+
+
+async def test_sigterm_mid_blast_exits_0_and_gives_the_claimed_recipients_back(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
+    program = await make_program(pool)
+    async with pool.acquire() as conn:
+        await bulk_audience(conn, program, 2_000)
+    async with fake_passkit(latency=LatencyModel(median_ms=300)) as fake:
+        proc = Daemon(database_url, fake, tmp_path / "d.log")
+        try:
+            await asyncio.sleep(1.5)
+            campaign_id = await insert_campaign(pool, program_id=program)
+            await wait_until(lambda: _at_least(fake, 100), timeout=30)
+            started = time.monotonic()
+            code = await proc.terminate()
+            elapsed = time.monotonic() - started
+        finally:
+            proc.close()
+    assert code == 0 and elapsed < 5 + 2  # grace 5 s (harness), plus exit slack
+    states = dict(
+        await pool.fetch(
+            "SELECT state, count(*) FROM campaign_deliveries WHERE campaign_id = $1 GROUP BY state",
+            campaign_id,
+        )
+    )
+    assert "claimed" not in states and states["pending"] > 0
+    row = await campaign(pool, campaign_id)
+    assert row["sent_count"] == states.get("sent", 0) == len(messages_by_pass(fake))
+
+
+async def _at_least(fake: FakePassKit, count: int) -> bool:
+    return fake.count() >= count
