@@ -3,9 +3,9 @@
     python -m bench.bench_campaign [--database-url postgresql://postgres@host/postgres]
                                    [--recipients 100000] [--mock-recipients 1000000]
 
-1. blast: one campaign of `--recipients` sent by the daemon (listener, planner, delivery
-   worker, PassKit client) to a fake PassKit in this process, lognormal latency (median
-   `--median-ms`, p99 `--p99-ms`), PASSKIT_MAX_CONCURRENCY `--concurrency`, no rate limit.
+1. blast: one campaign of `--recipients` sent by `loyaltyd run` (a subprocess) to a fake
+   PassKit in this process with lognormal latency (median `--median-ms`, p99 `--p99-ms`),
+   PASSKIT_MAX_CONCURRENCY `--concurrency`, no rate limit.
    Target: >= 90 % of the ceiling `concurrency / mean latency` (the mean the fake waited).
 2. the seeds' loop, reimplemented: the audience read in one query, then batches of 50 sent
    with gather, waiting for all, sleeping 200 ms; same fake, same client settings,
@@ -18,9 +18,6 @@
 
 Each run uses a program of its own (the frequency cap never interferes) and checks that
 every recipient got exactly one message. Exits 1 when a target is missed.
-
-`python -m bench.bench_campaign serve` is the daemon side: the campaign machinery wired as
-the composition root wires it, configured from the environment, until SIGTERM.
 """
 
 from __future__ import annotations
@@ -44,21 +41,14 @@ from pathlib import Path
 import asyncpg
 from pydantic import SecretStr
 
-from daemon.campaign_queue import CHANNEL as DELIVERIES_CHANNEL
-from daemon.campaign_queue import CampaignDeliveryQueue
-from daemon.campaigns import CHANNEL as CAMPAIGNS_CHANNEL
-from daemon.campaigns import CampaignPlanner
 from daemon.config import Settings
-from daemon.db import create_pool
 from daemon.dsn import with_database
 from daemon.embedded import EmbeddedPostgres
 from daemon.fakepasskit import ROUTE_UPDATE_MEMBER, FakePassKit, LatencyModel
-from daemon.listener import Listener
 from daemon.logs import configure_logging
 from daemon.metrics import Metrics
 from daemon.migrate import migrate
 from daemon.passkit import PassKitClient
-from daemon.worker import Worker, WorkerConfig
 
 REPO = Path(__file__).resolve().parent.parent
 API_KEY = "bench-api-key"
@@ -69,43 +59,7 @@ MESSAGE = "Double points this weekend, {first_name|friend}!"
 RSS_LIMIT_MB = 200.0
 
 
-# --- the daemon side ---------------------------------------------------------------------------
-
-
-async def serve() -> int:
-    """The campaign machinery of one daemon, until SIGTERM (what `loyaltyd run` wires)."""
-    settings = Settings()
-    configure_logging(settings.loyaltyd_log_level, "json", settings.secrets())
-    assert settings.database_url is not None
-    stopping = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
-    pool = await create_pool(settings.database_url.get_secret_value(), settings.loyaltyd_pool_size)
-    try:
-        async with PassKitClient(settings, Metrics()) as client:
-            await _run_parts(pool, client, settings, stopping)
-    finally:
-        await pool.close()
-    return 0
-
-
-async def _run_parts(
-    pool: asyncpg.Pool, client: PassKitClient, settings: Settings, stopping: asyncio.Event
-) -> None:
-    assert settings.database_url is not None
-    doorbells = {CAMPAIGNS_CHANNEL: asyncio.Event(), DELIVERIES_CHANNEL: asyncio.Event()}
-    listener = Listener(settings.database_url.get_secret_value(), doorbells, probe_interval=2.0)
-    planner = CampaignPlanner(pool, client, settings)
-    config = WorkerConfig(
-        slots=settings.worker_slots,
-        poll_interval=settings.loyaltyd_poll_interval_seconds,
-        lease_seconds=settings.loyaltyd_lease_seconds,
-    )
-    queue = CampaignDeliveryQueue(pool, client, settings)
-    worker = Worker(queue, config, owner=uuid.uuid4(), doorbell=doorbells[DELIVERIES_CHANNEL])
-    async with asyncio.TaskGroup() as tg:
-        tg.create_task(listener.run(stopping))
-        tg.create_task(planner.run(stopping, doorbells[CAMPAIGNS_CHANNEL]))
-        tg.create_task(worker.run(stopping, settings.loyaltyd_shutdown_grace_seconds))
+# --- the daemon ------------------------------------------------------------------------------
 
 
 class DaemonProcess:
@@ -119,7 +73,7 @@ class DaemonProcess:
             "LOYALTYD_LOG_LEVEL": "WARNING",
         }
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.bench_campaign", "serve"],
+            [sys.executable, "-m", "daemon", "run", "--no-migrate"],
             cwd=REPO,
             env=full,
             stdout=subprocess.DEVNULL,
@@ -428,7 +382,6 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("mode", nargs="?", default="bench", choices=["bench", "serve"])
     parser.add_argument(
         "--database-url",
         default=os.environ.get("LOYALTYD_TEST_DATABASE_URL"),
@@ -527,10 +480,7 @@ async def mock_run(
 
 
 def main() -> int:
-    args = parse_args()
-    if args.mode == "serve":
-        return asyncio.run(serve())
-    return asyncio.run(bench(args))
+    return asyncio.run(bench(parse_args()))
 
 
 if __name__ == "__main__":

@@ -4,10 +4,6 @@ campaign, SIGTERM mid-blast. The fake PassKit's per-pass records are the truth."
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -19,49 +15,19 @@ import pytest
 from daemon.fakepasskit import FakePassKit, LatencyModel
 from tests.campaign_support import bulk_audience, campaign, insert_campaign, messages_by_pass
 from tests.factories import make_program
-from tests.harness import REPO, daemon_env, fake_passkit, wait_until
+from tests.harness import DaemonProcess, daemon_env, fake_passkit, wait_until
 
 pytestmark = pytest.mark.slow
 RECIPIENTS = 20_000
 CONCURRENCY = 50
 SLOTS = 2 * CONCURRENCY  # LOYALTYD_WORKER_SLOTS default: rows a daemon holds claimed at once
-# The process under test: the campaign machinery as `loyaltyd run` wires it.
-CAMPAIGN_DAEMON = [sys.executable, "-m", "tests.campaign_daemon"]
 
 
-class Daemon:
-    def __init__(self, dsn: str, fake: FakePassKit, log_path: Path) -> None:
-        env = {
-            **os.environ,
-            **daemon_env(fake.url),
-            "PASSKIT_MAX_CONCURRENCY": str(CONCURRENCY),
-            "DATABASE_URL": dsn,
-            "LOYALTYD_LOG_FORMAT": "json",
-        }
-        self._log = log_path.open("ab")
-        self.proc = subprocess.Popen(
-            CAMPAIGN_DAEMON, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT
-        )
-
-    def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    async def terminate(self, timeout: float = 15) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while self.proc.poll() is None:
-            if time.monotonic() > deadline:
-                self.proc.kill()
-                raise AssertionError(f"daemon did not exit within {timeout} s")
-            await asyncio.sleep(0.05)
-        return self.proc.returncode
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self._log.close()
+def _daemon(dsn: str, fake: FakePassKit, log_path: Path) -> DaemonProcess:
+    """`loyaltyd run` against the fake, sending up to CONCURRENCY requests at once."""
+    return DaemonProcess(
+        dsn, {**daemon_env(fake.url), "PASSKIT_MAX_CONCURRENCY": str(CONCURRENCY)}, log_path
+    )
 
 
 async def _blast(pool: asyncpg.Pool) -> tuple[uuid.UUID, set[str]]:
@@ -84,21 +50,22 @@ async def test_kill_9_mid_blast_then_restart_sends_everyone_once_but_the_in_flig
 ) -> None:
     program, everyone = await _blast(pool)
     async with fake_passkit(latency=LatencyModel(median_ms=10, p99_ms=40)) as fake:
-        first = Daemon(database_url, fake, tmp_path / "first.log")
+        first = _daemon(database_url, fake, tmp_path / "first.log")
         try:
-            await asyncio.sleep(1.5)  # listening
+            await asyncio.sleep(2)  # listening
             campaign_id = await insert_campaign(pool, program_id=program)
             await wait_until(lambda: _at_least(fake, 5_000), timeout=30)
             first.kill9()
         finally:
-            first.close()
+            first.stop_now()
         assert not await _completed(pool, campaign_id), "the kill should come mid-blast"
-        second = Daemon(database_url, fake, tmp_path / "second.log")
+        second = _daemon(database_url, fake, tmp_path / "second.log")
         try:
             await wait_until(lambda: _completed(pool, campaign_id), timeout=60)
-            assert await second.terminate() == 0
+            second.terminate()
+            assert await second.wait(15) == 0
         finally:
-            second.close()
+            second.stop_now()
     sent = messages_by_pass(fake)
     assert set(sent) == everyone, "every recipient got the message"
     twice = [pk for pk, n in sent.items() if n > 1]
@@ -125,15 +92,17 @@ async def test_two_daemons_share_one_blast_and_never_message_anyone_twice(
 ) -> None:
     program, everyone = await _blast(pool)
     async with fake_passkit(latency=LatencyModel(median_ms=10, p99_ms=40)) as fake:
-        daemons = [Daemon(database_url, fake, tmp_path / f"d{i}.log") for i in range(2)]
+        daemons = [_daemon(database_url, fake, tmp_path / f"d{i}.log") for i in range(2)]
         try:
-            await asyncio.sleep(1.5)  # both listening
+            await asyncio.sleep(2)  # both listening
             campaign_id = await insert_campaign(pool, program_id=program)
             await wait_until(lambda: _completed(pool, campaign_id), timeout=60)
-            codes = [await d.terminate() for d in daemons]
+            for d in daemons:
+                d.terminate()
+            codes = [await d.wait(15) for d in daemons]
         finally:
             for d in daemons:
-                d.close()
+                d.stop_now()
     assert codes == [0, 0]
     sent = messages_by_pass(fake)
     assert set(sent) == everyone and max(sent.values()) == 1
@@ -159,16 +128,17 @@ async def test_sigterm_mid_blast_exits_0_and_gives_the_claimed_recipients_back(
     async with pool.acquire() as conn:
         await bulk_audience(conn, program, 2_000)
     async with fake_passkit(latency=LatencyModel(median_ms=300)) as fake:
-        proc = Daemon(database_url, fake, tmp_path / "d.log")
+        proc = _daemon(database_url, fake, tmp_path / "d.log")
         try:
-            await asyncio.sleep(1.5)
+            await asyncio.sleep(2)
             campaign_id = await insert_campaign(pool, program_id=program)
             await wait_until(lambda: _at_least(fake, 100), timeout=30)
             started = time.monotonic()
-            code = await proc.terminate()
+            proc.terminate()
+            code = await proc.wait(15)
             elapsed = time.monotonic() - started
         finally:
-            proc.close()
+            proc.stop_now()
     assert code == 0 and elapsed < 5 + 2  # grace 5 s (harness), plus exit slack
     states = dict(
         await pool.fetch(
