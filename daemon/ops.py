@@ -20,11 +20,13 @@ from daemon.listener import Listener
 from daemon.logs import get_logger
 from daemon.metrics import Metrics
 from daemon.queries import q
+from daemon.sync import PassSyncQueue
 
 log = get_logger(__name__)
 
-# The queues of the metrics and of `loyaltyd status`; 'dead' rows are not work to do.
+# States of work still to do ('dead' rows wait for an operator, not for a worker).
 OUTSTANDING = ("pending", "claimed")
+SYNC_QUEUE = PassSyncQueue.name
 
 
 class Running(Protocol):
@@ -93,30 +95,19 @@ async def queue_depths(pool: asyncpg.Pool) -> list[QueueDepth]:
     return [QueueDepth(r["queue"], r["state"], r["rows"], r["oldest_age"]) for r in rows]
 
 
-def outstanding(depths: list[QueueDepth]) -> dict[str, tuple[int, float]]:
-    """Per queue: rows not finished yet (pending + claimed) and the oldest one's age."""
-    totals: dict[str, tuple[int, float]] = {}
-    for d in depths:
-        rows, age = totals.get(d.queue, (0, 0.0))
-        if d.state in OUTSTANDING:
-            rows, age = rows + d.rows, max(age, d.oldest_age)
-        totals[d.queue] = (rows, age)
-    return totals
-
-
 async def refresh_queue_gauges(pool: asyncpg.Pool, metrics: Metrics, within: float) -> None:
-    """Set loyaltyd_queue_depth / loyaltyd_queue_oldest_age_seconds from the tables (they are
-    the whole database's queues, so every daemon on it reports the same values). On failure
-    the previous values stay and the scrape still answers."""
+    """Set the pass-sync queue's loyaltyd_queue_depth / loyaltyd_queue_oldest_age_seconds from
+    the table, so a scrape sees it as it is (the whole database's queue: every daemon on it
+    reports the same). The campaign queue's are kept by the campaign planner on each pass.
+    On failure the previous values stay and the scrape still answers."""
     try:
         async with asyncio.timeout(within):
-            depths = await queue_depths(pool)
+            row = await pool.fetchrow(q("ops_sync_queue_gauges"))
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         log.warning("queue_gauges_stale", error=repr(exc))
         return
-    for queue, (rows, age) in outstanding(depths).items():
-        metrics.queue_depth.labels(queue).set(rows)
-        metrics.queue_oldest_age.labels(queue).set(age)
+    metrics.queue_depth.labels(SYNC_QUEUE).set(row["rows"])
+    metrics.queue_oldest_age.labels(SYNC_QUEUE).set(row["oldest_age"])
 
 
 # --- the `loyaltyd status` snapshot ----------------------------------------------------------

@@ -17,7 +17,6 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from structlog.testing import capture_logs
 
-from daemon.campaigns import CampaignPlanner
 from daemon.config import Settings
 from daemon.http import HttpApi
 from daemon.listener import Listener
@@ -107,8 +106,8 @@ async def test_readyz_reports_an_unreachable_database(running: Running, database
         await client.close()
 
 
-async def test_metrics_are_prometheus_text_with_queue_depths_from_the_tables(
-    api: Client, pool: asyncpg.Pool, make_settings: Callable[..., Settings]
+async def test_metrics_are_prometheus_text_with_the_sync_queue_read_from_the_table(
+    api: Client, pool: asyncpg.Pool
 ) -> None:
     program = await make_program(pool)
     passes = [await make_pass(pool, program, points=10) for _ in range(3)]
@@ -116,18 +115,12 @@ async def test_metrics_are_prometheus_text_with_queue_depths_from_the_tables(
         await pool.execute(
             "SELECT process_membership_transaction($1, 5, 'EARN', NULL, NULL)", pass_id
         )
-    await pool.execute(
-        "INSERT INTO push_campaigns (program_id, name, message_text) VALUES ($1, 'x', 'Hi')",
-        program,
-    )
-    await CampaignPlanner(pool, None, make_settings()).plan_due()  # 3 deliveries, not sent
 
     response = await api.get("/metrics")
     assert response.status == 200
     assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     text = await response.text()
     assert 'loyaltyd_queue_depth{queue="sync"} 3.0' in text
-    assert 'loyaltyd_queue_depth{queue="campaign"} 3.0' in text
     assert 'loyaltyd_queue_oldest_age_seconds{queue="sync"}' in text
     for family in (
         "loyaltyd_passkit_requests_total",

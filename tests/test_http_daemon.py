@@ -200,6 +200,9 @@ async def test_a_broadcast_through_the_api_buzzes_every_phone_and_reports_comple
             await wait_until(completed, timeout=30)
             async with http.get(f"http://127.0.0.1:{port}{location}", headers=auth) as response:
                 progress = await response.json()
+            _, metrics = await _get(http, f"http://127.0.0.1:{port}/metrics")
+    assert 'loyaltyd_deliveries_total{kind="campaign",outcome="sent"} 5.0' in metrics
+    assert 'loyaltyd_queue_depth{queue="campaign"}' in metrics  # kept by the planner
     assert (progress["recipient_count"], progress["sent_count"], progress["failed_count"]) == (
         5,
         5,

@@ -42,6 +42,15 @@ SELECT queue, state, rows, oldest_age
   FROM depths
  ORDER BY queue DESC, array_position(ARRAY['pending', 'claimed', 'dead'], state);
 
+-- name: ops_sync_queue_gauges
+-- No parameters. Pass syncs owed (pending or in flight) and the age in seconds of the oldest,
+-- for the /metrics gauges: two partial-index reads, cheap enough for every scrape.
+SELECT count(*) AS rows,
+       coalesce(extract(epoch FROM now() - min(enqueued_at)), 0)::float8 AS oldest_age
+  FROM (SELECT enqueued_at FROM pass_syncs WHERE state = 'pending'
+        UNION ALL
+        SELECT enqueued_at FROM pass_syncs WHERE state = 'claimed') AS owed;
+
 -- name: ops_dead_syncs
 -- $1 = how many. The most recently failed dead pass syncs and why, newest first.
 SELECT s.pass_id, s.program_id, pr.name AS program_name, p.external_id, s.attempts,
