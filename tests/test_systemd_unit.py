@@ -17,7 +17,7 @@ from daemon.http import SHUTDOWN_SECONDS
 SYSTEMD = Path(__file__).resolve().parent.parent / "systemd"
 UNIT = SYSTEMD / "loyaltyd.service"
 ENV_EXAMPLE = SYSTEMD / "loyaltyd.env.example"
-INSTALLED_EXEC = "/opt/loyaltyd/.venv/bin/loyaltyd"
+INSTALLED_EXEC = "/opt/loyaltyd/bin/loyaltyd"
 # Worker._final_flush waits this long for the last outcomes after the drain.
 FINAL_FLUSH_SECONDS = 10
 
