@@ -13,7 +13,7 @@ import signal
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 import asyncpg
@@ -24,6 +24,7 @@ from daemon.birthday import schedule_birthdays
 from daemon.campaign_queue import CampaignDeliveryQueue
 from daemon.campaigns import CHANNEL as CAMPAIGNS_CHANNEL
 from daemon.campaigns import CampaignPlanner
+from daemon.clock import utc_now
 from daemon.config import Settings
 from daemon.db import create_pool
 from daemon.http import serve_http
@@ -36,10 +37,6 @@ from daemon.sync import PassSyncQueue
 from daemon.worker import Worker, WorkerConfig
 
 log = get_logger(__name__)
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass

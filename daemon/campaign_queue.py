@@ -15,12 +15,13 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Final
 
 import asyncpg
 import structlog
 
+from daemon.clock import utc_now
 from daemon.config import Settings
 from daemon.errors import PermanentPassKitError, TransientPassKitError
 from daemon.logs import get_logger
@@ -41,10 +42,6 @@ RETRY_BASE_SECONDS: Final = 5.0
 RETRY_CAP_SECONDS: Final = 300.0
 # Parsed message templates kept per campaign; a handful of campaigns run at once at most.
 _TEMPLATE_CACHE_SIZE: Final = 64
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ import asyncio
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -31,6 +31,7 @@ import asyncpg
 import structlog
 
 from daemon.audience import SEGMENT_PARAMETERS, Audience, CampaignPlan, validate_campaign
+from daemon.clock import utc_now, wait_any
 from daemon.config import Settings
 from daemon.csv_audience import CsvFetcher
 from daemon.errors import CampaignInputError
@@ -54,10 +55,6 @@ _ERROR_BACKOFF_SECONDS: Final = 5.0
 _MIN_WAIT_SECONDS: Final = 0.01
 # Pause between two full batches of due campaigns.
 _BATCH_PAUSE_SECONDS: Final = 0.1
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +126,7 @@ class CampaignPlanner:
         while not stopping.is_set():
             doorbell.clear()
             wait = await self._tick_or_back_off()
-            await _wait_any(stopping, doorbell, within=wait)
+            await wait_any(stopping, doorbell, within=wait)
         log.info("campaign_planner_stopped")
 
     async def _tick_or_back_off(self) -> float:
@@ -318,15 +315,6 @@ async def _unknown_members(
         return UnknownMembers()
     row = await conn.fetchrow(q("unknown_member_ids"), program_id, list(audience.member_ids))
     return UnknownMembers(row["unknown_count"], row["sample"] or [])
-
-
-async def _wait_any(*events: asyncio.Event, within: float) -> None:
-    waiters = [asyncio.create_task(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waiters, timeout=within, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
 
 
 # --- API: what `POST /api/notify/broadcast` and `GET /api/campaigns/{id}` call ---------------

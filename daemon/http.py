@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -35,6 +35,7 @@ from daemon.api_models import (
 )
 from daemon.birthday import run_birthdays
 from daemon.campaigns import campaign_status, create_campaign
+from daemon.clock import utc_now
 from daemon.errors import ApiRequestError, CampaignInputError
 from daemon.logs import get_logger
 from daemon.ops import Running, readiness, refresh_queue_gauges
@@ -46,10 +47,6 @@ Handler = Callable[[web.Request], Any]
 DB_TIMEOUT_SECONDS = 2.0
 # In-flight requests get this long to finish when the daemon stops.
 SHUTDOWN_SECONDS = 5.0
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class HttpApi:

@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncpg
 
+from daemon.clock import sleep_or_stop, wait_any
 from daemon.logs import get_logger
 from daemon.metrics import Metrics
 
@@ -53,7 +54,7 @@ class Listener:
             conn = await self._open()
             if conn is None:
                 failures += 1
-                await _sleep_or_stop(stopping, self._backoff(failures))
+                await sleep_or_stop(stopping, self._backoff(failures))
                 continue
             failures = 0
             try:
@@ -61,7 +62,7 @@ class Listener:
             finally:
                 await self._close(conn)
             if not stopping.is_set():
-                await _sleep_or_stop(stopping, self._backoff(1))
+                await sleep_or_stop(stopping, self._backoff(1))
 
     def _backoff(self, failures: int) -> float:
         delay: float = min(10.0, 0.2 * 2 ** min(failures, 6)) * (0.5 + self._rng.random())
@@ -87,7 +88,7 @@ class Listener:
         while not stopping.is_set():
             if not await self._probe(conn):
                 return
-            await _wait_any(stopping, self._lost, within=self._probe_interval)
+            await wait_any(stopping, self._lost, within=self._probe_interval)
 
     async def _probe(self, conn: asyncpg.Connection) -> bool:
         if self._lost.is_set() or conn.is_closed():
@@ -132,17 +133,3 @@ async def _default_connect(dsn: str) -> asyncpg.Connection:
         dsn, server_settings={"application_name": "loyaltyd-listener"}
     )
     return conn
-
-
-async def _wait_any(*events: asyncio.Event, within: float) -> None:
-    waiters = [asyncio.create_task(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waiters, timeout=within, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()
-
-
-async def _sleep_or_stop(stopping: asyncio.Event, delay: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stopping.wait(), delay)

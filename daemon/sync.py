@@ -11,11 +11,12 @@ import random
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
 import structlog
 
+from daemon.clock import utc_now
 from daemon.errors import PermanentPassKitError, TransientPassKitError
 from daemon.logs import get_logger
 from daemon.metrics import Metrics
@@ -30,10 +31,6 @@ CHANNEL = "loyaltyd_syncs"
 # longer before it tries again.
 RETRY_BASE_SECONDS = 5.0
 RETRY_CAP_SECONDS = 600.0
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,6 +76,12 @@ class Worker(Generic[J]):
     def in_flight(self) -> int:
         return len(self._tasks)
 
+    @property
+    def _held(self) -> int:
+        """Rows leased to us: being worked on, or done but not yet recorded. A slot frees only
+        once its outcome is written, so a crash can repeat at most `slots` sends."""
+        return len(self._tasks) + len(self._results)
+
     async def run(self, stopping: asyncio.Event, grace: float) -> None:
         """Work until `stopping` is set, then drain for at most `grace` seconds."""
         log.info("worker_started", queue=self.queue.name, slots=self.config.slots)
@@ -100,8 +106,11 @@ class Worker(Generic[J]):
         stop_waiter = asyncio.create_task(self._forward(stopping))
         try:
             while not stopping.is_set():
-                free = self.config.slots - len(self._tasks)
-                if free < self._min_claim and self._tasks:
+                free = self.config.slots - self._held
+                if free < self._min_claim and self._held:
+                    # Recording outcomes frees slots and rings again; until then there is
+                    # nothing to claim for, whatever else rang.
+                    self.wake.clear()
                     await self._sleep()
                     continue
                 self.wake.clear()
@@ -157,15 +166,16 @@ class Worker(Generic[J]):
 
     def _job_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.pop(task, None)
-        self.wake.set()
 
     # --- recording outcomes ---------------------------------------------------------------
 
     async def _record_loop(self) -> None:
         while True:
             await self._results_ready.wait()
-            # Let a few more results join the batch: one UPDATE for many rows.
-            await asyncio.sleep(self.config.record_delay)
+            if len(self._results) < self._min_claim:
+                # Let a few more results join the batch: one UPDATE for many rows. Enough
+                # waiting slots to be worth a claim are recorded (and freed) at once.
+                await asyncio.sleep(self.config.record_delay)
             self._results_ready.clear()
             await self._flush()
 
@@ -180,6 +190,7 @@ class Worker(Generic[J]):
                 await asyncio.sleep(0.5)
                 continue
             del self._results[: len(batch)]
+            self.wake.set()  # recorded rows free their slots
 
     # --- leases ---------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import signal
 import subprocess
@@ -57,15 +58,23 @@ def settings_for(
 
 
 async def wait_until(
-    check: Callable[[], Awaitable[bool]], timeout: float = 10.0, interval: float = 0.05
+    check: Callable[[], Awaitable[bool] | bool], timeout: float = 10.0, interval: float = 0.05
 ) -> float:
-    """Poll `check` until true; return seconds waited; fail the test after `timeout`."""
+    """Poll `check` (plain or async) until true; return seconds waited; fail the test after
+    `timeout`."""
     start = time.monotonic()
-    while not await check():
+    while not await _holds(check):
         if time.monotonic() - start > timeout:
             raise AssertionError(f"condition not met within {timeout} s")
         await asyncio.sleep(interval)
     return time.monotonic() - start
+
+
+async def _holds(check: Callable[[], Awaitable[bool] | bool]) -> bool:
+    result = check()
+    if inspect.isawaitable(result):
+        return bool(await result)
+    return bool(result)
 
 
 @asynccontextmanager

@@ -30,15 +30,11 @@ async def test_daemon_start_up_tick_gifts_points_and_message_through_the_sync(
     pk = await pool.fetchval("SELECT passkit_internal_id FROM passes_master WHERE id = $1", pass_id)
     async with fake_passkit() as fake:
         async with running_daemon(settings_for(make_settings, fake.url), database_url):
-            await wait_until(lambda: _true(len(fake.messages_for(pk)) == 1), timeout=15)
-            await wait_until(lambda: _true(fake.points_of(pk) == 60))
+            await wait_until(lambda: len(fake.messages_for(pk)) == 1, timeout=15)
+            await wait_until(lambda: fake.points_of(pk) == 60)
         assert [visible_text(m) for m in fake.messages_for(pk)] == [
             "Happy birthday Ada! You now have 60 points."
         ]
     assert (
         await pool.fetchval("SELECT count(*) FROM birthday_logs WHERE pass_id = $1", pass_id) == 1
     )
-
-
-async def _true(value: bool) -> bool:
-    return value

@@ -157,7 +157,7 @@ async def test_cancel_mid_blast_stops_within_two_seconds_with_true_counters(
         settings = settings_for(make_settings, fake.url)
         async with campaign_rig(pool, database_url, settings) as rig:
             campaign_id = await insert_campaign(pool, program_id=program)
-            await wait_until(lambda: _true(fake.count() >= 200), timeout=20)
+            await wait_until(lambda: fake.count() >= 200, timeout=20)
             await pool.execute(
                 "UPDATE push_campaigns SET status = 'CANCELLED' WHERE id = $1", campaign_id
             )
@@ -307,10 +307,6 @@ async def _send_all_by_hand(pool: asyncpg.Pool, settings: Settings) -> None:
         owner = uuid.uuid4()
         jobs = await queue.claim(owner, 100)
         await queue.record(owner, [(job, await queue.handle(job)) for job in jobs])
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 async def test_planner_reports_how_many_recipients_are_still_waiting(

@@ -102,7 +102,7 @@ async def test_change_during_a_call_is_synced_again_with_the_newest_balance(
     async with fake_passkit(latency=LatencyModel(median_ms=300)) as fake:
         async with running_daemon(settings_for(make_settings, fake.url), database_url):
             await pool.execute(EARN, pass_id, 10, "EARN", None)
-            await wait_until(lambda: _async(fake.count(ROUTE_SET_POINTS) == 1))
+            await wait_until(lambda: fake.count(ROUTE_SET_POINTS) == 1)
             await pool.execute(EARN, pass_id, 7, "EARN", None)  # lands while the call is out
             await wait_until(lambda: _settled(pool))
     assert [r.body["points"] for r in fake.requests if r.route == ROUTE_SET_POINTS] == [10, 17]
@@ -201,9 +201,9 @@ async def test_killed_listener_connection_is_replaced_and_nothing_is_missed(
             assert daemon.listener is not None
             await pool.execute("SELECT pg_terminate_backend($1)", daemon.listener.backend_pid)
             await pool.execute(EARN, pass_id, 9, "EARN", None)  # notified while deaf
-            await wait_until(lambda: _async(fake.points_of(pk) == 9), timeout=4)
+            await wait_until(lambda: fake.points_of(pk) == 9, timeout=4)
             await wait_until(
-                lambda: _async(daemon.listener is not None and daemon.listener.connects == 2),
+                lambda: daemon.listener is not None and daemon.listener.connects == 2,
                 timeout=5,
             )
 
@@ -222,11 +222,7 @@ async def test_killed_pool_connections_do_not_lose_work(
                 "WHERE application_name = 'loyaltyd' AND datname = current_database()"
             )
             await pool.execute(EARN, pass_id, 4, "EARN", None)
-            await wait_until(lambda: _async(fake.points_of(pk) == 4), timeout=4)
-
-
-async def _async(value: bool) -> bool:
-    return value
+            await wait_until(lambda: fake.points_of(pk) == 4, timeout=4)
 
 
 async def test_requeue_dead_command_makes_dead_syncs_due_again(
@@ -259,5 +255,5 @@ async def test_requeue_dead_command_makes_dead_syncs_due_again(
             )
             assert done.returncode == 0, done.stderr
             assert "requeued 1 dead" in done.stdout
-            await wait_until(lambda: _async(fake.points_of(pk) == 8), timeout=5)
+            await wait_until(lambda: fake.points_of(pk) == 8, timeout=5)
     assert await pool.fetchval("SELECT state FROM pass_syncs") == "idle"

@@ -59,7 +59,7 @@ async def test_kill_9_mid_run_then_restart_loses_nothing(
     async with fake_passkit(latency=LatencyModel(median_ms=40, p99_ms=120)) as fake:
         first = DaemonProcess(database_url, _env(fake), tmp_path / "first.log")
         try:
-            await wait_until(lambda: _true(fake.count() >= 200), timeout=30)
+            await wait_until(lambda: fake.count() >= 200, timeout=30)
             first.kill9()
         finally:
             first.stop_now()
@@ -108,7 +108,7 @@ async def test_sigterm_mid_run_exits_0_within_the_grace_period_and_leaves_nothin
     async with fake_passkit(latency=LatencyModel(median_ms=300)) as fake:
         proc = DaemonProcess(database_url, _env(fake), tmp_path / "d.log")
         try:
-            await wait_until(lambda: _true(fake.count() >= 20), timeout=30)
+            await wait_until(lambda: fake.count() >= 20, timeout=30)
             started = time.monotonic()
             proc.terminate()
             code = await proc.wait(15)
@@ -120,7 +120,3 @@ async def test_sigterm_mid_run_exits_0_within_the_grace_period_and_leaves_nothin
     claimed = await pool.fetchval("SELECT count(*) FROM pass_syncs WHERE state = 'claimed'")
     assert claimed == 0
     assert await pool.fetchval("SELECT count(*) FROM pass_syncs WHERE state = 'pending'") > 0
-
-
-async def _true(value: bool) -> bool:
-    return value
