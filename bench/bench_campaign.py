@@ -29,7 +29,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -41,13 +40,11 @@ from pathlib import Path
 import asyncpg
 from pydantic import SecretStr
 
+from bench._common import bench_database
 from daemon.config import Settings
-from daemon.dsn import with_database
-from daemon.embedded import EmbeddedPostgres
 from daemon.fakepasskit import ROUTE_UPDATE_MEMBER, FakePassKit, LatencyModel
 from daemon.logs import configure_logging
 from daemon.metrics import Metrics
-from daemon.migrate import migrate
 from daemon.passkit import PassKitClient
 
 REPO = Path(__file__).resolve().parent.parent
@@ -105,31 +102,6 @@ async def daemon(dsn: str, env: dict[str, str]) -> AsyncIterator[DaemonProcess]:
 
 
 # --- database ----------------------------------------------------------------------------------
-
-
-@asynccontextmanager
-async def bench_database(server_dsn: str | None) -> AsyncIterator[str]:
-    """A new, migrated database on `server_dsn` (an admin DSN) or an embedded server."""
-    embedded: EmbeddedPostgres | None = None
-    if server_dsn is None:
-        embedded = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="loyaltyd-bench-")) / "pgdata")
-        server_dsn = embedded.start()
-    name = f"loyaltyd_bench_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(server_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        dsn = with_database(server_dsn, name)
-        conn = await asyncpg.connect(dsn)
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
-        yield dsn
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
-        if embedded is not None:
-            embedded.stop()
 
 
 async def seed_program(conn: asyncpg.Connection, count: int, prefix: str) -> uuid.UUID:
