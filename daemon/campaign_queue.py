@@ -15,7 +15,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Final
 
 import asyncpg
@@ -28,7 +28,7 @@ from daemon.logs import get_logger
 from daemon.metrics import Metrics
 from daemon.models import Failed, Outcome, RetryLater, Skipped, Succeeded
 from daemon.passkit import PassKitClient
-from daemon.policy import backoff
+from daemon.policy import requeue
 from daemon.queries import q
 from daemon.templating import Template, TemplateError, parse_template
 
@@ -38,7 +38,6 @@ CHANNEL: Final = "loyaltyd_deliveries"
 # Campaign messages are timely ("until 5 PM today"): after the client's own quick retries, a
 # recipient is tried a few more times over minutes, not hours, then recorded as failed.
 MAX_DELIVERY_ATTEMPTS: Final = 5
-RETRY_BASE_SECONDS: Final = 5.0
 RETRY_CAP_SECONDS: Final = 300.0
 # Parsed message templates kept per campaign; a handful of campaigns run at once at most.
 _TEMPLATE_CACHE_SIZE: Final = 64
@@ -93,10 +92,9 @@ def after_transient_failure(
     error: str, attempts: int, now: datetime, rng: random.Random
 ) -> RetryLater | Failed:
     """A recipient PassKit could not take (after the client's retries): later, or give up."""
-    if attempts >= MAX_DELIVERY_ATTEMPTS:
-        return Failed(f"gave up after {attempts} attempts: {error}")
-    delay = backoff(attempts, rng, base=RETRY_BASE_SECONDS, cap=RETRY_CAP_SECONDS)
-    return RetryLater(now + timedelta(seconds=delay), error)
+    return requeue(
+        error, attempts, now, rng, max_attempts=MAX_DELIVERY_ATTEMPTS, cap=RETRY_CAP_SECONDS
+    )
 
 
 class TemplateCache:

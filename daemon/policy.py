@@ -1,4 +1,5 @@
-"""Retry or give up: pure decisions about a failed PassKit call.
+"""Retry or give up: pure decisions about a failed PassKit call, and about a unit of work
+whose call kept failing.
 
 No I/O and no clock of its own: `now` and `rng` come from the caller, so the tests pin them.
 """
@@ -7,9 +8,11 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Literal
 
 from daemon.errors import PassKitError, TransientPassKitError
+from daemon.models import Failed, RetryLater
 
 # PassKit documents "503: back off for 250 ms and repeat"; it is the first step of the ladder.
 DEFAULT_BASE_SECONDS = 0.25
@@ -67,3 +70,27 @@ def decide(
             return GiveUp("retry_after_beyond_cap")
         delay = max(delay, error.retry_after)
     return RetryAt(at=now + delay, delay=delay)
+
+
+# --- queue level ---------------------------------------------------------------------------------
+
+# When a unit of work (a pass sync, a campaign delivery) outlives the client's own quick
+# retries, PassKit may be down for minutes: the queue waits longer before the next try.
+REQUEUE_BASE_SECONDS = 5.0
+
+
+def requeue(
+    error: str,
+    attempts: int,
+    now: datetime,
+    rng: random.Random,
+    *,
+    max_attempts: int,
+    cap: float,
+    base: float = REQUEUE_BASE_SECONDS,
+) -> RetryLater | Failed:
+    """After a transient failure on the `attempts`-th try: due again later, or given up."""
+    if attempts >= max_attempts:
+        return Failed(f"gave up after {attempts} attempts: {error}")
+    delay = backoff(attempts, rng, base=base, cap=cap)
+    return RetryLater(now + timedelta(seconds=delay), error)

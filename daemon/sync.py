@@ -11,7 +11,7 @@ import random
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import asyncpg
 import structlog
@@ -22,14 +22,12 @@ from daemon.logs import get_logger
 from daemon.metrics import Metrics
 from daemon.models import Failed, Outcome, RetryLater, Skipped, Succeeded
 from daemon.passkit import PassKitClient
-from daemon.policy import backoff
+from daemon.policy import requeue
 from daemon.queries import q
 
 log = get_logger(__name__)
 CHANNEL = "loyaltyd_syncs"
-# Between the client's own quick retries, PassKit may be down for minutes: the queue waits
-# longer before it tries again.
-RETRY_BASE_SECONDS = 5.0
+# A pass sync whose calls keep failing is tried again at most this long after the last try.
 RETRY_CAP_SECONDS = 600.0
 
 
@@ -157,11 +155,18 @@ class PassSyncQueue:
         return Failed(error)
 
     def _transient(self, job: PassSyncJob, exc: TransientPassKitError) -> Outcome:
-        if job.attempts >= self._max_attempts:
-            return self._failed(job, f"gave up after {job.attempts} attempts: {exc}")
-        delay = backoff(job.attempts, self._rng, base=RETRY_BASE_SECONDS, cap=RETRY_CAP_SECONDS)
-        log.warning("pass_sync_retry_later", error=str(exc), retry_in=round(delay, 1))
-        return RetryLater(self._clock() + timedelta(seconds=delay), str(exc))
+        outcome = requeue(
+            str(exc),
+            job.attempts,
+            self._clock(),
+            self._rng,
+            max_attempts=self._max_attempts,
+            cap=RETRY_CAP_SECONDS,
+        )
+        if isinstance(outcome, Failed):
+            return self._failed(job, outcome.error)
+        log.warning("pass_sync_retry_later", error=str(exc), retry_at=outcome.at.isoformat())
+        return outcome
 
     async def record(
         self, owner: uuid.UUID, results: Sequence[tuple[PassSyncJob, Outcome]]

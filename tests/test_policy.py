@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime
 
 import pytest
 
@@ -13,7 +14,8 @@ from daemon.errors import (
     TransientPassKitError,
     Unauthorized,
 )
-from daemon.policy import GiveUp, RetryAt, backoff, decide
+from daemon.models import Failed, RetryLater
+from daemon.policy import REQUEUE_BASE_SECONDS, GiveUp, RetryAt, backoff, decide, requeue
 
 NOW = 1_000.0
 SEED = 1234
@@ -113,3 +115,33 @@ def test_decisions_are_frozen_values() -> None:
     decision = RetryAt(at=1.0, delay=1.0)
     with pytest.raises(AttributeError):
         decision.delay = 2.0  # type: ignore[misc]
+
+
+# --- queue level: a unit of work whose calls kept failing ------------------------------------
+
+_NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("attempts", "max_attempts", "expect_retry"),
+    [(1, 5, True), (4, 5, True), (5, 5, False), (9, 5, False), (1, 1, False)],
+)
+def test_requeue_retries_until_the_attempts_run_out(
+    attempts: int, max_attempts: int, expect_retry: bool
+) -> None:
+    outcome = requeue(
+        "503", attempts, _NOW, random.Random(attempts), max_attempts=max_attempts, cap=600.0
+    )
+    if expect_retry:
+        assert isinstance(outcome, RetryLater) and outcome.error == "503"
+        delay = (outcome.at - _NOW).total_seconds()
+        assert REQUEUE_BASE_SECONDS <= delay <= min(600.0, REQUEUE_BASE_SECONDS * 2**attempts)
+    else:
+        assert isinstance(outcome, Failed)
+        assert outcome.error == f"gave up after {attempts} attempts: 503"
+
+
+def test_requeue_delay_is_capped() -> None:
+    outcome = requeue("timeout", 30, _NOW, random.Random(1), max_attempts=100, cap=60.0)
+    assert isinstance(outcome, RetryLater)
+    assert (outcome.at - _NOW).total_seconds() <= 60.0
