@@ -62,6 +62,12 @@ class Metrics:
         self.queue_depth = Gauge(
             "loyaltyd_queue_depth", "Pending rows by queue.", ["queue"], registry=r
         )
+        self.dead_syncs = Gauge(
+            "loyaltyd_dead_syncs",
+            "Pass syncs given up (permanent PassKit refusal or attempts exhausted), awaiting "
+            "`loyaltyd requeue-dead`.",
+            registry=r,
+        )
         self.queue_oldest_age = Gauge(
             "loyaltyd_queue_oldest_age_seconds",
             "Age of the oldest pending row.",

@@ -108,6 +108,7 @@ async def refresh_queue_gauges(pool: asyncpg.Pool, metrics: Metrics, within: flo
         return
     metrics.queue_depth.labels(SYNC_QUEUE).set(row["rows"])
     metrics.queue_oldest_age.labels(SYNC_QUEUE).set(row["oldest_age"])
+    metrics.dead_syncs.set(row["dead"])
 
 
 # --- the `loyaltyd status` snapshot ----------------------------------------------------------

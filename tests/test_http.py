@@ -115,6 +115,9 @@ async def test_metrics_are_prometheus_text_with_the_sync_queue_read_from_the_tab
         await pool.execute(
             "SELECT process_membership_transaction($1, 5, 'EARN', NULL, NULL)", pass_id
         )
+    dead = await make_pass(pool, program, points=10)
+    await pool.execute("SELECT process_membership_transaction($1, 5, 'EARN', NULL, NULL)", dead)
+    await pool.execute("UPDATE pass_syncs SET state = 'dead' WHERE pass_id = $1", dead)
 
     response = await api.get("/metrics")
     assert response.status == 200
@@ -122,6 +125,7 @@ async def test_metrics_are_prometheus_text_with_the_sync_queue_read_from_the_tab
     text = await response.text()
     assert 'loyaltyd_queue_depth{queue="sync"} 3.0' in text
     assert 'loyaltyd_queue_oldest_age_seconds{queue="sync"}' in text
+    assert "loyaltyd_dead_syncs 1.0" in text
     for family in (
         "loyaltyd_passkit_requests_total",
         "loyaltyd_passkit_request_seconds",

@@ -43,10 +43,12 @@ SELECT queue, state, rows, oldest_age
  ORDER BY queue DESC, array_position(ARRAY['pending', 'claimed', 'dead'], state);
 
 -- name: ops_sync_queue_gauges
--- No parameters. Pass syncs owed (pending or in flight) and the age in seconds of the oldest,
--- for the /metrics gauges: two partial-index reads, cheap enough for every scrape.
+-- No parameters. Pass syncs owed (pending or in flight), the age in seconds of the oldest,
+-- and the dead ones, for the /metrics gauges: partial-index reads, cheap enough for every
+-- scrape.
 SELECT count(*) AS rows,
-       coalesce(extract(epoch FROM now() - min(enqueued_at)), 0)::float8 AS oldest_age
+       coalesce(extract(epoch FROM now() - min(enqueued_at)), 0)::float8 AS oldest_age,
+       (SELECT count(*) FROM pass_syncs WHERE state = 'dead') AS dead
   FROM (SELECT enqueued_at FROM pass_syncs WHERE state = 'pending'
         UNION ALL
         SELECT enqueued_at FROM pass_syncs WHERE state = 'claimed') AS owed;

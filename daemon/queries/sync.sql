@@ -96,11 +96,3 @@ RETURNING pass_id;
 -- name: notify_syncs
 -- Ring the doorbell of every daemon (after a requeue).
 SELECT pg_notify('loyaltyd_syncs', '');
-
--- name: pass_sync_depth
--- Queue depth and the age in seconds of the oldest owed work, by state.
-SELECT state, count(*) AS rows,
-       coalesce(extract(epoch FROM now() - min(enqueued_at)), 0)::float8 AS oldest_age
-  FROM pass_syncs
- WHERE state <> 'idle'
- GROUP BY state;
