@@ -148,7 +148,13 @@ class CampaignDeliveryQueue:
     # --- claim ---------------------------------------------------------------------------------
 
     async def claim(self, owner: uuid.UUID, limit: int) -> list[Delivery]:
-        rows = await self._pool.fetch(q("claim_deliveries"), owner, limit, self._lease_seconds)
+        # The frequency cap counts the recipients other daemons have claimed; two claims
+        # running side by side would each miss the other's. Claims therefore take turns (a
+        # transaction-scoped lock; each claim is a few milliseconds) and the claim statement,
+        # run after the lock is held, sees every earlier claim committed.
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(q("serialise_delivery_claims"))
+            rows = await conn.fetch(q("claim_deliveries"), owner, limit, self._lease_seconds)
         jobs = [Delivery.from_row(r) for r in rows if r["state"] == "claimed"]
         self._count_claim(len(rows) - len(jobs), sum(1 for j in jobs if j.lease_expired))
         return jobs

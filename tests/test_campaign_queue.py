@@ -3,6 +3,7 @@ record (lease holder only, counters in step), extend, release; and the retry dec
 
 from __future__ import annotations
 
+import asyncio
 import random
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -21,6 +22,7 @@ from daemon.campaigns import CampaignPlanner
 from daemon.config import Settings
 from daemon.models import Failed, RetryLater, Skipped, Succeeded
 from daemon.passkit import PassKitClient
+from daemon.queries import q
 from tests.campaign_support import campaign, insert_campaign
 from tests.factories import make_pass, make_program, make_user
 
@@ -134,6 +136,42 @@ async def test_two_running_campaigns_never_push_one_pass_past_the_cap(
     )
     await queue.record(owner, [(jobs[0], Succeeded())])
     assert (await _delivery(pool, jobs[0].campaign_id, pass_id))["state"] == "sent"
+
+
+async def test_a_claim_waits_for_another_daemons_claim_and_sees_its_cap(
+    pool: asyncpg.Pool,
+    queue: CampaignDeliveryQueue,
+    make_settings: Callable[..., Settings],
+    database_url: str,
+) -> None:
+    """Another daemon's claim still open (not committed) when ours starts: ours waits for it
+    and then counts its recipient against the cap, instead of claiming the same pass for the
+    other campaign from a snapshot that cannot see it."""
+    program = await make_program(pool, max_pushes_per_pass_per_day=1)
+    pass_id = await make_pass(pool, program)
+    settings = make_settings()
+    first = await _started(pool, settings, program_id=program)
+    second = await _started(pool, settings, program_id=program)
+    other_daemon = await asyncpg.connect(database_url)
+    try:
+        tx = other_daemon.transaction()
+        await tx.start()
+        await other_daemon.execute(q("serialise_delivery_claims"))
+        theirs = await other_daemon.fetch(q("claim_deliveries"), uuid.uuid4(), 1, 60.0)
+        assert [r["state"] for r in theirs] == ["claimed"]
+        ours = asyncio.create_task(queue.claim(uuid.uuid4(), 10))
+        await asyncio.sleep(0.3)
+        assert not ours.done(), "our claim waits for theirs"
+        await tx.commit()
+        assert await asyncio.wait_for(ours, 5) == []
+    finally:
+        await other_daemon.close()
+    other = second if theirs[0]["campaign_id"] == first else first
+    row = await _delivery(pool, other, pass_id)
+    assert (row["state"], row["error"]) == (
+        "skipped",
+        "frequency cap: 1 campaign messages in the last 24 h (limit 1)",
+    )
 
 
 async def test_only_the_lease_holder_records_and_counters_follow_the_rows(

@@ -163,6 +163,11 @@ SELECT extract(epoch FROM min(scheduled_at) - now())::float8
 
 -- --- delivery queue ----------------------------------------------------------------------------
 
+-- name: serialise_delivery_claims
+-- No parameters. Held until the claim's transaction ends: one delivery claim at a time across
+-- every daemon, so the frequency cap of each sees the others' claims.
+SELECT pg_advisory_xact_lock(hashtextextended('loyaltyd:claim_deliveries', 0));
+
 -- name: claim_deliveries
 -- $1 = owner, $2 = at most this many rows, $3 = lease length in seconds. Returns the rows
 -- claimed, with everything the message needs, and the rows skipped here (state 'skipped':
