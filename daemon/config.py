@@ -84,7 +84,8 @@ class Settings(BaseSettings):
         default=0,
         ge=0,
         le=10_000,
-        description="Rows a worker may hold claimed at once; 0 = 2 x PASSKIT_MAX_CONCURRENCY.",
+        description="Rows a worker may hold claimed at once; 0 = 2 x PASSKIT_MAX_CONCURRENCY. "
+        "With a rate limit, never more than 2 seconds' worth of it.",
     )
     loyaltyd_max_job_attempts: int = Field(
         default=5,
@@ -135,7 +136,13 @@ class Settings(BaseSettings):
 
     @property
     def worker_slots(self) -> int:
-        return self.loyaltyd_worker_slots or 2 * self.passkit_max_concurrency
+        """Rows a worker holds claimed. Under a rate limit, at most two seconds' worth: a
+        claimed row waiting for its turn is what a cancel cannot take back any more, and what
+        a crash can repeat."""
+        slots = self.loyaltyd_worker_slots or 2 * self.passkit_max_concurrency
+        if self.passkit_rate_limit > 0:
+            slots = min(slots, max(1, int(2 * self.passkit_rate_limit)))
+        return slots
 
     @property
     def passkit_mock_mode(self) -> bool:
