@@ -1,4 +1,5 @@
-"""What the benchmark scripts share: a freshly migrated database to measure in."""
+"""What the benchmark scripts share: a freshly migrated database to measure in, and how
+targets are judged and printed."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -44,3 +46,30 @@ def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
     return ordered[index]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One target: `value` must lie in [low, high]."""
+
+    label: str
+    value: float
+    low: float
+    high: float = float("inf")
+
+    @property
+    def ok(self) -> bool:
+        return self.low <= self.value <= self.high
+
+
+def print_table(rows: list[list[str]]) -> None:
+    """Columns aligned (first left, others right), a rule under the header row."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for n, row in enumerate(rows):
+        cells = (
+            c.rjust(w) if i else c.ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        )
+        print("  ".join(cells))
+        if n == 0:
+            print("  ".join("-" * w for w in widths))

@@ -40,7 +40,7 @@ from pathlib import Path
 import asyncpg
 from pydantic import SecretStr
 
-from bench._common import bench_database
+from bench._common import Verdict, bench_database, print_table
 from daemon.config import Settings
 from daemon.fakepasskit import ROUTE_UPDATE_MEMBER, FakePassKit, LatencyModel
 from daemon.logs import configure_logging
@@ -296,30 +296,6 @@ async def mock_blast(conn: asyncpg.Connection, dsn: str, args: argparse.Namespac
 
 
 # --- reporting ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Verdict:
-    label: str
-    value: float
-    low: float
-    high: float = float("inf")
-
-    @property
-    def ok(self) -> bool:
-        return self.low <= self.value <= self.high
-
-
-def print_table(rows: list[list[str]]) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for n, row in enumerate(rows):
-        cells = (
-            c.rjust(w) if i else c.ljust(w)
-            for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        )
-        print("  ".join(cells))
-        if n == 0:
-            print("  ".join("-" * w for w in widths))
 
 
 def report(runs: list[CampaignRun], verdicts: list[Verdict], notes: list[str]) -> None:

@@ -1,6 +1,6 @@
 """PassKit client throughput against the fake PassKit (SPEC §5).
 
-    python bench/bench_passkit.py --calls 5000 --concurrency 50 --median-ms 50
+    python -m bench.bench_passkit --calls 5000 --concurrency 50 --median-ms 50
 
 Three runs through one real-mode client (JWT signed with a fake key and secret):
 1. unlimited: `--calls` write_message calls, a new task started whenever one finishes, so
@@ -28,6 +28,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from bench._common import Verdict, print_table
 from daemon.config import Settings
 from daemon.fakepasskit import FakePassKit, LatencyModel
 from daemon.logs import configure_logging
@@ -53,18 +54,6 @@ class RunResult:
     @property
     def achieved(self) -> float:
         return self.calls / self.elapsed
-
-
-@dataclass(frozen=True)
-class Verdict:
-    label: str
-    value: float
-    low: float
-    high: float = float("inf")
-
-    @property
-    def ok(self) -> bool:
-        return self.low <= self.value <= self.high
 
 
 def parse_args() -> argparse.Namespace:
@@ -155,19 +144,6 @@ async def run(
     return RunResult(
         name, calls, elapsed, fake.mean_latency(), max_in_one_second([r.at for r in fake.requests])
     )
-
-
-def print_table(rows: list[list[str]]) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for n, row in enumerate(rows):
-        print(
-            "  ".join(
-                cell.rjust(w) if i else cell.ljust(w)
-                for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-            )
-        )
-        if n == 0:
-            print("  ".join("-" * w for w in widths))
 
 
 async def main() -> int:
