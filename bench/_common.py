@@ -73,3 +73,11 @@ def print_table(rows: list[list[str]]) -> None:
         print("  ".join(cells))
         if n == 0:
             print("  ".join("-" * w for w in widths))
+
+
+def print_verdicts(verdicts: list[Verdict]) -> None:
+    rows = [["target", "measured", "wanted", "ok"]]
+    for v in verdicts:
+        wanted = f">= {v.low:g}" if v.high == float("inf") else f"{v.low:g} .. {v.high:g}"
+        rows.append([v.label, f"{v.value:.1f}", wanted, "yes" if v.ok else "NO"])
+    print_table(rows)

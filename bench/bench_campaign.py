@@ -40,7 +40,7 @@ from pathlib import Path
 import asyncpg
 from pydantic import SecretStr
 
-from bench._common import Verdict, bench_database, print_table
+from bench._common import Verdict, bench_database, print_table, print_verdicts
 from daemon.config import Settings
 from daemon.fakepasskit import ROUTE_UPDATE_MEMBER, FakePassKit, LatencyModel
 from daemon.logs import configure_logging
@@ -316,11 +316,7 @@ def report(runs: list[CampaignRun], verdicts: list[Verdict], notes: list[str]) -
         )
     print_table(rows)
     print()
-    rows = [["target", "measured", "wanted", "ok"]]
-    for v in verdicts:
-        wanted = f">= {v.low:g}" if v.high == float("inf") else f"{v.low:g} .. {v.high:g}"
-        rows.append([v.label, f"{v.value:.1f}", wanted, "yes" if v.ok else "NO"])
-    print_table(rows)
+    print_verdicts(verdicts)
 
 
 # --- main --------------------------------------------------------------------------------------

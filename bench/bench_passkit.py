@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from bench._common import Verdict, print_table
+from bench._common import Verdict, print_table, print_verdicts
 from daemon.config import Settings
 from daemon.fakepasskit import FakePassKit, LatencyModel
 from daemon.logs import configure_logging
@@ -250,11 +250,7 @@ def report(
         )
     print_table(rows)
     print()
-    rows = [["target", "measured", "wanted", "ok"]]
-    for v in verdicts:
-        wanted = f">= {v.low:g}" if v.high == float("inf") else f"{v.low:g} .. {v.high:g}"
-        rows.append([v.label, f"{v.value:.1f}", wanted, "yes" if v.ok else "NO"])
-    print_table(rows)
+    print_verdicts(verdicts)
 
 
 if __name__ == "__main__":

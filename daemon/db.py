@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 
 from daemon.config import Settings
-from daemon.dsn import database_of, redact, with_database
+from daemon.dsn import redact
 from daemon.embedded import DATABASE_NAME, EmbeddedPostgres
 from daemon.logs import get_logger
 
@@ -59,18 +59,8 @@ async def create_pool(dsn: str, size: int) -> asyncpg.Pool:
         min_size=1,
         max_size=size,
         server_settings={"application_name": "loyaltyd"},
-        # Supabase's poolers and PgBouncer break prepared statements only in transaction mode,
-        # which loyaltyd refuses anyway (LISTEN needs a session); keep asyncpg's cache.
+        # Prepared statements stay cached: they break only behind a transaction pooler, which
+        # loyaltyd cannot use anyway (LISTEN needs a session; see the README).
     )
     assert pool is not None
     return pool
-
-
-__all__ = [
-    "DatabaseTarget",
-    "connect",
-    "create_pool",
-    "database_of",
-    "resolve_database",
-    "with_database",
-]

@@ -17,7 +17,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -47,11 +47,6 @@ class DemoOptions:
     p503: float = 0.02
     database_url: str | None = None
     out: TextIO = sys.stdout
-
-
-@dataclass
-class Timings:
-    steps: dict[str, float] = field(default_factory=dict)
 
 
 class Screen:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from daemon.campaigns import CHANNEL as CAMPAIGNS_CHANNEL
 from daemon.campaigns import CampaignPlanner
 from daemon.config import Settings
 from daemon.csv_audience import CsvFetcher
-from daemon.fakepasskit import ROUTE_UPDATE_MEMBER, FakePassKit
+from daemon.fakepasskit import FakePassKit
 from daemon.listener import Listener
 from daemon.passkit import PassKitClient, visible_text
 from daemon.worker import Worker, WorkerConfig
@@ -92,15 +91,6 @@ async def campaign(db: asyncpg.Connection | asyncpg.Pool, campaign_id: uuid.UUID
 async def status_of(db: asyncpg.Connection | asyncpg.Pool, campaign_id: uuid.UUID) -> str:
     status: str = await db.fetchval("SELECT status FROM push_campaigns WHERE id = $1", campaign_id)
     return status
-
-
-def messages_by_pass(fake: FakePassKit) -> Counter[str]:
-    """Successful message writes at the fake, per PassKit pass id."""
-    return Counter(
-        r.pass_id
-        for r in fake.requests
-        if r.route == ROUTE_UPDATE_MEMBER and r.status == 200 and r.pass_id
-    )
 
 
 def texts_sent(fake: FakePassKit, passkit_id: str) -> list[str]:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,11 +18,20 @@ from typing import Any
 
 from daemon.app import Daemon, run_daemon
 from daemon.config import Settings
-from daemon.fakepasskit import FakePassKit
+from daemon.fakepasskit import ROUTE_UPDATE_MEMBER, FakePassKit
 
 API_KEY = "test-api-key-0123"
 API_SECRET = "test-api-secret-4567-abcdefghijklmnop"
 REPO = Path(__file__).resolve().parent.parent
+
+
+def messages_by_pass(fake: FakePassKit) -> Counter[str]:
+    """Successful message writes to membership passes at the fake, per PassKit pass id."""
+    return Counter(
+        r.pass_id
+        for r in fake.requests
+        if r.route == ROUTE_UPDATE_MEMBER and r.status == 200 and r.pass_id
+    )
 
 
 @asynccontextmanager
@@ -130,6 +140,13 @@ class DaemonProcess:
             await asyncio.sleep(0.05)
         self._log.close()
         return self.proc.returncode
+
+    async def terminate_timed(self, timeout: float) -> tuple[int, float]:
+        """SIGTERM, then wait: the exit code and the seconds it took."""
+        started = time.monotonic()
+        self.terminate()
+        code = await self.wait(timeout)
+        return code, time.monotonic() - started
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")

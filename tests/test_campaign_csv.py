@@ -18,9 +18,9 @@ from aiohttp import web
 from daemon.config import Settings
 from daemon.csv_audience import CsvFetcher, parse_member_csv
 from daemon.errors import CampaignInputError
-from tests.campaign_support import bulk_audience, campaign_rig, insert_campaign, messages_by_pass
+from tests.campaign_support import bulk_audience, campaign_rig, insert_campaign
 from tests.factories import make_program
-from tests.harness import daemon_env, fake_passkit
+from tests.harness import daemon_env, fake_passkit, messages_by_pass
 
 HOST = "127.0.0.1"
 MAX_BYTES = 2_000

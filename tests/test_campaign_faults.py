@@ -4,7 +4,6 @@ campaign, SIGTERM mid-blast. The fake PassKit's per-pass records are the truth."
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -13,9 +12,9 @@ import asyncpg
 import pytest
 
 from daemon.fakepasskit import FakePassKit, LatencyModel
-from tests.campaign_support import bulk_audience, campaign, insert_campaign, messages_by_pass
+from tests.campaign_support import bulk_audience, campaign, insert_campaign
 from tests.factories import make_program
-from tests.harness import DaemonProcess, daemon_env, fake_passkit, wait_until
+from tests.harness import DaemonProcess, daemon_env, fake_passkit, messages_by_pass, wait_until
 
 pytestmark = pytest.mark.slow
 RECIPIENTS = 20_000
@@ -133,10 +132,7 @@ async def test_sigterm_mid_blast_exits_0_and_gives_the_claimed_recipients_back(
             await asyncio.sleep(2)
             campaign_id = await insert_campaign(pool, program_id=program)
             await wait_until(lambda: _at_least(fake, 100), timeout=30)
-            started = time.monotonic()
-            proc.terminate()
-            code = await proc.wait(15)
-            elapsed = time.monotonic() - started
+            code, elapsed = await proc.terminate_timed(15)
         finally:
             proc.stop_now()
     assert code == 0 and elapsed < 5 + 2  # grace 5 s (harness), plus exit slack

@@ -18,10 +18,9 @@ from tests.campaign_support import (
     campaign_rig,
     insert_campaign,
     insert_slipped_in,
-    messages_by_pass,
 )
 from tests.factories import make_program
-from tests.harness import fake_passkit, settings_for
+from tests.harness import fake_passkit, messages_by_pass, settings_for
 
 ALLOWED = "files.example.com"
 

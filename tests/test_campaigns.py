@@ -21,12 +21,11 @@ from tests.campaign_support import (
     campaign,
     campaign_rig,
     insert_campaign,
-    messages_by_pass,
     status_of,
     texts_sent,
 )
 from tests.factories import make_pass, make_program, make_user
-from tests.harness import fake_passkit, settings_for, wait_until
+from tests.harness import fake_passkit, messages_by_pass, settings_for, wait_until
 
 
 async def test_pending_campaign_reaches_every_recipient_once_and_completes(

@@ -7,6 +7,7 @@ import asyncio
 import random
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import asyncpg
 
@@ -25,6 +26,12 @@ async def _settled(pool: asyncpg.Pool) -> bool:
         "SELECT count(*) FROM pass_syncs WHERE state IN ('pending', 'claimed')"
     )
     return bool(busy == 0)
+
+
+async def _one_pass(pool: asyncpg.Pool, **cols: Any) -> tuple[uuid.UUID, str]:
+    """A pass of a new program, and its PassKit id."""
+    pass_id = await make_pass(pool, await make_program(pool), **cols)
+    return pass_id, await _passkit_id(pool, pass_id)
 
 
 async def _passkit_id(pool: asyncpg.Pool, pass_id: uuid.UUID) -> str:
@@ -80,9 +87,7 @@ async def test_thousand_transactions_on_hundred_passes_end_with_newest_balances(
 async def test_transaction_message_is_written_to_the_message_field(
     pool: asyncpg.Pool, database_url: str, make_settings: Callable[..., Settings]
 ) -> None:
-    program = await make_program(pool)
-    pass_id = await make_pass(pool, program, points=10)
-    pk = await _passkit_id(pool, pass_id)
+    pass_id, pk = await _one_pass(pool, points=10)
     async with fake_passkit() as fake:
         async with running_daemon(settings_for(make_settings, fake.url), database_url):
             await pool.execute(EARN, pass_id, 5, "EARN", "Thanks! +5 points")
@@ -96,9 +101,7 @@ async def test_transaction_message_is_written_to_the_message_field(
 async def test_change_during_a_call_is_synced_again_with_the_newest_balance(
     pool: asyncpg.Pool, database_url: str, make_settings: Callable[..., Settings]
 ) -> None:
-    program = await make_program(pool)
-    pass_id = await make_pass(pool, program, points=0)
-    pk = await _passkit_id(pool, pass_id)
+    pass_id, pk = await _one_pass(pool, points=0)
     async with fake_passkit(latency=LatencyModel(median_ms=300)) as fake:
         async with running_daemon(settings_for(make_settings, fake.url), database_url):
             await pool.execute(EARN, pass_id, 10, "EARN", None)
@@ -112,9 +115,7 @@ async def test_change_during_a_call_is_synced_again_with_the_newest_balance(
 async def test_zero_balance_is_set_with_the_reset_flag(
     pool: asyncpg.Pool, database_url: str, make_settings: Callable[..., Settings]
 ) -> None:
-    program = await make_program(pool)
-    pass_id = await make_pass(pool, program, points=40)
-    pk = await _passkit_id(pool, pass_id)
+    pass_id, pk = await _one_pass(pool, points=40)
     async with fake_passkit() as fake:
         fake.add_pass(pk, points=40)
         async with running_daemon(settings_for(make_settings, fake.url), database_url):
@@ -128,9 +129,7 @@ async def test_zero_balance_is_set_with_the_reset_flag(
 async def test_ticket_check_in_validates_the_ticket(
     pool: asyncpg.Pool, database_url: str, make_settings: Callable[..., Settings]
 ) -> None:
-    program = await make_program(pool)
-    ticket = await make_pass(pool, program, protocol="EVENT_TICKET")
-    pk = await _passkit_id(pool, ticket)
+    ticket, pk = await _one_pass(pool, protocol="EVENT_TICKET")
     async with fake_passkit() as fake:
         async with running_daemon(settings_for(make_settings, fake.url), database_url):
             await pool.execute(
@@ -143,9 +142,7 @@ async def test_ticket_check_in_validates_the_ticket(
 async def test_passkit_404_ends_dead_once_and_is_not_retried(
     pool: asyncpg.Pool, database_url: str, make_settings: Callable[..., Settings]
 ) -> None:
-    program = await make_program(pool)
-    pass_id = await make_pass(pool, program, points=0)
-    pk = await _passkit_id(pool, pass_id)
+    pass_id, pk = await _one_pass(pool, points=0)
     async with fake_passkit() as fake:
         fake.force_status(pk, 404, "member not found")
         async with running_daemon(settings_for(make_settings, fake.url), database_url):
@@ -192,9 +189,7 @@ async def test_pass_without_passkit_id_is_dead_with_a_reason(
 async def test_killed_listener_connection_is_replaced_and_nothing_is_missed(
     pool: asyncpg.Pool, database_url: str, make_settings: Callable[..., Settings]
 ) -> None:
-    program = await make_program(pool)
-    pass_id = await make_pass(pool, program, points=0)
-    pk = await _passkit_id(pool, pass_id)
+    pass_id, pk = await _one_pass(pool, points=0)
     async with fake_passkit() as fake:
         settings = settings_for(make_settings, fake.url, loyaltyd_poll_interval_seconds=2.0)
         async with running_daemon(settings, database_url) as daemon:
@@ -211,9 +206,7 @@ async def test_killed_listener_connection_is_replaced_and_nothing_is_missed(
 async def test_killed_pool_connections_do_not_lose_work(
     pool: asyncpg.Pool, database_url: str, make_settings: Callable[..., Settings]
 ) -> None:
-    program = await make_program(pool)
-    pass_id = await make_pass(pool, program, points=0)
-    pk = await _passkit_id(pool, pass_id)
+    pass_id, pk = await _one_pass(pool, points=0)
     async with fake_passkit() as fake:
         settings = settings_for(make_settings, fake.url, loyaltyd_poll_interval_seconds=2.0)
         async with running_daemon(settings, database_url):
@@ -234,9 +227,7 @@ async def test_requeue_dead_command_makes_dead_syncs_due_again(
 
     from tests.harness import REPO
 
-    program = await make_program(pool)
-    pass_id = await make_pass(pool, program, points=0)
-    pk = await _passkit_id(pool, pass_id)
+    pass_id, pk = await _one_pass(pool, points=0)
     async with fake_passkit() as fake:
         fake.force_status(pk, 403, "no permission")
         async with running_daemon(settings_for(make_settings, fake.url), database_url):

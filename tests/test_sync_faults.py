@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections import Counter
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from daemon.fakepasskit import ROUTE_UPDATE_MEMBER, FakePassKit, LatencyModel
+from daemon.fakepasskit import FakePassKit, LatencyModel
 from tests.factories import make_pass, make_program
-from tests.harness import DaemonProcess, daemon_env, fake_passkit, wait_until
+from tests.harness import (
+    DaemonProcess,
+    daemon_env,
+    fake_passkit,
+    messages_by_pass,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 EARN = "SELECT process_membership_transaction($1, $2, 'EARN', $3, NULL)"
@@ -31,14 +35,6 @@ async def _owe_syncs(pool: asyncpg.Pool, count: int) -> dict[str, int]:
         )
         expected[pk] = i + 1
     return expected
-
-
-def _messages_per_pass(fake: FakePassKit) -> Counter[str]:
-    return Counter(
-        r.pass_id
-        for r in fake.requests
-        if r.route == ROUTE_UPDATE_MEMBER and r.status == 200 and r.pass_id
-    )
 
 
 async def _settled(pool: asyncpg.Pool) -> bool:
@@ -71,7 +67,7 @@ async def test_kill_9_mid_run_then_restart_loses_nothing(
             second.terminate()
             assert await second.wait(15) == 0
     assert {pk: fake.points_of(pk) for pk in expected} == expected
-    sent = _messages_per_pass(fake)
+    sent = messages_by_pass(fake)
     assert set(sent) == set(expected), "every pass got its message"
     repeated = [pk for pk, n in sent.items() if n > 1]
     # Only work that was claimed when the process died can be repeated.
@@ -95,7 +91,7 @@ async def test_two_daemons_share_the_work_and_never_sync_a_pass_twice(
             codes = [await d.wait(15) for d in daemons]
     assert codes == [0, 0]
     assert {pk: fake.points_of(pk) for pk in expected} == expected
-    sent = _messages_per_pass(fake)
+    sent = messages_by_pass(fake)
     assert set(sent) == set(expected) and max(sent.values()) == 1
     synced = [d.log_text().count('"pass_synced"') for d in daemons]
     assert all(n > 0 for n in synced) and sum(synced) == 400, synced
@@ -109,10 +105,7 @@ async def test_sigterm_mid_run_exits_0_within_the_grace_period_and_leaves_nothin
         proc = DaemonProcess(database_url, _env(fake), tmp_path / "d.log")
         try:
             await wait_until(lambda: fake.count() >= 20, timeout=30)
-            started = time.monotonic()
-            proc.terminate()
-            code = await proc.wait(15)
-            elapsed = time.monotonic() - started
+            code, elapsed = await proc.terminate_timed(15)
         finally:
             proc.stop_now()
     assert code == 0
