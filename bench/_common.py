@@ -22,7 +22,9 @@ async def bench_database(server_dsn: str | None) -> AsyncIterator[str]:
     """A new database on `server_dsn` (an admin DSN), or on an embedded server; dropped after."""
     embedded: EmbeddedPostgres | None = None
     if server_dsn is None:
-        embedded = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="loyaltyd-bench-")) / "pgdata")
+        embedded = EmbeddedPostgres(
+            Path(tempfile.mkdtemp(prefix="loyaltyd-bench-")), remove_on_stop=True
+        )
         server_dsn = embedded.start()
     name = f"loyaltyd_bench_{uuid.uuid4().hex[:10]}"
     admin = await asyncpg.connect(server_dsn)

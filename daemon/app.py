@@ -140,6 +140,7 @@ async def run_daemon(
     *,
     stopping: asyncio.Event | None = None,
     on_start: Callable[[Daemon], None] | None = None,
+    source: str = "DATABASE_URL",
 ) -> None:
     """Run until `stopping` is set (signals set it when not given).
 
@@ -155,7 +156,7 @@ async def run_daemon(
         install_signal_handlers(stopping)
     warn_if_mock(settings)
     metrics = Metrics()
-    pool = await create_pool(dsn, settings.loyaltyd_pool_size)
+    pool = await create_pool(dsn, settings.loyaltyd_pool_size, source=source)
     try:
         async with PassKitClient(settings, metrics) as client:
             daemon = Daemon(settings, dsn, pool, client, metrics, owner, stopping)
@@ -163,16 +164,17 @@ async def run_daemon(
             _build_campaigns(daemon)
             if on_start is not None:
                 on_start(daemon)
-            # The birthday bot ticks on APScheduler beside the supervised components; its
-            # gifts reach PassKit through the sync queue like any other transaction.
-            scheduler = AsyncIOScheduler(timezone=UTC)
-            schedule_birthdays(scheduler, pool, settings, utc_now)
-            scheduler.start()
-            try:
-                async with serve_http(daemon):
+            # The HTTP port is bound first: a taken port stops start-up before any work.
+            async with serve_http(daemon):
+                # The birthday bot ticks on APScheduler beside the supervised components;
+                # its gifts reach PassKit through the sync queue like any other transaction.
+                scheduler = AsyncIOScheduler(timezone=UTC)
+                schedule_birthdays(scheduler, pool, settings, utc_now)
+                scheduler.start()
+                try:
                     await _supervise(daemon)
-            finally:
-                scheduler.shutdown(wait=False)
+                finally:
+                    scheduler.shutdown(wait=False)
     finally:
         await pool.close()
     log.info("daemon_stopped")

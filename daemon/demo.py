@@ -81,10 +81,10 @@ class Screen:
 async def _start_database(options: DemoOptions, workdir: Path) -> DatabaseTarget:
     if options.database_url is not None:
         return DatabaseTarget(options.database_url)
-    embedded = EmbeddedPostgres(workdir / "pgdata")
+    embedded = EmbeddedPostgres(workdir / "db", remove_on_stop=True)
     admin = embedded.start()
     await ensure_database(admin, DATABASE_NAME)
-    return DatabaseTarget(embedded.dsn(DATABASE_NAME), embedded)
+    return DatabaseTarget(embedded.dsn(DATABASE_NAME), "the embedded Postgres", embedded)
 
 
 async def _seed(conn: asyncpg.Connection, members: int, rng: random.Random) -> dict[str, Any]:

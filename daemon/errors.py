@@ -2,6 +2,7 @@
 
     LoyaltydError
      ├── ConfigError                      bad or missing configuration; fix it and restart
+     │    └── DatabaseUnusable            DATABASE_URL (or the embedded server) cannot serve
      └── PassKitError                     anything PassKit (or the road to it) said no to
           ├── TransientPassKitError       worth retrying: timeouts, connection errors, 429,
           │                               500/502/503/504 (`status`, `retry_after`)
@@ -24,7 +25,12 @@ class LoyaltydError(Exception):
 
 
 class ConfigError(LoyaltydError):
-    """The configuration cannot work (missing value, contradictory settings)."""
+    """The configuration cannot work (missing value, contradictory settings). The message is
+    one sentence for the user; the CLI prints it and exits 2, without a traceback."""
+
+
+class DatabaseUnusable(ConfigError):
+    """The configured database cannot be reached or used as loyaltyd needs it."""
 
 
 # --- PassKit ---------------------------------------------------------------------------------

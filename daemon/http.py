@@ -36,7 +36,7 @@ from daemon.api_models import (
 from daemon.birthday import run_birthdays
 from daemon.campaigns import campaign_status, create_campaign
 from daemon.clock import utc_now
-from daemon.errors import ApiRequestError, CampaignInputError
+from daemon.errors import ApiRequestError, CampaignInputError, ConfigError
 from daemon.logs import get_logger
 from daemon.ops import Running, readiness, refresh_queue_gauges
 
@@ -193,7 +193,15 @@ async def serve_http(
     runner = web.AppRunner(api.app(), shutdown_timeout=SHUTDOWN_SECONDS)
     await runner.setup()
     try:
-        await web.TCPSite(runner, settings.loyaltyd_http_host, settings.loyaltyd_http_port).start()
+        site = web.TCPSite(runner, settings.loyaltyd_http_host, settings.loyaltyd_http_port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve HTTP on {settings.loyaltyd_http_host}:"
+                f"{settings.loyaltyd_http_port} ({exc.strerror or exc}): choose another "
+                "LOYALTYD_HTTP_PORT or LOYALTYD_HTTP_HOST, or stop what uses it"
+            ) from exc
         log.info(
             "http_server_started",
             host=settings.loyaltyd_http_host,

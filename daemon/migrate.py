@@ -1,5 +1,8 @@
 """Forward-only migrations from `sql/`: applied in order, once each, under an advisory lock.
 
+The files ship inside the package as `daemon.migrations` (see pyproject.toml) and are read
+through importlib.resources, so an installed wheel migrates from any directory.
+
 Each file runs in its own transaction together with the row that records it, so a failed
 migration leaves nothing half-applied and is retried by the next `loyaltyd migrate`.
 """
@@ -7,8 +10,10 @@ migration leaves nothing half-applied and is retried by the next `loyaltyd migra
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 
 import asyncpg
 
@@ -16,8 +21,9 @@ from daemon.logs import get_logger
 
 # Arbitrary constant shared by every loyaltyd process: "loyaltyd" in ASCII, as an int.
 MIGRATION_LOCK_KEY = 0x6C6F79616C747964
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+SQL_DIR: Traversable = files("daemon.migrations")
 
+_MIGRATION_NAME = re.compile(r"[0-9]{3}_[a-z0-9_]+\.sql")
 log = get_logger(__name__)
 
 _CREATE_LEDGER = """
@@ -32,7 +38,6 @@ CREATE TABLE IF NOT EXISTS loyaltyd_schema_migrations (
 @dataclass(frozen=True)
 class Migration:
     version: str
-    path: Path
     sql: str
 
     @property
@@ -40,14 +45,16 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
-def load_migrations(sql_dir: Path = SQL_DIR) -> list[Migration]:
-    files = sorted(sql_dir.glob("[0-9][0-9][0-9]_*.sql"))
-    if not files:
+def load_migrations(sql_dir: Traversable = SQL_DIR) -> list[Migration]:
+    found = sorted(
+        (f for f in sql_dir.iterdir() if _MIGRATION_NAME.fullmatch(f.name)), key=lambda f: f.name
+    )
+    if not found:
         raise FileNotFoundError(f"no migrations found in {sql_dir}")
-    return [Migration(f.stem, f, f.read_text(encoding="utf-8")) for f in files]
+    return [Migration(f.name.removesuffix(".sql"), f.read_text(encoding="utf-8")) for f in found]
 
 
-async def migrate(conn: asyncpg.Connection, sql_dir: Path = SQL_DIR) -> list[str]:
+async def migrate(conn: asyncpg.Connection, sql_dir: Traversable = SQL_DIR) -> list[str]:
     """Apply pending migrations; return the versions applied by this call."""
     migrations = load_migrations(sql_dir)
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
@@ -84,7 +91,7 @@ def _warn_if_edited(migration: Migration, recorded: str) -> None:
         log.warning("migration_changed_after_apply", version=migration.version)
 
 
-async def pending(conn: asyncpg.Connection, sql_dir: Path = SQL_DIR) -> list[str]:
+async def pending(conn: asyncpg.Connection, sql_dir: Traversable = SQL_DIR) -> list[str]:
     """Versions not yet applied (for `loyaltyd run` to refuse a stale schema)."""
     exists = await conn.fetchval("SELECT to_regclass('loyaltyd_schema_migrations') IS NOT NULL")
     applied: set[str] = set()

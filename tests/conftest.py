@@ -34,8 +34,10 @@ def pg_admin_dsn() -> Iterator[str]:
     if configured:
         yield configured
         return
-    data_dir = Path(tempfile.mkdtemp(prefix="loyaltyd-test-pg-"))
-    embedded = EmbeddedPostgres(data_dir / "pgdata")
+    # Removed afterwards: a run leaves no data behind.
+    embedded = EmbeddedPostgres(
+        Path(tempfile.mkdtemp(prefix="loyaltyd-test-pg-")), remove_on_stop=True
+    )
     dsn = embedded.start(stop_on_exit=True)
     yield dsn
     embedded.stop()

@@ -15,6 +15,7 @@ from structlog.testing import capture_logs
 from daemon.app import run_daemon
 from daemon.config import Settings
 from daemon.dsn import database_of
+from daemon.errors import ConfigError
 from daemon.passkit import visible_text
 from tests.factories import make_pass, make_program
 from tests.harness import fake_passkit, running_daemon, settings_for, wait_until
@@ -162,14 +163,15 @@ async def test_the_api_works_through_the_daemons_port_and_warns_without_keys(
 async def test_a_port_in_use_stops_the_daemon_at_start(
     database_url: str, make_settings: Callable[..., Settings]
 ) -> None:
-    """Fail loudly (exit non-zero under systemd) rather than run without the HTTP server."""
+    """Fail loudly (exit 2 with one sentence, see test_cli) rather than run without the HTTP
+    server."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         async with fake_passkit() as fake:
             settings = settings_for(make_settings, fake.url, loyaltyd_http_port=port)
-            with pytest.raises(OSError, match="address already in use"):
+            with pytest.raises(ConfigError, match=f"cannot serve HTTP on 127.0.0.1:{port}.*in use"):
                 await asyncio.wait_for(
                     run_daemon(settings, database_url, stopping=asyncio.Event()), timeout=30
                 )

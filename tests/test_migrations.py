@@ -146,21 +146,3 @@ async def test_email_is_unique_ignoring_case(conn: asyncpg.Connection, email: st
 async def test_unknown_program_timezone_is_refused(conn: asyncpg.Connection) -> None:
     with pytest.raises(asyncpg.CheckViolationError, match="unknown timezone"):
         await conn.execute("INSERT INTO programs (name, timezone) VALUES ('x', 'Mars/Olympus')")
-
-
-def test_private_ancestors_lists_directories_others_cannot_traverse(tmp_path: Path) -> None:
-    """What pgserver would widen as root is found beforehand, so it can be said."""
-    from daemon.embedded import private_ancestors
-
-    private = tmp_path / "home"
-    (private / "checkout" / "data").mkdir(parents=True)
-    private.chmod(0o700)
-    open_dir = tmp_path / "shared"
-    (open_dir / "data").mkdir(parents=True)
-    tmp_path.chmod(0o755)
-    open_dir.chmod(0o755)
-    (open_dir / "data").chmod(0o755)
-    (private / "checkout").chmod(0o755)
-    assert private in private_ancestors([private / "checkout" / "data"])
-    widened = set(private_ancestors([open_dir / "data"]))
-    assert not widened & {tmp_path, open_dir}, "open directories are left alone"

@@ -8,7 +8,13 @@ from contextlib import asynccontextmanager
 import asyncpg
 
 from daemon.config import Settings
-from daemon.db import DatabaseTarget, connect, create_pool, resolve_database
+from daemon.db import (
+    DatabaseTarget,
+    check_session_pooling,
+    connect,
+    create_pool,
+    resolve_database,
+)
 from daemon.errors import ConfigError
 from daemon.migrate import migrate, pending
 
@@ -18,7 +24,8 @@ async def database(settings: Settings, *, auto_migrate: bool) -> AsyncIterator[D
     """The database target, migrated first (`auto_migrate`) or checked to be up to date."""
     target = await resolve_database(settings)
     try:
-        conn = await connect(target.dsn)
+        await check_session_pooling(target.dsn, target.source)
+        conn = await connect(target.dsn, source=target.source)
         try:
             if auto_migrate:
                 await migrate(conn)
@@ -38,7 +45,7 @@ async def database(settings: Settings, *, auto_migrate: bool) -> AsyncIterator[D
 @asynccontextmanager
 async def pool(settings: Settings, *, auto_migrate: bool = True) -> AsyncIterator[asyncpg.Pool]:
     async with database(settings, auto_migrate=auto_migrate) as target:
-        p = await create_pool(target.dsn, settings.loyaltyd_pool_size)
+        p = await create_pool(target.dsn, settings.loyaltyd_pool_size, source=target.source)
         try:
             yield p
         finally:

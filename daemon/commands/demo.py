@@ -15,11 +15,35 @@ HELP = (
 )
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _latency(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 10_000:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 10000 ms, not {value}")
+    return value
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--members", type=int, default=3000, help="sample members (default 3000)")
-    parser.add_argument("--concurrency", type=int, default=50, help="PassKit requests in flight")
     parser.add_argument(
-        "--latency-ms", type=float, default=50.0, help="fake PassKit median latency"
+        "--members", type=_at_least_one, default=3000, help="sample members (default 3000)"
+    )
+    parser.add_argument(
+        "--concurrency", type=_at_least_one, default=50, help="PassKit requests in flight"
+    )
+    parser.add_argument(
+        "--latency-ms", type=_latency, default=50.0, help="fake PassKit median latency"
     )
     parser.add_argument(
         "--use-database-url",

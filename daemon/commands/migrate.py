@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from daemon.config import Settings
-from daemon.db import connect, resolve_database
+from daemon.db import check_session_pooling, connect, resolve_database
 from daemon.logs import get_logger
 from daemon.migrate import migrate, pending
 
@@ -22,7 +22,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 async def run(settings: Settings, args: argparse.Namespace) -> int:
     target = await resolve_database(settings)
     try:
-        conn = await connect(target.dsn)
+        # Session advisory locks need a session, as the daemon's LISTEN does.
+        await check_session_pooling(target.dsn, target.source)
+        conn = await connect(target.dsn, source=target.source)
         try:
             if args.check:
                 missing = await pending(conn)

@@ -7,6 +7,7 @@ import argparse
 from daemon.app import run_daemon
 from daemon.commands._common import database
 from daemon.config import Settings
+from daemon.errors import ConfigError
 from daemon.logs import get_logger
 
 HELP = (
@@ -28,7 +29,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 async def run(settings: Settings, args: argparse.Namespace) -> int:
     async with database(settings, auto_migrate=not args.no_migrate) as target:
         try:
-            await run_daemon(settings, target.dsn)
+            await run_daemon(settings, target.dsn, source=target.source)
+        except ConfigError:
+            raise  # the user's to fix: one sentence and exit 2 (see cli.main)
         except Exception as exc:
             # A crashed component stopped them all: exit non-zero so systemd restarts us.
             for error in _leaves(exc):

@@ -1,4 +1,4 @@
-"""Named SQL statements, loaded once from `daemon/queries/*.sql`.
+"""Named SQL statements, loaded once from the `.sql` files beside this module.
 
 Each statement opens with `-- name: <name>` and a line saying what `$1…$n` mean. One file per
 flow (sync, campaigns, birthdays, …) keeps each flow's SQL together; the names share one
@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 from functools import cache
-from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 
-QUERY_DIR = Path(__file__).resolve().parent / "queries"
+QUERY_DIR: Traversable = files(__name__)
 _HEADER = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 
 
@@ -29,9 +30,10 @@ def parse_queries(text: str, source: str = "<string>") -> dict[str, str]:
 
 
 @cache
-def queries(query_dir: Path = QUERY_DIR) -> dict[str, str]:
+def queries(query_dir: Traversable = QUERY_DIR) -> dict[str, str]:
     merged: dict[str, str] = {}
-    for path in sorted(query_dir.glob("*.sql")):
+    sql_files = (f for f in query_dir.iterdir() if f.name.endswith(".sql"))
+    for path in sorted(sql_files, key=lambda f: f.name):
         for name, body in parse_queries(path.read_text(encoding="utf-8"), path.name).items():
             if name in merged:
                 raise ValueError(f"query {name!r} defined in two files ({path.name})")

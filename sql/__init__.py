@@ -1,0 +1,1 @@
+"""The migrations, shipped inside the package as `daemon.migrations` (see pyproject.toml)."""
