@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import zipfile
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +80,7 @@ def test_the_wheel_carries_every_migration_and_query(built_wheel: Path) -> None:
 
 
 def test_installed_loyaltyd_migrates_and_reports_from_any_directory(
-    installed: Path, fresh_database: Callable[..., Awaitable[str]], tmp_path: Path
+    installed: Path, fresh_database: Callable[..., Coroutine[Any, Any, str]], tmp_path: Path
 ) -> None:
     """On an empty database, configured only by --env-file, from a directory that is not the
     checkout: migrate applies every migration, again applies none, --check passes, status
@@ -113,7 +113,8 @@ def _event(stderr: str, name: str) -> dict[str, Any]:
     events = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     found = [e for e in events if e.get("event") == name]
     assert found, f"no {name} event in:\n{stderr}"
-    return found[-1]
+    event: dict[str, Any] = found[-1]
+    return event
 
 
 def test_installed_loyaltyd_runs_on_its_embedded_default_until_sigterm(
