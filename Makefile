@@ -1,12 +1,13 @@
 # One command for everything CI checks: `make check`.
+PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install check fmt lint types test bench demo run
+.PHONY: install check fmt lint types test test-systemd bench demo run
 
 $(VENV)/.installed: pyproject.toml
-	python3 -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
@@ -27,6 +28,11 @@ test: install
 	$(BIN)/pytest -q
 
 check: lint types test
+
+# The unit under a real systemd (PID 1 in a systemd-nspawn container); needs root,
+# systemd-container and debootstrap. CI runs it as its own step.
+test-systemd: install
+	$(BIN)/pytest -q -m systemd tests/test_systemd_boot.py
 
 # Every benchmark, with its printed figures; LOYALTYD_BENCH_DATABASE_URL (an admin DSN) to use a
 # server instead of an embedded Postgres.

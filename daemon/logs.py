@@ -77,8 +77,6 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", secrets: Iterable[
     )
     # aiohttp.access would log every request line of the HTTP API; keep it quiet.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    # pgserver narrates every pg_ctl call at INFO; its failures still come through.
-    logging.getLogger("pgserver").setLevel(logging.WARNING)
     # APScheduler narrates every run at INFO; the birthday job logs its own events.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
