@@ -67,7 +67,7 @@ async def bench_latency(dsn: str, samples: int) -> tuple[float, float]:
     passes = [
         tuple(r) for r in await conn.fetch("SELECT id, passkit_internal_id FROM passes_master")
     ]
-    await conn.execute("UPDATE pass_syncs SET state = 'idle'")
+    await conn.execute("UPDATE loyaltyd.pass_syncs SET state = 'idle'")
     fake = FakePassKit(KEY, SECRET, record_bodies=False)
     url = await fake.start()
     proc = start_daemon(
@@ -108,11 +108,11 @@ async def bench_mock_throughput(dsn: str, count: int) -> float:
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(
-            "TRUNCATE programs, users, passes_master, protocol_membership, pass_syncs CASCADE"
+            "TRUNCATE programs, users, passes_master, protocol_membership, loyaltyd.pass_syncs CASCADE"
         )
         await seed_passes(conn, count)
         await conn.execute("UPDATE protocol_membership SET points_balance = 7")
-        owed = await conn.fetchval("SELECT count(*) FROM pass_syncs WHERE state = 'pending'")
+        owed = await conn.fetchval("SELECT count(*) FROM loyaltyd.pass_syncs WHERE state = 'pending'")
         proc = start_daemon(
             dsn,
             {
@@ -128,7 +128,7 @@ async def bench_mock_throughput(dsn: str, count: int) -> float:
                 if proc.poll() is not None:
                     raise SystemExit(f"the daemon exited early with code {proc.returncode}")
                 left = await conn.fetchval(
-                    "SELECT count(*) FROM pass_syncs WHERE state IN ('pending', 'claimed')"
+                    "SELECT count(*) FROM loyaltyd.pass_syncs WHERE state IN ('pending', 'claimed')"
                 )
                 now = time.monotonic()
                 if started is None and left < owed:
@@ -138,7 +138,7 @@ async def bench_mock_throughput(dsn: str, count: int) -> float:
                 await asyncio.sleep(0.05)
         finally:
             stop(proc)
-        dead = await conn.fetchval("SELECT count(*) FROM pass_syncs WHERE state = 'dead'")
+        dead = await conn.fetchval("SELECT count(*) FROM loyaltyd.pass_syncs WHERE state = 'dead'")
         if dead:
             raise SystemExit(f"{dead} syncs ended dead in mock mode")
     finally:

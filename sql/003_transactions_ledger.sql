@@ -1,5 +1,5 @@
--- The points ledger: the transactions table and process_membership_transaction, the one atomic
--- way to move points (lock balance, apply delta, write ledger row, idempotent on external_ref).
+-- The points ledger: the transactions table (process_membership_transaction, the one atomic way
+-- to move points, lives in 050_loyaltyd_schema.sql).
 
 CREATE TABLE IF NOT EXISTS transactions (
     id uuid PRIMARY KEY DEFAULT gen_random_uuid()
@@ -51,93 +51,6 @@ CREATE TRIGGER transactions_fill_program_id
     BEFORE INSERT ON transactions
     FOR EACH ROW EXECUTE FUNCTION loyaltyd_fill_transaction_program();
 
--- An older version of the function may exist with another return type; CREATE OR REPLACE
--- cannot change that, so drop exactly our signature first.
-DROP FUNCTION IF EXISTS process_membership_transaction(uuid, integer, text, text, text);
-
-CREATE FUNCTION process_membership_transaction(
-    p_pass_id uuid,
-    p_points integer,
-    p_kind text DEFAULT 'ADJUST',
-    p_message text DEFAULT NULL,
-    p_external_ref text DEFAULT NULL
-) RETURNS jsonb
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_pass passes_master%ROWTYPE;
-    v_tx transactions%ROWTYPE;
-    v_balance integer;
-BEGIN
-    SELECT * INTO v_pass FROM passes_master WHERE id = p_pass_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'pass % does not exist', p_pass_id USING ERRCODE = 'no_data_found';
-    END IF;
-    IF v_pass.protocol <> 'MEMBERSHIP' THEN
-        RAISE EXCEPTION 'pass % is a % pass; points only move on MEMBERSHIP passes',
-            p_pass_id, v_pass.protocol USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF p_kind IS NULL OR p_kind NOT IN ('EARN', 'BURN', 'ADJUST', 'BIRTHDAY') THEN
-        RAISE EXCEPTION 'kind must be EARN, BURN, ADJUST or BIRTHDAY, not %', coalesce(p_kind, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF p_points IS NULL THEN
-        RAISE EXCEPTION 'points must not be NULL' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-
-    IF p_external_ref IS NOT NULL THEN
-        -- Serialise callers sharing a reference so the second one sees the first's row.
-        PERFORM pg_advisory_xact_lock(
-            hashtextextended(v_pass.program_id::text || '/' || p_external_ref, 7));
-        SELECT * INTO v_tx FROM transactions
-         WHERE program_id = v_pass.program_id AND external_ref = p_external_ref;
-        IF FOUND THEN
-            RETURN loyaltyd_transaction_result(v_tx, v_pass, true);
-        END IF;
-    END IF;
-
-    INSERT INTO protocol_membership (pass_id) VALUES (p_pass_id) ON CONFLICT DO NOTHING;
-    SELECT points_balance INTO v_balance FROM protocol_membership
-     WHERE pass_id = p_pass_id FOR UPDATE;
-    IF v_balance + p_points < 0 THEN
-        RAISE EXCEPTION 'insufficient points on pass %: balance %, change %',
-            p_pass_id, v_balance, p_points
-            USING ERRCODE = 'check_violation',
-                  HINT = 'a burn may not take the balance below zero';
-    END IF;
-
-    UPDATE protocol_membership
-       SET points_balance = points_balance + p_points,
-           -- tier points count what was earned, never what was spent
-           tier_points = tier_points + CASE WHEN p_kind IN ('EARN', 'BIRTHDAY')
-                                            THEN greatest(p_points, 0) ELSE 0 END
-     WHERE pass_id = p_pass_id
-     RETURNING points_balance INTO v_balance;
-
-    INSERT INTO transactions (pass_id, program_id, kind, points_delta, balance_after,
-                              notification_message, external_ref)
-    VALUES (p_pass_id, v_pass.program_id, p_kind, p_points, v_balance, p_message, p_external_ref)
-    RETURNING * INTO v_tx;
-    RETURN loyaltyd_transaction_result(v_tx, v_pass, false);
-END $$;
-
-CREATE OR REPLACE FUNCTION loyaltyd_transaction_result(
-    tx transactions, pass passes_master, replayed boolean
-) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object(
-        'transaction_id', tx.id,
-        'pass_id', tx.pass_id,
-        'program_id', tx.program_id,
-        'passkit_internal_id', pass.passkit_internal_id,
-        'protocol', pass.protocol,
-        'kind', tx.kind,
-        'points_delta', tx.points_delta,
-        'new_balance', tx.balance_after,
-        'notification_message', tx.notification_message,
-        'external_ref', tx.external_ref,
-        'replayed', replayed)
-$$;
-
-COMMENT ON FUNCTION process_membership_transaction(uuid, integer, text, text, text) IS
-    'Atomically applies a signed points delta to a MEMBERSHIP pass and writes the ledger row. '
-    'Replaying an external_ref returns the first result unchanged.';
+-- The ledger function itself, process_membership_transaction, is created by
+-- 050_loyaltyd_schema.sql in loyaltyd's own schema, next to a public entry point only where the
+-- name is free: a user's function of that name is never replaced, dropped or shadowed.

@@ -1,6 +1,23 @@
 -- The push campaign queue table (seed 003) with segments, schedule, live counters and the
 -- named rules Softr users see when a row is refused.
 
+-- History is history: rows already in the table when loyaltyd first adapts it were written
+-- for an earlier tool (which left them PENDING after sending them). They are marked
+-- `predates_loyaltyd`, keep their counters, and are never planned or sent.
+DO $$
+DECLARE
+    n bigint;
+BEGIN
+    IF to_regclass('push_campaigns') IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('push_campaigns')
+           AND attname = 'predates_loyaltyd' AND NOT attisdropped) THEN
+        ALTER TABLE push_campaigns ADD COLUMN predates_loyaltyd boolean NOT NULL DEFAULT true;
+        ALTER TABLE push_campaigns ALTER COLUMN predates_loyaltyd SET DEFAULT false;
+        SELECT count(*) INTO n FROM push_campaigns;
+        RAISE NOTICE 'push_campaigns: % existing rows predate loyaltyd and are kept as history (predates_loyaltyd = true), never sent', n;
+    END IF;
+END $$;
+
 CREATE TABLE IF NOT EXISTS push_campaigns (
     id uuid PRIMARY KEY DEFAULT gen_random_uuid()
 );
@@ -26,7 +43,8 @@ ALTER TABLE push_campaigns
     ADD COLUMN IF NOT EXISTS started_at timestamptz,
     ADD COLUMN IF NOT EXISTS finished_at timestamptz,
     ADD COLUMN IF NOT EXISTS created_at timestamptz DEFAULT now(),
-    ADD COLUMN IF NOT EXISTS updated_at timestamptz DEFAULT now();
+    ADD COLUMN IF NOT EXISTS updated_at timestamptz DEFAULT now(),
+    ADD COLUMN IF NOT EXISTS predates_loyaltyd boolean NOT NULL DEFAULT false;
 
 ALTER TABLE push_campaigns ALTER COLUMN status SET DEFAULT 'PENDING';
 ALTER TABLE push_campaigns ALTER COLUMN segment SET DEFAULT 'ALL';
@@ -55,4 +73,4 @@ SELECT pg_temp.add_check('push_campaigns_counters_not_negative',
       AND coalesce(failed_count, 0) >= 0 AND coalesce(skipped_count, 0) >= 0$$);
 
 CREATE INDEX IF NOT EXISTS push_campaigns_open_idx ON push_campaigns (scheduled_at)
-    WHERE status IN ('DRAFT', 'PENDING', 'PROCESSING');
+    WHERE status IN ('DRAFT', 'PENDING', 'PROCESSING') AND NOT predates_loyaltyd;

@@ -105,13 +105,11 @@ async def test_the_gift_leaves_a_pending_pass_sync_carrying_the_message(
 ) -> None:
     """The message reaches the pass through the sync queue (a table), so a daemon restarted
     right after the commit still delivers it; nothing is sent to PassKit from here."""
-    if not await pool.fetchval("SELECT to_regclass('pass_syncs') IS NOT NULL"):
-        pytest.skip("the pass sync queue (sql/010) is not in this schema")
     program = await _program(pool)
     pass_id = await make_pass(pool, program, points=0, birth_date=BORN_TODAY)
     await run_birthdays(pool, now=NOON)
     sync = await pool.fetchrow(
-        "SELECT state, message, points_balance FROM pass_syncs WHERE pass_id = $1", pass_id
+        "SELECT state, message, points_balance FROM loyaltyd.pass_syncs WHERE pass_id = $1", pass_id
     )
     assert sync is not None and sync["state"] == "pending"
     assert sync["message"] is not None and sync["message"].startswith("Happy birthday Ada!")

@@ -1,4 +1,4 @@
-"""push_campaign_audience(): each segment selects exactly the right passes (SPEC §3.2)."""
+"""loyaltyd.push_campaign_audience(): each segment selects exactly the right passes (SPEC §3.2)."""
 
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ async def world(conn: asyncpg.Connection) -> World:
 async def _audience(conn: asyncpg.Connection, world: World, **fields: Any) -> set[str]:
     args = validate_audience(fields, ()).sql_args()
     rows = await conn.fetch(
-        "SELECT pass_id FROM push_campaign_audience($1, $2, $3, $4, $5, $6, $7)",
+        "SELECT pass_id FROM loyaltyd.push_campaign_audience($1, $2, $3, $4, $5, $6, $7)",
         world.program,
         *args,
     )

@@ -49,7 +49,7 @@ async def _delivery(
     pool: asyncpg.Pool, campaign_id: uuid.UUID, pass_id: uuid.UUID
 ) -> asyncpg.Record:
     row: asyncpg.Record = await pool.fetchrow(
-        "SELECT * FROM campaign_deliveries WHERE campaign_id = $1 AND pass_id = $2",
+        "SELECT * FROM loyaltyd.campaign_deliveries WHERE campaign_id = $1 AND pass_id = $2",
         campaign_id,
         pass_id,
     )
@@ -200,7 +200,7 @@ async def test_only_the_lease_holder_records_and_counters_follow_the_rows(
     states = {
         r["pass_id"]: (r["state"], r["error"], r["finished_by"])
         for r in await pool.fetch(
-            "SELECT * FROM campaign_deliveries WHERE campaign_id = $1", campaign_id
+            "SELECT * FROM loyaltyd.campaign_deliveries WHERE campaign_id = $1", campaign_id
         )
     }
     assert states == {
@@ -237,7 +237,9 @@ async def test_extended_leases_outlive_the_original_one(
     campaign_id = await _started(pool, make_settings(), program_id=program)
     owner = uuid.uuid4()
     [job] = await queue.claim(owner, 10)
-    await pool.execute("UPDATE campaign_deliveries SET available_at = now() - interval '1 s'")
+    await pool.execute(
+        "UPDATE loyaltyd.campaign_deliveries SET available_at = now() - interval '1 s'"
+    )
     await queue.extend(owner, [job])
     assert await queue.claim(uuid.uuid4(), 10) == []
     row = await _delivery(pool, campaign_id, job.pass_id)
@@ -252,7 +254,9 @@ async def test_an_expired_lease_is_taken_over_by_another_daemon(
     await _started(pool, make_settings(), program_id=program)
     dead, alive = uuid.uuid4(), uuid.uuid4()
     [job] = await queue.claim(dead, 10)
-    await pool.execute("UPDATE campaign_deliveries SET available_at = now() - interval '1 s'")
+    await pool.execute(
+        "UPDATE loyaltyd.campaign_deliveries SET available_at = now() - interval '1 s'"
+    )
     [taken] = await queue.claim(alive, 10)
     assert (taken.pass_id, taken.lease_expired, taken.attempts) == (job.pass_id, True, 2)
     await queue.record(dead, [(job, Succeeded())])

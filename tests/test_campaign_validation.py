@@ -144,7 +144,9 @@ async def test_bad_campaign_ends_failed_nothing_sent_and_the_daemon_carries_on(
     assert error in failed["error"], failed["error"]
     assert failed["finished_at"] is not None and failed["started_at"] is None
     assert (
-        await pool.fetchval("SELECT count(*) FROM campaign_deliveries WHERE campaign_id = $1", bad)
+        await pool.fetchval(
+            "SELECT count(*) FROM loyaltyd.campaign_deliveries WHERE campaign_id = $1", bad
+        )
         == 0
     )
     assert good["status"] == "COMPLETED"

@@ -72,7 +72,7 @@ async def test_pending_campaign_reaches_every_recipient_once_and_completes(
         log[0]["target_segment"],
     ) == (301, 301, 0, 0, "ALL")
     rendered = await pool.fetchval(
-        "SELECT rendered_text FROM campaign_deliveries WHERE campaign_id = $1 AND pass_id = $2",
+        "SELECT rendered_text FROM loyaltyd.campaign_deliveries WHERE campaign_id = $1 AND pass_id = $2",
         campaign_id,
         nameless,
     )
@@ -93,7 +93,7 @@ async def test_draft_only_gets_its_count_then_pending_sends_it(
             assert (row["status"], row["recipient_count"]) == ("DRAFT", 25)
             await asyncio.sleep(0.5)
             assert fake.count() == 0, "a draft sends nothing"
-            assert await pool.fetchval("SELECT count(*) FROM campaign_deliveries") == 0
+            assert await pool.fetchval("SELECT count(*) FROM loyaltyd.campaign_deliveries") == 0
             await pool.execute(
                 "UPDATE push_campaigns SET status = 'PENDING' WHERE id = $1", campaign_id
             )
@@ -172,13 +172,13 @@ async def test_cancel_mid_blast_stops_within_two_seconds_with_true_counters(
     assert row["sent_count"] + row["skipped_count"] == row["recipient_count"] == 3000
     states = dict(
         await pool.fetch(
-            "SELECT state, count(*) FROM campaign_deliveries WHERE campaign_id = $1 GROUP BY state",
+            "SELECT state, count(*) FROM loyaltyd.campaign_deliveries WHERE campaign_id = $1 GROUP BY state",
             campaign_id,
         )
     )
     assert states == {"sent": row["sent_count"], "skipped": row["skipped_count"]}
     reasons = await pool.fetchval(
-        "SELECT array_agg(DISTINCT error) FROM campaign_deliveries "
+        "SELECT array_agg(DISTINCT error) FROM loyaltyd.campaign_deliveries "
         "WHERE campaign_id = $1 AND state = 'skipped'",
         campaign_id,
     )
@@ -200,14 +200,14 @@ async def test_frequency_cap_skips_with_the_reason_and_forgets_after_24_hours(
                 await rig.finished(await insert_campaign(pool, program_id=program))
             # pk-1's messages were sent a day and an hour ago.
             await pool.execute(
-                "UPDATE campaign_deliveries d SET finished_at = now() - interval '25 hours' "
+                "UPDATE loyaltyd.campaign_deliveries d SET finished_at = now() - interval '25 hours' "
                 "FROM passes_master p WHERE p.id = d.pass_id AND p.passkit_internal_id = 'pk-1'"
             )
             third = await rig.finished(await insert_campaign(pool, program_id=program))
     assert (third["status"], third["sent_count"], third["skipped_count"]) == ("COMPLETED", 1, 4)
     assert messages_by_pass(fake) == {"pk-1": 3, "pk-2": 2, "pk-3": 2, "pk-4": 2, "pk-5": 2}
     reasons = await pool.fetch(
-        "SELECT DISTINCT error FROM campaign_deliveries WHERE campaign_id = $1 "
+        "SELECT DISTINCT error FROM loyaltyd.campaign_deliveries WHERE campaign_id = $1 "
         "AND state = 'skipped'",
         third["id"],
     )
@@ -229,7 +229,7 @@ async def test_a_recipient_passkit_refuses_is_failed_with_the_reason_and_others_
             row = await rig.finished(await insert_campaign(pool, program_id=program))
     assert (row["status"], row["sent_count"], row["failed_count"]) == ("COMPLETED", 9, 1)
     error = await pool.fetchval(
-        "SELECT d.error FROM campaign_deliveries d JOIN passes_master p ON p.id = d.pass_id "
+        "SELECT d.error FROM loyaltyd.campaign_deliveries d JOIN passes_master p ON p.id = d.pass_id "
         "WHERE p.passkit_internal_id = 'pk-3' AND d.state = 'failed'"
     )
     assert "400" in error and "member not found" in error

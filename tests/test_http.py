@@ -117,7 +117,7 @@ async def test_metrics_are_prometheus_text_with_the_sync_queue_read_from_the_tab
         )
     dead = await make_pass(pool, program, points=10)
     await pool.execute("SELECT process_membership_transaction($1, 5, 'EARN', NULL, NULL)", dead)
-    await pool.execute("UPDATE pass_syncs SET state = 'dead' WHERE pass_id = $1", dead)
+    await pool.execute("UPDATE loyaltyd.pass_syncs SET state = 'dead' WHERE pass_id = $1", dead)
 
     response = await api.get("/metrics")
     assert response.status == 200

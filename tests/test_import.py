@@ -160,7 +160,8 @@ async def test_the_fixture_file_writes_what_it_says(pool: asyncpg.Pool) -> None:
         "Hank": None,
     }  # Leo was rejected
     assert (
-        await pool.fetchval("SELECT email FROM users WHERE first_name = 'Bob'") == "BOB@Example.com"
+        # emails are stored in lower case (sql/053)
+        await pool.fetchval("SELECT email FROM users WHERE first_name = 'Bob'") == "bob@example.com"
     )
     assert (
         await pool.fetchval("SELECT first_name FROM users WHERE email = 'oli@example.com'")
@@ -173,7 +174,7 @@ async def test_the_fixture_file_writes_what_it_says(pool: asyncpg.Pool) -> None:
     )
     assert linked is not None and tuple(linked) == (mia, "pk-unlinked")
 
-    existing = await pool.fetchrow("SELECT * FROM users WHERE email = 'Existing@Example.com'")
+    existing = await pool.fetchrow("SELECT * FROM users WHERE email = 'existing@example.com'")
     assert existing is not None
     assert (existing["first_name"], existing["last_name"]) == ("Old", "Newlast")  # blank kept
     assert await pool.fetchval(
@@ -209,7 +210,7 @@ async def test_emails_match_existing_users_ignoring_case(
         ("created", "user updated, pass created")
     ]
     row = await pool.fetchrow("SELECT * FROM users WHERE id = $1", user)
-    assert row is not None and row["email"] == "Ada@Example.COM" and row["first_name"] == "Ada"
+    assert row is not None and row["email"] == "ada@example.com" and row["first_name"] == "Ada"
     assert row["birth_date"] == date(1990, 6, 15)
     assert await pool.fetchval("SELECT count(*) FROM users") == 1
     assert (

@@ -49,9 +49,9 @@ async def test_second_migrate_is_a_no_op(fresh_database: Callable[..., Any]) -> 
     conn = await asyncpg.connect(await fresh_database())
     try:
         await migrate(conn)
-        before = await conn.fetch("SELECT version, applied_at FROM loyaltyd_schema_migrations")
+        before = await conn.fetch("SELECT version, applied_at FROM loyaltyd.schema_migrations")
         assert await migrate(conn) == []
-        after = await conn.fetch("SELECT version, applied_at FROM loyaltyd_schema_migrations")
+        after = await conn.fetch("SELECT version, applied_at FROM loyaltyd.schema_migrations")
         assert before == after
     finally:
         await conn.close()
@@ -66,7 +66,7 @@ async def test_concurrent_migrates_apply_each_migration_once(
         results = await asyncio.gather(*(migrate(c) for c in conns))
         applied = sorted(v for result in results for v in result)
         assert applied == sorted(ALL_VERSIONS)
-        count = await conns[0].fetchval("SELECT count(*) FROM loyaltyd_schema_migrations")
+        count = await conns[0].fetchval("SELECT count(*) FROM loyaltyd.schema_migrations")
         assert count == len(ALL_VERSIONS)
     finally:
         for c in conns:
@@ -87,15 +87,17 @@ async def test_migrate_upgrades_the_seed_schema_and_keeps_its_rows(
         )
         assert joe is not None
         assert (joe["email"], joe["points_balance"], joe["external_id"]) == (
-            "Joe@Example.com",
+            "joe@example.com",  # stored in lower case from now on (sql/053)
             120,
             "M-0001",
         )
         assert await conn.fetchval("SELECT count(*) FROM transactions") == 1
         assert await conn.fetchval("SELECT success_count FROM notification_logs") == 4990
         assert await conn.fetchval("SELECT year FROM birthday_logs") == 2025
-        old = await conn.fetchrow("SELECT status, segment, sent_count FROM push_campaigns")
-        assert old is not None and tuple(old) == ("COMPLETED", "ALL", 10)
+        old = await conn.fetchrow(
+            "SELECT status, segment, sent_count, predates_loyaltyd FROM push_campaigns"
+        )
+        assert old is not None and tuple(old) == ("COMPLETED", "ALL", 10, True)
         assert await conn.fetchval("SELECT timezone FROM programs") == "UTC"
         policies = {
             r["policyname"]
@@ -109,18 +111,25 @@ async def test_migrate_upgrades_the_seed_schema_and_keeps_its_rows(
         await conn.close()
 
 
-async def test_ledger_function_of_the_seed_schema_is_replaced(
+async def test_the_seed_schemas_own_ledger_function_is_left_working(
     fresh_database: Callable[..., Any],
 ) -> None:
+    """The seed's process_membership_transaction has loyaltyd's argument types: it is not
+    replaced (it still answers its own json), and loyaltyd's own lives in its schema."""
     conn = await asyncpg.connect(await fresh_database())
     try:
         await conn.execute(SEED_SCHEMA.read_text())
         await migrate(conn)
-        result = await conn.fetchval(
+        theirs = await conn.fetchval(
             "SELECT process_membership_transaction($1, 5, 'EARN', NULL, NULL)",
             "33333333-3333-3333-3333-333333333333",
         )
-        assert '"new_balance": 125' in result
+        assert theirs == '{"ok" : true}'
+        ours = await conn.fetchval(
+            "SELECT loyaltyd.process_membership_transaction($1, 5, 'EARN', NULL, NULL)",
+            "33333333-3333-3333-3333-333333333333",
+        )
+        assert '"new_balance": 130' in ours  # 120 + their 5 + our 5
     finally:
         await conn.close()
 

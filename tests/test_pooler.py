@@ -83,4 +83,7 @@ async def test_a_session_mode_pooler_works_end_to_end_listen_included(
             finally:
                 daemon.stop_now()
     assert code == 0, daemon.log_text()
-    assert await pool.fetchval("SELECT state FROM pass_syncs WHERE pass_id = $1", pass_id) == "idle"
+    assert (
+        await pool.fetchval("SELECT state FROM loyaltyd.pass_syncs WHERE pass_id = $1", pass_id)
+        == "idle"
+    )

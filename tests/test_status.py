@@ -146,7 +146,7 @@ async def _seed(pool: asyncpg.Pool) -> dict[str, uuid.UUID]:
     dead = await make_pass(pool, program, points=10, external_id="M-DEAD-1")
     await pool.execute(EARN, dead, 5)
     await pool.execute(
-        "UPDATE pass_syncs SET state = 'dead', attempts = 5, "
+        "UPDATE loyaltyd.pass_syncs SET state = 'dead', attempts = 5, "
         "last_error = 'PassKit set_points answered 404: member not found' WHERE pass_id = $1",
         dead,
     )

@@ -23,7 +23,7 @@ EARN = "SELECT process_membership_transaction($1, $2, $3, $4, NULL)"
 async def _settled(pool: asyncpg.Pool) -> bool:
     """No sync owed or in flight."""
     busy = await pool.fetchval(
-        "SELECT count(*) FROM pass_syncs WHERE state IN ('pending', 'claimed')"
+        "SELECT count(*) FROM loyaltyd.pass_syncs WHERE state IN ('pending', 'claimed')"
     )
     return bool(busy == 0)
 
@@ -149,7 +149,7 @@ async def test_passkit_404_ends_dead_once_and_is_not_retried(
             await pool.execute(EARN, pass_id, 3, "EARN", None)
             await wait_until(lambda: _settled(pool))
             await asyncio.sleep(1.5)  # more than a poll interval: nothing picks it up again
-        row = await pool.fetchrow("SELECT state, last_error FROM pass_syncs")
+        row = await pool.fetchrow("SELECT state, last_error FROM loyaltyd.pass_syncs")
         assert row is not None and row["state"] == "dead"
         assert "404" in row["last_error"] or "not found" in row["last_error"]
         assert fake.count(ROUTE_SET_POINTS) == 1
@@ -166,7 +166,10 @@ async def test_thirty_percent_503_still_syncs_everything(
             for i, pass_id in enumerate(passes):
                 await pool.execute(EARN, pass_id, i + 1, "EARN", None)
             await wait_until(lambda: _settled(pool), timeout=60)
-        assert await pool.fetchval("SELECT count(*) FROM pass_syncs WHERE state = 'dead'") == 0
+        assert (
+            await pool.fetchval("SELECT count(*) FROM loyaltyd.pass_syncs WHERE state = 'dead'")
+            == 0
+        )
         for i, pass_id in enumerate(passes):
             assert fake.points_of(await _passkit_id(pool, pass_id)) == i + 1
         assert any(r.status == 503 for r in fake.requests)
@@ -182,7 +185,7 @@ async def test_pass_without_passkit_id_is_dead_with_a_reason(
             await pool.execute(EARN, pass_id, 3, "EARN", None)
             await wait_until(lambda: _settled(pool))
         assert fake.count() == 0
-    error = await pool.fetchval("SELECT last_error FROM pass_syncs WHERE state = 'dead'")
+    error = await pool.fetchval("SELECT last_error FROM loyaltyd.pass_syncs WHERE state = 'dead'")
     assert "passkit_internal_id" in error
 
 
@@ -233,7 +236,7 @@ async def test_requeue_dead_command_makes_dead_syncs_due_again(
         async with running_daemon(settings_for(make_settings, fake.url), database_url):
             await pool.execute(EARN, pass_id, 8, "EARN", None)
             await wait_until(lambda: _settled(pool))
-            assert await pool.fetchval("SELECT state FROM pass_syncs") == "dead"
+            assert await pool.fetchval("SELECT state FROM loyaltyd.pass_syncs") == "dead"
             fake.clear_forced(pk)
             done = await asyncio.to_thread(
                 subprocess.run,
@@ -247,4 +250,4 @@ async def test_requeue_dead_command_makes_dead_syncs_due_again(
             assert done.returncode == 0, done.stderr
             assert "requeued 1 dead" in done.stdout
             await wait_until(lambda: fake.points_of(pk) == 8, timeout=5)
-    assert await pool.fetchval("SELECT state FROM pass_syncs") == "idle"
+    assert await pool.fetchval("SELECT state FROM loyaltyd.pass_syncs") == "idle"

@@ -39,7 +39,7 @@ async def _owe_syncs(pool: asyncpg.Pool, count: int) -> dict[str, int]:
 
 async def _settled(pool: asyncpg.Pool) -> bool:
     busy = await pool.fetchval(
-        "SELECT count(*) FROM pass_syncs WHERE state IN ('pending', 'claimed')"
+        "SELECT count(*) FROM loyaltyd.pass_syncs WHERE state IN ('pending', 'claimed')"
     )
     return bool(busy == 0)
 
@@ -110,6 +110,10 @@ async def test_sigterm_mid_run_exits_0_within_the_grace_period_and_leaves_nothin
             proc.stop_now()
     assert code == 0
     assert elapsed < 5 + 2  # LOYALTYD_SHUTDOWN_GRACE_SECONDS=5, plus start-to-exit slack
-    claimed = await pool.fetchval("SELECT count(*) FROM pass_syncs WHERE state = 'claimed'")
+    claimed = await pool.fetchval(
+        "SELECT count(*) FROM loyaltyd.pass_syncs WHERE state = 'claimed'"
+    )
     assert claimed == 0
-    assert await pool.fetchval("SELECT count(*) FROM pass_syncs WHERE state = 'pending'") > 0
+    assert (
+        await pool.fetchval("SELECT count(*) FROM loyaltyd.pass_syncs WHERE state = 'pending'") > 0
+    )

@@ -50,7 +50,7 @@ SELECT points_balance FROM protocol_membership WHERE pass_id = $1 FOR UPDATE;
 -- name: birthday_give_points
 -- $1 pass id, $2 points (0 = message only), $3 message or NULL, $4 external_ref
 -- ('birthday:<year>:<pass id>', so even a lost log row can never mean a second gift).
-SELECT process_membership_transaction($1, $2, 'BIRTHDAY', $3, $4);
+SELECT loyaltyd.process_membership_transaction($1, $2, 'BIRTHDAY', $3, $4);
 
 -- name: birthday_link_transaction
 -- $1 birthday_logs id, $2 the transaction that carried the gift.

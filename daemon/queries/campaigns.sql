@@ -1,4 +1,4 @@
--- Push campaign statements (push_campaigns, campaign_deliveries: sql/020-025). Each is one
+-- Push campaign statements (push_campaigns, loyaltyd.campaign_deliveries: sql/020-025). Each is one
 -- short statement; no transaction is held open across a PassKit call or a CSV download.
 
 -- --- planner: campaigns ----------------------------------------------------------------------
@@ -17,6 +17,8 @@ SELECT c.id, c.xmin::text AS version, c.status, c.program_id, c.name, c.message_
      OR (c.status = 'DRAFT' AND c.audience_counted_at IS NULL)
      OR (c.status = 'PROCESSING' AND c.started_at IS NULL AND c.lease_owner IS NOT NULL))
    AND (c.lease_expires_at IS NULL OR c.lease_expires_at <= now())
+   -- rows an earlier tool left behind are history, never sent (sql/006)
+   AND NOT c.predates_loyaltyd
  ORDER BY coalesce(c.scheduled_at, c.created_at), c.id
  LIMIT $1;
 
@@ -54,7 +56,7 @@ RETURNING id;
 -- name: count_audience
 -- $1 = program id, $2 = segment, $3 min_tier_points, $4 min_points, $5 inactive_days,
 -- $6 zip codes, $7 member ids (validated, defaults filled in). How many phones it buzzes.
-SELECT count(*) FROM push_campaign_audience($1, $2, $3, $4, $5, $6, $7);
+SELECT count(*) FROM loyaltyd.push_campaign_audience($1, $2, $3, $4, $5, $6, $7);
 
 -- name: unknown_member_ids
 -- $1 = program id, $2 = member ids. How many match no pass of the program, and the first 100.
@@ -84,9 +86,9 @@ SELECT id FROM push_campaigns
 -- $1 = campaign id, $2 = program id, $3 = segment, $4 min_tier_points, $5 min_points,
 -- $6 inactive_days, $7 zip codes, $8 member ids. One row per recipient, set-based: a million
 -- recipients never pass through the daemon. Sorted, so the primary key fills in order.
-INSERT INTO campaign_deliveries (campaign_id, pass_id)
+INSERT INTO loyaltyd.campaign_deliveries (campaign_id, pass_id)
 SELECT $1, a.pass_id
-  FROM push_campaign_audience($2, $3, $4, $5, $6, $7, $8) AS a
+  FROM loyaltyd.push_campaign_audience($2, $3, $4, $5, $6, $7, $8) AS a
  ORDER BY a.pass_id;
 
 -- name: start_campaign
@@ -112,7 +114,7 @@ WITH cancelled AS (
      WHERE status = 'CANCELLED' AND started_at IS NOT NULL AND finished_at IS NULL
 ),
 skipped AS (
-    UPDATE campaign_deliveries d
+    UPDATE loyaltyd.campaign_deliveries d
        SET state = 'skipped', error = 'campaign cancelled', lease_owner = NULL,
            finished_at = now()
      WHERE d.campaign_id IN (SELECT id FROM cancelled)
@@ -138,7 +140,7 @@ WITH finished AS (
            finished_at = now()
      WHERE c.started_at IS NOT NULL AND c.finished_at IS NULL
        AND c.status IN ('PROCESSING', 'CANCELLED')
-       AND NOT EXISTS (SELECT 1 FROM campaign_deliveries d
+       AND NOT EXISTS (SELECT 1 FROM loyaltyd.campaign_deliveries d
                         WHERE d.campaign_id = c.id AND d.state IN ('pending', 'claimed'))
     RETURNING c.*
 ),
@@ -159,7 +161,7 @@ SELECT id, program_id, status, recipient_count, sent_count, failed_count, skippe
 -- Seconds until the next scheduled PENDING campaign is due (NULL: none scheduled).
 SELECT extract(epoch FROM min(scheduled_at) - now())::float8
   FROM push_campaigns
- WHERE status = 'PENDING' AND scheduled_at > now();
+ WHERE status = 'PENDING' AND scheduled_at > now() AND NOT predates_loyaltyd;
 
 -- --- delivery queue ----------------------------------------------------------------------------
 
@@ -181,7 +183,7 @@ WITH due AS (
       FROM push_campaigns c
      CROSS JOIN LATERAL (
            SELECT d.campaign_id, d.pass_id, d.state
-             FROM campaign_deliveries d
+             FROM loyaltyd.campaign_deliveries d
             WHERE d.campaign_id = c.id AND d.state IN ('pending', 'claimed')
               AND d.available_at <= now()
             ORDER BY d.available_at
@@ -215,13 +217,13 @@ checked AS (
      CROSS JOIN LATERAL (
            -- Campaign messages this pass got in the last 24 h, or is getting right now.
            SELECT count(*) AS n
-             FROM campaign_deliveries r
+             FROM loyaltyd.campaign_deliveries r
             WHERE r.pass_id = o.pass_id AND r.state IN ('sent', 'claimed')
               AND ((r.state = 'sent' AND r.finished_at > now() - interval '24 hours')
                 OR (r.state = 'claimed' AND r.available_at > now()))) recent
 ),
 claimed AS (
-    UPDATE campaign_deliveries d
+    UPDATE loyaltyd.campaign_deliveries d
        SET state = CASE WHEN k.skip_reason IS NULL THEN 'claimed' ELSE 'skipped' END,
            lease_owner = CASE WHEN k.skip_reason IS NULL THEN $1::uuid END,
            available_at = CASE WHEN k.skip_reason IS NULL
@@ -273,7 +275,7 @@ WITH r AS (
                   $7::text[]) AS r (campaign_id, pass_id, outcome, retry_at, error, rendered_text)
 ),
 written AS (
-    UPDATE campaign_deliveries d
+    UPDATE loyaltyd.campaign_deliveries d
        SET state = CASE WHEN r.outcome = 'retry' THEN 'pending' ELSE r.outcome END,
            lease_owner = NULL,
            available_at = coalesce(r.retry_at, d.available_at),
@@ -315,7 +317,7 @@ UPDATE push_campaigns c
 -- name: extend_delivery_leases
 -- $1 = owner, $2 campaign ids, $3 pass ids in flight, $4 = lease length in seconds.
 -- (An owner implies state 'claimed'; see record_deliveries for why state is not tested.)
-UPDATE campaign_deliveries d
+UPDATE loyaltyd.campaign_deliveries d
    SET available_at = now() + make_interval(secs => $4)
   FROM unnest($2::uuid[], $3::uuid[]) AS k (campaign_id, pass_id)
  WHERE d.campaign_id = k.campaign_id AND d.pass_id = k.pass_id AND d.lease_owner = $1;
@@ -324,7 +326,7 @@ UPDATE campaign_deliveries d
 -- $1 = owner, $2 campaign ids, $3 pass ids to give back (shutdown): due now, the attempt not
 -- counted, and the other daemons woken to take them.
 WITH released AS (
-    UPDATE campaign_deliveries d
+    UPDATE loyaltyd.campaign_deliveries d
        SET state = 'pending', lease_owner = NULL, available_at = now(),
            attempts = greatest(d.attempts - 1, 0)
       FROM unnest($2::uuid[], $3::uuid[]) AS k (campaign_id, pass_id)

@@ -12,16 +12,16 @@ SELECT 1;
 WITH syncs AS (
     -- one branch per state, so each reads its own partial index
     SELECT 'pending' AS state, count(*) AS rows, min(enqueued_at) AS oldest
-      FROM pass_syncs WHERE state = 'pending'
+      FROM loyaltyd.pass_syncs WHERE state = 'pending'
     UNION ALL
-    SELECT 'claimed', count(*), min(enqueued_at) FROM pass_syncs WHERE state = 'claimed'
+    SELECT 'claimed', count(*), min(enqueued_at) FROM loyaltyd.pass_syncs WHERE state = 'claimed'
     UNION ALL
-    SELECT 'dead', count(*), min(enqueued_at) FROM pass_syncs WHERE state = 'dead'
+    SELECT 'dead', count(*), min(enqueued_at) FROM loyaltyd.pass_syncs WHERE state = 'dead'
 ),
 deliveries AS (
     -- per campaign first: a million-recipient campaign is one group, then one join
     SELECT campaign_id, state, count(*) AS rows
-      FROM campaign_deliveries
+      FROM loyaltyd.campaign_deliveries
      WHERE state IN ('pending', 'claimed')
      GROUP BY campaign_id, state
 ),
@@ -48,16 +48,16 @@ SELECT queue, state, rows, oldest_age
 -- scrape.
 SELECT count(*) AS rows,
        coalesce(extract(epoch FROM now() - min(enqueued_at)), 0)::float8 AS oldest_age,
-       (SELECT count(*) FROM pass_syncs WHERE state = 'dead') AS dead
-  FROM (SELECT enqueued_at FROM pass_syncs WHERE state = 'pending'
+       (SELECT count(*) FROM loyaltyd.pass_syncs WHERE state = 'dead') AS dead
+  FROM (SELECT enqueued_at FROM loyaltyd.pass_syncs WHERE state = 'pending'
         UNION ALL
-        SELECT enqueued_at FROM pass_syncs WHERE state = 'claimed') AS owed;
+        SELECT enqueued_at FROM loyaltyd.pass_syncs WHERE state = 'claimed') AS owed;
 
 -- name: ops_dead_syncs
 -- $1 = how many. The most recently failed dead pass syncs and why, newest first.
 SELECT s.pass_id, s.program_id, pr.name AS program_name, p.external_id, s.attempts,
        s.last_error, s.updated_at
-  FROM pass_syncs s
+  FROM loyaltyd.pass_syncs s
   LEFT JOIN passes_master p ON p.id = s.pass_id
   LEFT JOIN programs pr ON pr.id = s.program_id
  WHERE s.state = 'dead'

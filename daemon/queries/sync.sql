@@ -1,4 +1,4 @@
--- Pass-sync queue statements (table pass_syncs, sql/010). Each is one short statement:
+-- Pass-sync queue statements (table loyaltyd.pass_syncs, sql/010). Each is one short statement:
 -- no transaction is ever held open across a PassKit call.
 
 -- name: claim_pass_syncs
@@ -8,14 +8,14 @@ WITH due AS (
     -- Rows whose time has come, and rows whose lease ran out because their daemon died.
     -- SKIP LOCKED lets several daemons claim side by side without waiting on each other.
     SELECT pass_id, state = 'claimed' AS lease_expired
-      FROM pass_syncs
+      FROM loyaltyd.pass_syncs
      WHERE (state = 'pending' AND next_attempt_at <= now())
         OR (state = 'claimed' AND lease_expires_at < now())
      ORDER BY next_attempt_at
      LIMIT $2
        FOR UPDATE SKIP LOCKED
 )
-UPDATE pass_syncs s
+UPDATE loyaltyd.pass_syncs s
    SET state = 'claimed',
        lease_owner = $1,
        lease_expires_at = now() + make_interval(secs => $3),
@@ -43,7 +43,7 @@ WITH r AS (
     SELECT * FROM unnest($2::uuid[], $3::bigint[], $4::text[], $5::timestamptz[], $6::text[])
         AS r(pass_id, gen, outcome, retry_at, error)
 )
-UPDATE pass_syncs s
+UPDATE loyaltyd.pass_syncs s
    SET -- done clears exactly the work that was owed when claimed; newer work stays owed
        points_generation = CASE WHEN r.outcome = 'done' AND s.points_generation <= r.gen
                                 THEN NULL ELSE s.points_generation END,
@@ -74,20 +74,20 @@ UPDATE pass_syncs s
 
 -- name: extend_pass_sync_leases
 -- $1 = owner, $2 = pass ids in flight, $3 = lease length in seconds.
-UPDATE pass_syncs
+UPDATE loyaltyd.pass_syncs
    SET lease_expires_at = now() + make_interval(secs => $3)
  WHERE pass_id = ANY($2::uuid[]) AND state = 'claimed' AND lease_owner = $1;
 
 -- name: release_pass_syncs
 -- $1 = owner, $2 = pass ids to give back (shutdown): due now, the attempt not counted.
-UPDATE pass_syncs
+UPDATE loyaltyd.pass_syncs
    SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL,
        attempts = greatest(attempts - 1, 0), next_attempt_at = now(), updated_at = now()
  WHERE pass_id = ANY($2::uuid[]) AND state = 'claimed' AND lease_owner = $1;
 
 -- name: requeue_dead_pass_syncs
 -- $1 = only this pass (NULL = every dead row). Returns the requeued pass ids.
-UPDATE pass_syncs
+UPDATE loyaltyd.pass_syncs
    SET state = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL,
        updated_at = now()
  WHERE state = 'dead' AND ($1::uuid IS NULL OR pass_id = $1)
