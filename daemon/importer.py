@@ -52,6 +52,8 @@ BATCH_SIZE = 5000
 OUTCOMES = ("created", "updated", "unchanged", "rejected")
 # A pass another writer created between our check and our insert: the row is re-importable.
 LOST = "lost"
+# Members are shared across programs: another program's member keeps their details.
+SHARED_MEMBER_NOTE = "not changed: member of another program"
 Progress = Callable[[int, int], None]  # (rows done, rows expected)
 
 
@@ -206,6 +208,8 @@ class _RowReader:
 class _UserRow:
     user_id: uuid.UUID | None
     outcome: str
+    # the file's values for a member of another program that were not written
+    withheld: bool = False
 
 
 async def _write_batch(
@@ -214,7 +218,7 @@ async def _write_batch(
     members = [row for row in batch if isinstance(row, Member)]
     plans = await _plan_passes(conn, program_id, members)
     accepted = [m for m in members if not isinstance(plans[m.line], Rejected)]
-    users = await _upsert_users(conn, accepted)
+    users = await _upsert_users(conn, program_id, accepted)
     pass_outcomes = await _write_passes(conn, program_id, accepted, plans, users)
     return [_result(row, plans, users, pass_outcomes) for row in batch]
 
@@ -235,7 +239,9 @@ async def _plan_passes(
     return {m.line: plan_pass(m, by_member_id, by_passkit_id) for m in members}
 
 
-async def _upsert_users(conn: asyncpg.Connection, members: Sequence[Member]) -> dict[str, _UserRow]:
+async def _upsert_users(
+    conn: asyncpg.Connection, program_id: uuid.UUID, members: Sequence[Member]
+) -> dict[str, _UserRow]:
     if not members:
         return {}
     rows = await conn.fetch(
@@ -246,8 +252,9 @@ async def _upsert_users(conn: asyncpg.Connection, members: Sequence[Member]) -> 
         [m.birth_date for m in members],
         [m.phone_number for m in members],
         [m.zip for m in members],
+        program_id,
     )
-    return {r["email_key"]: _UserRow(r["user_id"], r["outcome"]) for r in rows}
+    return {r["email_key"]: _UserRow(r["user_id"], r["outcome"], r["withheld"]) for r in rows}
 
 
 async def _write_passes(
@@ -327,6 +334,8 @@ def _result(
         reason = "changed by someone else during the import; import the file again"
         return RowResult(row.line, row.email, row.member_id, "rejected", reason, row.warnings)
     detail = f"user {user.outcome}"
+    if user.withheld:
+        detail += f" ({SHARED_MEMBER_NOTE})"
     if pass_outcome is not None:
         detail += f", pass {pass_outcome}"
     outcome = row_outcome(user.outcome, pass_outcome)

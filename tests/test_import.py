@@ -368,3 +368,47 @@ async def test_command_exits_2_with_one_message_for_a_broken_file(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.count("\n") == 1 and "nothing was imported" in captured.err
+
+
+async def test_an_import_for_one_program_never_rewrites_another_programs_member(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """ALICE is a member of program A. Importing her for B fills only what is empty, and the
+    report says why the rest was not written."""
+    program_a = await make_program(pool, name="A")
+    program_b = await make_program(pool, name="B")
+    alice = await make_user(
+        pool, email="alice@example.com", first_name="Alice", birth_date=date(1990, 1, 2)
+    )
+    await make_pass(pool, program_a, user_id=alice)
+    path = tmp_path / "b.csv"
+    path.write_text(
+        "email,first_name,birth_date,phone_number,zip,member_id\n"
+        "ALICE@example.com,Alicia,1991-03-04,+15550100,75001,B-1\n"
+    )
+    report = await _import(pool, path, program_b)
+    (row,) = report.rows
+    assert row.outcome == "created" and "not changed: member of another program" in row.detail
+    stored = await pool.fetchrow("SELECT * FROM users WHERE id = $1", alice)
+    assert stored is not None
+    assert (stored["first_name"], stored["birth_date"]) == ("Alice", date(1990, 1, 2))
+    # empty fields are filled
+    assert (stored["phone_number"], stored["zip"]) == ("+15550100", "75001")
+    assert await pool.fetchval(
+        "SELECT count(*) FROM passes_master WHERE user_id = $1 AND program_id = $2",
+        alice,
+        program_b,
+    ) == 1
+
+
+async def test_a_member_of_this_program_only_is_updated_by_the_file(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    program = await make_program(pool)
+    bob = await make_user(pool, email="bob@example.com", first_name="Bob")
+    await make_pass(pool, program, user_id=bob, external_id="M-1")
+    path = tmp_path / "a.csv"
+    path.write_text("email,first_name,member_id\nbob@example.com,Robert,M-1\n")
+    (row,) = (await _import(pool, path, program)).rows
+    assert row.outcome == "updated" and "another program" not in row.detail
+    assert await pool.fetchval("SELECT first_name FROM users WHERE id = $1", bob) == "Robert"

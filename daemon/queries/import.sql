@@ -18,30 +18,59 @@ WHERE (p.program_id = $1 AND p.external_id = ANY($2::text[]))
 
 -- name: import_upsert_users
 -- $1 emails (unique ignoring case within the batch), $2 first names, $3 last names,
--- $4 birth dates, $5 phone numbers, $6 zips: parallel arrays, NULL = no value in the file.
--- One row back per input email: its user id and whether the user was created, updated or
--- left unchanged. A NULL never erases a stored value, and a row whose values are already
--- stored is not touched at all (updated_at stays), so re-importing a file changes nothing.
+-- $4 birth dates, $5 phone numbers, $6 zips: parallel arrays, NULL = no value in the file;
+-- $7 the program being imported.
+-- One row back per input email: its user id, whether the user was created, updated or left
+-- unchanged, and `withheld`: the file had other values for a member who also holds a pass of
+-- another program, and those were not written. Members are shared across programs, so for
+-- them the file only fills empty fields; for everyone else it wins. A NULL never erases a
+-- stored value, and a row whose values are already stored is not touched at all (updated_at
+-- stays), so re-importing a file changes nothing.
 WITH input AS (
     SELECT *
     FROM unnest($1::text[], $2::text[], $3::text[], $4::date[], $5::text[], $6::text[])
         AS t(email, first_name, last_name, birth_date, phone_number, zip)
 ),
+-- users of these emails who hold a pass of another program
+shared AS (
+    SELECT DISTINCT u.id
+    FROM users u
+    JOIN input i ON lower(i.email) = lower(u.email)
+    JOIN passes_master p ON p.user_id = u.id AND p.program_id IS DISTINCT FROM $7
+),
 upserted AS (
     INSERT INTO users AS u (email, first_name, last_name, birth_date, phone_number, zip)
     SELECT email, first_name, last_name, birth_date, phone_number, zip FROM input
     ON CONFLICT (lower(email)) DO UPDATE SET
-        first_name = coalesce(excluded.first_name, u.first_name),
-        last_name = coalesce(excluded.last_name, u.last_name),
-        birth_date = coalesce(excluded.birth_date, u.birth_date),
-        phone_number = coalesce(excluded.phone_number, u.phone_number),
-        zip = coalesce(excluded.zip, u.zip),
+        first_name = CASE WHEN u.id IN (SELECT id FROM shared)
+                          THEN coalesce(u.first_name, excluded.first_name)
+                          ELSE coalesce(excluded.first_name, u.first_name) END,
+        last_name = CASE WHEN u.id IN (SELECT id FROM shared)
+                         THEN coalesce(u.last_name, excluded.last_name)
+                         ELSE coalesce(excluded.last_name, u.last_name) END,
+        birth_date = CASE WHEN u.id IN (SELECT id FROM shared)
+                          THEN coalesce(u.birth_date, excluded.birth_date)
+                          ELSE coalesce(excluded.birth_date, u.birth_date) END,
+        phone_number = CASE WHEN u.id IN (SELECT id FROM shared)
+                            THEN coalesce(u.phone_number, excluded.phone_number)
+                            ELSE coalesce(excluded.phone_number, u.phone_number) END,
+        zip = CASE WHEN u.id IN (SELECT id FROM shared)
+                   THEN coalesce(u.zip, excluded.zip)
+                   ELSE coalesce(excluded.zip, u.zip) END,
         updated_at = now()
     WHERE (u.first_name, u.last_name, u.birth_date, u.phone_number, u.zip)
           IS DISTINCT FROM
-          (coalesce(excluded.first_name, u.first_name), coalesce(excluded.last_name, u.last_name),
-           coalesce(excluded.birth_date, u.birth_date),
-           coalesce(excluded.phone_number, u.phone_number), coalesce(excluded.zip, u.zip))
+          (coalesce(u.first_name, excluded.first_name), coalesce(u.last_name, excluded.last_name),
+           coalesce(u.birth_date, excluded.birth_date),
+           coalesce(u.phone_number, excluded.phone_number), coalesce(u.zip, excluded.zip))
+       OR (u.id NOT IN (SELECT id FROM shared)
+           AND (u.first_name, u.last_name, u.birth_date, u.phone_number, u.zip)
+               IS DISTINCT FROM
+               (coalesce(excluded.first_name, u.first_name),
+                coalesce(excluded.last_name, u.last_name),
+                coalesce(excluded.birth_date, u.birth_date),
+                coalesce(excluded.phone_number, u.phone_number),
+                coalesce(excluded.zip, u.zip)))
     -- xmax = 0: the row version was inserted by this statement, not updated
     RETURNING u.id, lower(u.email) AS email_key, (u.xmax = 0) AS created
 )
@@ -49,11 +78,25 @@ SELECT lower(i.email) AS email_key,
        coalesce(up.id, existing.id) AS user_id,
        CASE WHEN up.id IS NULL THEN 'unchanged'
             WHEN up.created THEN 'created'
-            ELSE 'updated' END AS outcome
+            ELSE 'updated' END AS outcome,
+       -- the statement's snapshot shows the values from before it
+       coalesce(before.id IN (SELECT id FROM shared)
+                AND ((i.first_name IS NOT NULL AND before.first_name IS DISTINCT FROM i.first_name
+                      AND before.first_name IS NOT NULL)
+                  OR (i.last_name IS NOT NULL AND before.last_name IS DISTINCT FROM i.last_name
+                      AND before.last_name IS NOT NULL)
+                  OR (i.birth_date IS NOT NULL AND before.birth_date IS DISTINCT FROM i.birth_date
+                      AND before.birth_date IS NOT NULL)
+                  OR (i.phone_number IS NOT NULL
+                      AND before.phone_number IS DISTINCT FROM i.phone_number
+                      AND before.phone_number IS NOT NULL)
+                  OR (i.zip IS NOT NULL AND before.zip IS DISTINCT FROM i.zip
+                      AND before.zip IS NOT NULL)), false) AS withheld
 FROM input i
 LEFT JOIN upserted up ON up.email_key = lower(i.email)
 -- untouched users are not RETURNed; they existed before this statement, so its snapshot has them
-LEFT JOIN users existing ON up.id IS NULL AND lower(existing.email) = lower(i.email);
+LEFT JOIN users existing ON up.id IS NULL AND lower(existing.email) = lower(i.email)
+LEFT JOIN users before ON lower(before.email) = lower(i.email);
 
 -- name: import_create_passes
 -- $1 program id, $2 member ids, $3 user ids, $4 PassKit ids (NULL = not known yet).
