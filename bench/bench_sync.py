@@ -108,11 +108,14 @@ async def bench_mock_throughput(dsn: str, count: int) -> float:
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(
-            "TRUNCATE programs, users, passes_master, protocol_membership, loyaltyd.pass_syncs CASCADE"
+            "TRUNCATE programs, users, passes_master, protocol_membership, "
+            "loyaltyd.pass_syncs CASCADE"
         )
         await seed_passes(conn, count)
         await conn.execute("UPDATE protocol_membership SET points_balance = 7")
-        owed = await conn.fetchval("SELECT count(*) FROM loyaltyd.pass_syncs WHERE state = 'pending'")
+        owed = await conn.fetchval(
+            "SELECT count(*) FROM loyaltyd.pass_syncs WHERE state = 'pending'"
+        )
         proc = start_daemon(
             dsn,
             {

@@ -97,10 +97,9 @@ async def migrate(conn: asyncpg.Connection, sql_dir: Traversable = SQL_DIR) -> l
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
     conn.add_log_listener(_log_notice)
     try:
-        async with conn.transaction():
-            await conn.execute(_BOOTSTRAP)
-        rows = await conn.fetch(f"SELECT version, checksum FROM {LEDGER}")
-        applied = {r["version"]: r["checksum"] for r in rows}
+        # The ledger is created (or moved) with the first migration that runs, in its
+        # transaction: a database whose first migration fails is left exactly as it was.
+        applied = await _applied(conn)
         done: list[str] = []
         for migration in migrations:
             if migration.version in applied:
@@ -117,9 +116,10 @@ async def migrate(conn: asyncpg.Connection, sql_dir: Traversable = SQL_DIR) -> l
 async def _apply(conn: asyncpg.Connection, migration: Migration) -> None:
     try:
         async with conn.transaction():
+            await conn.execute(_BOOTSTRAP)
             await conn.execute(migration.sql)
             await conn.execute(
-                f"INSERT INTO {LEDGER} (version, checksum) VALUES ($1, $2)",
+                f"INSERT INTO {LEDGER} (version, checksum) VALUES ($1, $2)",  # noqa: S608
                 migration.version,
                 migration.checksum,
             )
@@ -128,8 +128,18 @@ async def _apply(conn: asyncpg.Connection, migration: Migration) -> None:
     log.info("migration_applied", version=migration.version)
 
 
+async def _applied(conn: asyncpg.Connection) -> dict[str, str]:
+    """Version -> checksum of what ran, from the ledger where it is (or was) kept."""
+    for ledger in (LEDGER, "public.loyaltyd_schema_migrations"):
+        if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", ledger):
+            rows = await conn.fetch(f"SELECT version, checksum FROM {ledger}")  # noqa: S608
+            return {r["version"]: r["checksum"] for r in rows}
+    return {}
+
+
 def _describe_failure(version: str, exc: asyncpg.PostgresError) -> str:
-    message = str(exc).strip().rstrip(".")
+    # str(exc) may append "HINT: …" on a line of its own; the sentence takes it inline.
+    message = str(getattr(exc, "message", None) or exc).strip().rstrip(".")
     hint = getattr(exc, "hint", None)
     return (
         f"migration {version} failed and was rolled back, so the database is as it was "
@@ -153,10 +163,5 @@ def _log_notice(_conn: Any, message: asyncpg.PostgresLogMessage) -> None:
 
 async def pending(conn: asyncpg.Connection, sql_dir: Traversable = SQL_DIR) -> list[str]:
     """Versions not yet applied (for `loyaltyd run` to refuse a stale schema)."""
-    applied: set[str] = set()
-    for ledger in (LEDGER, "public.loyaltyd_schema_migrations"):
-        if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", ledger):
-            rows = await conn.fetch(f"SELECT version FROM {ledger}")  # noqa: S608 - constant
-            applied = {r["version"] for r in rows}
-            break
+    applied = await _applied(conn)
     return [m.version for m in load_migrations(sql_dir) if m.version not in applied]

@@ -10,9 +10,10 @@
 --   (push_campaigns_status_transitions_belong_to_loyaltyd).
 -- * sent_count, failed_count, skipped_count only grow: a value at or below the current one is
 --   stale and ignored, a higher one refused (push_campaigns_counters_belong_to_loyaltyd).
--- * recipient_count, started_at, finished_at, error: a NULL or the current value is ignored;
---   once sending started, another value is refused (push_campaigns_results_belong_to_loyaltyd).
---   Before that, recipient_count is loyaltyd's estimate and a written value is ignored.
+-- * recipient_count is loyaltyd's count (an estimate for a DRAFT, fixed at start): whatever a
+--   form writes there is a value it loaded earlier, and is ignored.
+-- * started_at, finished_at, error: a NULL or the current value is ignored; another value is
+--   refused (push_campaigns_results_belong_to_loyaltyd).
 -- * The daemon's bookkeeping (lease, audience count marker, unknown member ids) is kept.
 -- * predates_loyaltyd never changes: history stays history (push_campaigns_history_stays_history).
 -- * A new row starts with zero counters and no results, whatever the form sent.
@@ -49,6 +50,7 @@ LANGUAGE plpgsql SET search_path = '' AS $$
 DECLARE
     started boolean := p_old.started_at IS NOT NULL;
 BEGIN
+    -- (recipient_count: see the header; always the daemon's)
     IF p_new.predates_loyaltyd IS DISTINCT FROM p_old.predates_loyaltyd THEN
         RAISE EXCEPTION 'campaign % predates loyaltyd and stays history', p_old.id
             USING ERRCODE = 'check_violation', CONSTRAINT = 'push_campaigns_history_stays_history',
@@ -81,17 +83,11 @@ BEGIN
     p_new.failed_count := p_old.failed_count;
     p_new.skipped_count := p_old.skipped_count;
 
-    IF started AND (
-           (p_new.recipient_count IS NOT NULL AND p_new.recipient_count IS DISTINCT FROM p_old.recipient_count)
-        OR (p_new.started_at IS NOT NULL AND p_new.started_at IS DISTINCT FROM p_old.started_at)
-        OR (p_new.finished_at IS NOT NULL AND p_new.finished_at IS DISTINCT FROM p_old.finished_at)
-        OR (p_new.error IS NOT NULL AND p_new.error IS DISTINCT FROM p_old.error)) THEN
+    IF (p_new.started_at IS NOT NULL AND p_new.started_at IS DISTINCT FROM p_old.started_at)
+       OR (p_new.finished_at IS NOT NULL AND p_new.finished_at IS DISTINCT FROM p_old.finished_at)
+       OR (p_new.error IS NOT NULL AND p_new.error IS DISTINCT FROM p_old.error) THEN
         PERFORM loyaltyd.refuse_campaign_write('push_campaigns_results_belong_to_loyaltyd',
-            'recipient_count, started_at, finished_at and error', p_old.id);
-    END IF;
-    IF NOT started AND p_new.started_at IS NOT NULL THEN
-        PERFORM loyaltyd.refuse_campaign_write('push_campaigns_results_belong_to_loyaltyd',
-            'started_at', p_old.id);
+            'started_at, finished_at and error', p_old.id);
     END IF;
     p_new.recipient_count := p_old.recipient_count;
     p_new.started_at := p_old.started_at;

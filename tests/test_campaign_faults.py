@@ -108,7 +108,8 @@ async def test_two_daemons_share_one_blast_and_never_message_anyone_twice(
     shares = Counter(
         dict(
             await pool.fetch(
-                "SELECT finished_by, count(*) FROM loyaltyd.campaign_deliveries WHERE campaign_id = $1 "
+                "SELECT finished_by, count(*) FROM loyaltyd.campaign_deliveries WHERE "
+                "campaign_id = $1 "
                 "GROUP BY finished_by",
                 campaign_id,
             )
@@ -138,7 +139,8 @@ async def test_sigterm_mid_blast_exits_0_and_gives_the_claimed_recipients_back(
     assert code == 0 and elapsed < 5 + 2  # grace 5 s (harness), plus exit slack
     states = dict(
         await pool.fetch(
-            "SELECT state, count(*) FROM loyaltyd.campaign_deliveries WHERE campaign_id = $1 GROUP BY state",
+            "SELECT state, count(*) FROM loyaltyd.campaign_deliveries WHERE campaign_id = $1 "
+            "GROUP BY state",
             campaign_id,
         )
     )

@@ -72,7 +72,8 @@ async def test_pending_campaign_reaches_every_recipient_once_and_completes(
         log[0]["target_segment"],
     ) == (301, 301, 0, 0, "ALL")
     rendered = await pool.fetchval(
-        "SELECT rendered_text FROM loyaltyd.campaign_deliveries WHERE campaign_id = $1 AND pass_id = $2",
+        "SELECT rendered_text FROM loyaltyd.campaign_deliveries WHERE campaign_id = $1 AND "
+        "pass_id = $2",
         campaign_id,
         nameless,
     )
@@ -172,7 +173,8 @@ async def test_cancel_mid_blast_stops_within_two_seconds_with_true_counters(
     assert row["sent_count"] + row["skipped_count"] == row["recipient_count"] == 3000
     states = dict(
         await pool.fetch(
-            "SELECT state, count(*) FROM loyaltyd.campaign_deliveries WHERE campaign_id = $1 GROUP BY state",
+            "SELECT state, count(*) FROM loyaltyd.campaign_deliveries WHERE campaign_id = $1 "
+            "GROUP BY state",
             campaign_id,
         )
     )
@@ -200,7 +202,8 @@ async def test_frequency_cap_skips_with_the_reason_and_forgets_after_24_hours(
                 await rig.finished(await insert_campaign(pool, program_id=program))
             # pk-1's messages were sent a day and an hour ago.
             await pool.execute(
-                "UPDATE loyaltyd.campaign_deliveries d SET finished_at = now() - interval '25 hours' "
+                "UPDATE loyaltyd.campaign_deliveries d SET finished_at = now() - interval '25 "
+                "hours' "
                 "FROM passes_master p WHERE p.id = d.pass_id AND p.passkit_internal_id = 'pk-1'"
             )
             third = await rig.finished(await insert_campaign(pool, program_id=program))
@@ -229,7 +232,8 @@ async def test_a_recipient_passkit_refuses_is_failed_with_the_reason_and_others_
             row = await rig.finished(await insert_campaign(pool, program_id=program))
     assert (row["status"], row["sent_count"], row["failed_count"]) == ("COMPLETED", 9, 1)
     error = await pool.fetchval(
-        "SELECT d.error FROM loyaltyd.campaign_deliveries d JOIN passes_master p ON p.id = d.pass_id "
+        "SELECT d.error FROM loyaltyd.campaign_deliveries d JOIN passes_master p ON p.id = "
+        "d.pass_id "
         "WHERE p.passkit_internal_id = 'pk-3' AND d.state = 'failed'"
     )
     assert "400" in error and "member not found" in error

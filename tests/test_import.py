@@ -394,11 +394,14 @@ async def test_an_import_for_one_program_never_rewrites_another_programs_member(
     assert (stored["first_name"], stored["birth_date"]) == ("Alice", date(1990, 1, 2))
     # empty fields are filled
     assert (stored["phone_number"], stored["zip"]) == ("+15550100", "75001")
-    assert await pool.fetchval(
-        "SELECT count(*) FROM passes_master WHERE user_id = $1 AND program_id = $2",
-        alice,
-        program_b,
-    ) == 1
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM passes_master WHERE user_id = $1 AND program_id = $2",
+            alice,
+            program_b,
+        )
+        == 1
+    )
 
 
 async def test_a_member_of_this_program_only_is_updated_by_the_file(
