@@ -518,3 +518,39 @@ async def test_the_daemon_syncs_a_transaction_an_admin_wrote(
             await db.execute("RESET ROLE")
             await db.execute("SET application_name = 'loyaltyd-test'")
             await wait_until(lambda: texts_sent(fake, "pk-alice-a") == ["Thanks for coming"], 10)
+
+
+# --- loyaltyd's public ledger entry point, where the name is free ------------------------------
+
+
+@pytest.fixture
+async def without_their_rpc(bare_supabase: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(bare_supabase, server_settings=AS_DAEMON)
+    await conn.execute(
+        "DROP FUNCTION redeem_reward(uuid, int); "
+        "DROP FUNCTION process_membership_transaction(uuid, int, text, text)"
+    )
+    result = _migrate(bare_supabase)
+    assert result.returncode == 0, result.stderr
+    yield conn
+    await conn.close()
+
+
+async def test_the_public_ledger_acts_only_for_admins_of_the_passs_program(
+    without_their_rpc: asyncpg.Connection,
+) -> None:
+    db = without_their_rpc
+    call = "SELECT process_membership_transaction($1, 5, 'EARN', NULL, NULL)"
+    assert "permission denied" in await _refused(db, "anon", call, uuid.UUID(PASS_A))
+    refused = await _refused(db, "authenticated", call, uuid.UUID(PASS_B))
+    assert "not allowed to move points" in refused
+    async with acting_as(db, "authenticated", ADMIN_A):
+        own = json.loads(await db.fetchval(call, uuid.UUID(PASS_A)))
+    assert own["new_balance"] == 305
+    # the daemon's role (no Data API claims) may, as far as its grants go
+    assert json.loads(await db.fetchval(call, uuid.UUID(PASS_B)))["new_balance"] == 55
+    note = await db.fetchval(
+        "SELECT obj_description('public.process_membership_transaction"
+        "(uuid, integer, text, text, text)'::regprocedure, 'pg_proc')"
+    )
+    assert note.startswith("loyaltyd:")
