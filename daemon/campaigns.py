@@ -35,7 +35,7 @@ from daemon.clock import utc_now, wait_any
 from daemon.config import Settings
 from daemon.csv_audience import CsvFetcher
 from daemon.errors import CampaignInputError
-from daemon.logs import get_logger
+from daemon.logs import get_logger, scrub
 from daemon.metrics import Metrics
 from daemon.passkit import PassKitClient
 from daemon.queries import q
@@ -291,7 +291,9 @@ class CampaignPlanner:
         )
 
     async def _fail(self, campaign: DueCampaign, error: str) -> None:
-        """FAILED with `error`: the row as read, or the row this planner holds the lease of."""
+        """FAILED with `error`: the row as read, or the row this planner holds the lease of.
+        The error is stored scrubbed (a CSV URL may carry credentials)."""
+        error = scrub(error)
         failed = await self._pool.fetchval(
             q("fail_unclaimed_campaign"), campaign.id, campaign.version, error
         )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit, urlunsplit
+
+_REDACTED = "[redacted]"
 
 
 def with_database(dsn: str, database: str) -> str:
@@ -15,10 +18,25 @@ def database_of(dsn: str) -> str:
     return urlsplit(dsn).path.lstrip("/") or "postgres"
 
 
-def redact(dsn: str) -> str:
-    """The DSN without its password, for logs and error messages."""
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
+# Every place libpq takes a password, whatever its value: URL userinfo
+# (postgresql://user:secret@host, and any other URL's), a `password=` URL parameter, a
+# key=value connection string (password=secret or password='s e c'), and PGPASSWORD.
+_DSN_PASSWORDS = [
+    re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]*(@)"),
+    re.compile(r"(?i)([?&]password=)[^&\s#]*"),
+    re.compile(r"(?i)((?<![\w.])password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s'&]+)"),
+    re.compile(r"(?i)(PGPASSWORD\s*[=:]\s*)(\S+)"),
+]
+
+
+def redact(text: str) -> str:
+    """`text` (a DSN, or any text holding one) with every password replaced."""
+    for pattern in _DSN_PASSWORDS:
+        text = pattern.sub(_keep_label, text)
+    return text
+
+
+def _keep_label(match: re.Match[str]) -> str:
+    """The part naming the password stays, the value goes: `password=[redacted]`."""
+    closing = match.group(2) if match.re.groups >= 2 and match.group(2) == "@" else ""
+    return match.group(1) + _REDACTED + closing

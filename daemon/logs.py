@@ -15,6 +15,8 @@ from typing import Any
 
 import structlog
 
+from daemon.dsn import redact as redact_passwords
+
 # A JWT is three base64url segments; the header of every HS256 token starts with "eyJ".
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}")
 REDACTED = "[redacted]"
@@ -30,7 +32,7 @@ class SecretScrubber:
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, REDACTED)
-        return _JWT.sub(REDACTED, text)
+        return _JWT.sub(REDACTED, redact_passwords(text))
 
     def _clean(self, value: Any) -> Any:
         if isinstance(value, str):
@@ -51,15 +53,30 @@ class SecretScrubber:
         return event_dict
 
 
+_SCRUBBER = SecretScrubber()
+
+
+def scrub(text: str) -> str:
+    """`text` with every configured secret, DSN password and JWT redacted: for text that is
+    stored (a sync's last_error, a campaign's error) rather than logged."""
+    return _SCRUBBER.scrub(text)
+
+
 def configure_logging(level: str = "INFO", fmt: str = "auto", secrets: Iterable[str] = ()) -> None:
-    """Configure structlog (and stdlib logging, so library warnings share the format)."""
+    """Configure structlog, and route standard-library logging (aiohttp, asyncio, asyncpg,
+    APScheduler) through the same processors: one format, one scrubber, JSON off a TTY."""
+    global _SCRUBBER
     as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
-    processors: list[Any] = [
+    _SCRUBBER = SecretScrubber(secrets)
+    shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    processors: list[Any] = [
+        *shared,
         structlog.processors.format_exc_info,
-        SecretScrubber(secrets),
+        _SCRUBBER,
     ]
     renderer: Any = (
         structlog.processors.JSONRenderer()
@@ -72,9 +89,19 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", secrets: Iterable[
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s", force=True
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                _SCRUBBER,
+                renderer,
+            ],
+        )
     )
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     # aiohttp.access would log every request line of the HTTP API; keep it quiet.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     # APScheduler narrates every run at INFO; the birthday job logs its own events.

@@ -37,7 +37,7 @@ from daemon.errors import (
     TransientPassKitError,
     Unauthorized,
 )
-from daemon.logs import get_logger
+from daemon.logs import SecretScrubber, get_logger
 from daemon.metrics import Metrics
 from daemon.policy import GiveUp, decide
 from daemon.ratelimit import Clock, Sleep, Throttle
@@ -283,12 +283,14 @@ class _Reply:
     retry_after: str | None
 
 
-def _transport_error(operation: str, exc: BaseException) -> PassKitError:
+def _transport_error(operation: str, exc: BaseException, scrubber: SecretScrubber) -> PassKitError:
     if isinstance(exc, aiohttp.InvalidURL):
         return PermanentPassKitError(f"PassKit {operation}: invalid URL {exc}")
     if isinstance(exc, TimeoutError):
         return TransientPassKitError(f"PassKit {operation} timed out")
-    return TransientPassKitError(f"PassKit {operation} failed: {type(exc).__name__}: {exc}")
+    return TransientPassKitError(
+        scrubber.scrub(f"PassKit {operation} failed: {type(exc).__name__}: {exc}")
+    )
 
 
 def _status_error(operation: str, reply: _Reply, text: str, now: float) -> PassKitError:
@@ -301,8 +303,11 @@ def _status_error(operation: str, reply: _Reply, text: str, now: float) -> PassK
     return PermanentPassKitError(message, status=reply.status)
 
 
-def _error_text(body: bytes) -> str:
-    return body[: _ERROR_BODY_CHARS * 4].decode("utf-8", errors="replace")[:_ERROR_BODY_CHARS]
+def _error_text(body: bytes, scrubber: SecretScrubber) -> str:
+    """PassKit's error body as stored in last_error / error: cut, and scrubbed of secrets
+    (an error body may echo a token or a key)."""
+    text = body[: _ERROR_BODY_CHARS * 4].decode("utf-8", errors="replace")[:_ERROR_BODY_CHARS]
+    return scrubber.scrub(text)
 
 
 def _json_object(operation: str, body: bytes) -> JsonObject:
@@ -355,6 +360,8 @@ class PassKitClient:
         rng: random.Random | None = None,
     ) -> None:
         self._settings = settings
+        # What PassKit answers is stored (last_error, error): never with our own secrets in it.
+        self._scrubber = SecretScrubber(settings.secrets())
         self._metrics = metrics
         self._session = session
         self._owns_session = session is None
@@ -518,7 +525,7 @@ class PassKitClient:
                     return _Reply(response.status, body, response.headers.get("Retry-After"))
             except (aiohttp.ClientError, TimeoutError) as exc:
                 self._count(endpoint, "transient")
-                raise _transport_error(endpoint.operation, exc) from exc
+                raise _transport_error(endpoint.operation, exc, self._scrubber) from exc
             finally:
                 self._observe_latency(endpoint, self._clock() - started)
 
@@ -532,7 +539,7 @@ class PassKitClient:
         if 200 <= reply.status < 300:
             self._count(endpoint, "ok")
             return reply.body
-        text = _error_text(reply.body)
+        text = _error_text(reply.body, self._scrubber)
         if already_done is not None and already_done(reply.status, text):
             self._count(endpoint, "ok")
             log.info(
