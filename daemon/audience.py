@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Final, TypeGuard
 from urllib.parse import urlsplit
 
@@ -26,6 +27,9 @@ MAX_MESSAGE_CHARS: Final = 500
 MAX_ZIP_CODES: Final = 10_000
 MAX_ZIP_CODE_CHARS: Final = 20
 MAX_MEMBER_ID_CHARS: Final = 200
+MAX_NAME_CHARS: Final = 200
+# push_campaigns' thresholds are Postgres `integer` columns.
+MAX_THRESHOLD: Final = 2**31 - 1
 
 # The row columns (and `create_campaign` keywords) that parametrise a segment.
 SEGMENT_PARAMETERS: Final = (
@@ -89,6 +93,9 @@ def validate_campaign(fields: Mapping[str, object], allowed_hosts: Sequence[str]
     problems: list[str] = []
     template: Template | None = None
     audience: Audience | None = None
+    nul = [name for name, value in fields.items() if _holds_nul(value)]
+    if nul:
+        raise CampaignInputError(f"{', '.join(sorted(nul))} must not contain NUL characters")
     try:
         template = validate_message(fields.get("message_text"))
     except CampaignInputError as exc:
@@ -102,10 +109,18 @@ def validate_campaign(fields: Mapping[str, object], allowed_hosts: Sequence[str]
     return CampaignPlan(template, audience)
 
 
+def message_text(text: str) -> str:
+    """The message as it is counted, stored and sent: without surrounding blanks."""
+    return text.strip()
+
+
 def validate_message(text: object) -> Template:
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str) or not message_text(text):
         raise CampaignInputError("the message is empty")
-    length = len(text.strip())
+    if "\x00" in text:
+        raise CampaignInputError("the message must not contain NUL characters")
+    text = message_text(text)
+    length = len(text)
     if length > MAX_MESSAGE_CHARS:
         raise CampaignInputError(
             f"the message is {length} characters long; the limit is {MAX_MESSAGE_CHARS}"
@@ -152,8 +167,10 @@ def _threshold(fields: Mapping[str, object], name: str) -> int:
     value = fields.get(name)
     if value is None:
         return _DEFAULTS[name]
-    if not _is_int(value) or value < 0:
-        raise CampaignInputError(f"{name} must be a whole number, 0 or more (got {value!r})")
+    if not _is_int(value) or not 0 <= value <= MAX_THRESHOLD:
+        raise CampaignInputError(
+            f"{name} must be a whole number from 0 to {MAX_THRESHOLD} (got {value!r})"
+        )
     return value
 
 
@@ -165,6 +182,41 @@ def _inactive_days(value: object) -> int:
             f"inactive_days must be a whole number from 1 to {MAX_INACTIVE_DAYS} (got {value!r})"
         )
     return value
+
+
+def _holds_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list | tuple):
+        return any(isinstance(v, str) and "\x00" in v for v in value)
+    return False
+
+
+def check_name(name: object) -> str | None:
+    """A campaign's name: optional text, NUL-free, at most MAX_NAME_CHARS after trimming."""
+    if name is None:
+        return None
+    if not isinstance(name, str):
+        raise CampaignInputError("name must be text")
+    if "\x00" in name:
+        raise CampaignInputError("name must not contain NUL characters")
+    if len(name.strip()) > MAX_NAME_CHARS:
+        raise CampaignInputError(f"name is longer than {MAX_NAME_CHARS} characters")
+    return name.strip() or None
+
+
+def check_schedule(at: datetime | None) -> datetime | None:
+    """A schedule time with a zone, that Postgres (and Python) can hold in UTC."""
+    if at is None:
+        return None
+    if at.tzinfo is None:
+        raise CampaignInputError("scheduled_at needs a time zone (e.g. 2026-12-24T18:00:00Z)")
+    try:
+        return at.astimezone(UTC)
+    except OverflowError:
+        raise CampaignInputError(
+            "scheduled_at must be a date no later than 9999-12-31 in UTC"
+        ) from None
 
 
 def _is_int(value: object) -> TypeGuard[int]:

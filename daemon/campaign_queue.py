@@ -21,6 +21,7 @@ from typing import Final
 import asyncpg
 import structlog
 
+from daemon.audience import message_text
 from daemon.clock import utc_now
 from daemon.config import Settings
 from daemon.errors import PermanentPassKitError, TransientPassKitError
@@ -112,7 +113,7 @@ class TemplateCache:
     def get(self, campaign_id: uuid.UUID, text: str) -> Template:
         template = self._entries.get(campaign_id)
         if template is None or template.text != text:
-            template = parse_template(text)
+            template = parse_template(message_text(text))
             self._entries[campaign_id] = template
             if len(self._entries) > self._size:
                 self._entries.popitem(last=False)

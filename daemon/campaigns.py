@@ -30,7 +30,15 @@ from urllib.parse import urlsplit
 import asyncpg
 import structlog
 
-from daemon.audience import SEGMENT_PARAMETERS, Audience, CampaignPlan, validate_campaign
+from daemon.audience import (
+    SEGMENT_PARAMETERS,
+    Audience,
+    CampaignPlan,
+    check_name,
+    check_schedule,
+    message_text,
+    validate_campaign,
+)
 from daemon.clock import utc_now, wait_any
 from daemon.config import Settings
 from daemon.csv_audience import CsvFetcher
@@ -346,6 +354,8 @@ async def create_campaign(
     fields = _campaign_fields(message, segment, segment_params)
     hosts = allowed_hosts if allowed_hosts is not None else _any_host(fields)
     plan = validate_campaign(fields, hosts)
+    name = check_name(name)
+    scheduled_at = check_schedule(scheduled_at)
     if not await pool.fetchval(q("program_exists"), program):
         raise CampaignInputError(f"program {program} does not exist")
     try:
@@ -353,7 +363,7 @@ async def create_campaign(
             q("insert_campaign"),
             program,
             name,
-            message,
+            message_text(message),
             plan.audience.segment,
             *_insert_params(fields),
             scheduled_at,

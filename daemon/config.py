@@ -111,6 +111,22 @@ class Settings(BaseSettings):
         description="Largest request body the HTTP API reads; bigger ones get 413.",
     )
 
+    loyaltyd_http_max_connections: int = Field(
+        default=500, ge=1, le=100_000, description="Open connections; more are closed at once."
+    )
+    loyaltyd_http_header_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="A connection must send its headers this fast."
+    )
+    loyaltyd_http_body_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=600, description="A request body must arrive this fast."
+    )
+    loyaltyd_http_connection_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="A kept-alive connection is closed after this long (once idle).",
+    )
+
     # --- logging ----------------------------------------------------------------------------
     loyaltyd_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     loyaltyd_log_format: Literal["auto", "json", "console"] = "auto"

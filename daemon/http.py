@@ -18,6 +18,7 @@ request bodies are ever logged.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -37,6 +38,7 @@ from daemon.birthday import run_birthdays
 from daemon.campaigns import campaign_status, create_campaign
 from daemon.clock import utc_now
 from daemon.errors import ApiRequestError, CampaignInputError, ConfigError
+from daemon.http_guard import ConnectionLimits, GuardedAppRunner
 from daemon.logs import get_logger
 from daemon.ops import Running, readiness, refresh_queue_gauges
 
@@ -57,6 +59,7 @@ class HttpApi:
         self._clock = clock
         self._keys = ApiKeys(running.settings.loyaltyd_api_keys)
         self._max_body = running.settings.loyaltyd_http_max_body_bytes
+        self._body_timeout = running.settings.loyaltyd_http_body_timeout_seconds
 
     @property
     def keys_configured(self) -> bool:
@@ -136,9 +139,14 @@ class HttpApi:
         if request.content_length is not None and request.content_length > self._max_body:
             raise too_large
         try:
-            return await request.read()
+            async with asyncio.timeout(self._body_timeout):
+                return await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise too_large from None
+        except TimeoutError:
+            raise ApiRequestError(
+                f"the request body did not arrive within {self._body_timeout:g} s", status=408
+            ) from None
 
     # --- middlewares ---------------------------------------------------------------------------
 
@@ -168,7 +176,10 @@ class HttpApi:
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            return _error(exc.status, exc.reason)
+            answer = _error(exc.status, exc.reason)
+            if "Allow" in exc.headers:  # 405: the methods the route takes
+                answer.headers["Allow"] = exc.headers["Allow"]
+            return answer
         except Exception:
             log.exception("http_request_failed", method=request.method, path=request.path)
             return _error(500, "internal error; the daemon's log has the details")
@@ -190,7 +201,12 @@ async def serve_http(
         yield None
         return
     api = HttpApi(running, clock=clock)
-    runner = web.AppRunner(api.app(), shutdown_timeout=SHUTDOWN_SECONDS)
+    limits = ConnectionLimits(
+        max_connections=settings.loyaltyd_http_max_connections,
+        header_timeout=settings.loyaltyd_http_header_timeout_seconds,
+        lifetime=settings.loyaltyd_http_connection_seconds,
+    )
+    runner = GuardedAppRunner(api.app(), limits=limits, shutdown_timeout=SHUTDOWN_SECONDS)
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.loyaltyd_http_host, settings.loyaltyd_http_port)

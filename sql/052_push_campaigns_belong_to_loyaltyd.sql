@@ -17,6 +17,7 @@
 -- * The daemon's bookkeeping (lease, audience count marker, unknown member ids) is kept.
 -- * predates_loyaltyd never changes: history stays history (push_campaigns_history_stays_history).
 -- * A new row starts with zero counters and no results, whatever the form sent.
+-- * Every writer's message is stored trimmed: what is counted is what is sent.
 --
 -- This is a guard against write-backs, not a security boundary: SQL users who can set
 -- application_name are trusted like the daemon; Softr and the Data API cannot.
@@ -112,6 +113,9 @@ BEGIN
     IF NOT loyaltyd.written_by_loyaltyd() THEN
         NEW := loyaltyd.guard_campaign_columns(NEW, OLD);
     END IF;
+    IF NEW.message_text IS DISTINCT FROM OLD.message_text THEN
+        NEW.message_text := pg_catalog.regexp_replace(NEW.message_text, '^\s+|\s+$', '', 'g');
+    END IF;
     content_changed := (NEW.program_id, NEW.message_text, NEW.segment,
         NEW.min_tier_points, NEW.min_points, NEW.inactive_days, NEW.zip_codes, NEW.member_ids,
         NEW.csv_upload_url)
@@ -162,6 +166,7 @@ DROP FUNCTION IF EXISTS public.loyaltyd_push_campaign_before_update();
 CREATE OR REPLACE FUNCTION loyaltyd.push_campaign_before_insert() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $$
 BEGIN
+    NEW.message_text := pg_catalog.regexp_replace(NEW.message_text, '^\s+|\s+$', '', 'g');
     IF loyaltyd.written_by_loyaltyd() THEN
         RETURN NEW;
     END IF;

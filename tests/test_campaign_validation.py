@@ -84,7 +84,7 @@ BAD_INPUT: list[tuple[str, str | None, dict[str, Any], str]] = [
         "VIP below zero",
         "push_campaigns_thresholds_not_negative",
         {"segment": "VIP", "min_tier_points": -1},
-        "min_tier_points must be a whole number, 0",
+        "min_tier_points must be a whole number from 0 to 2147483647",
     ),
     (
         "CSV without ids",
