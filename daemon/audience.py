@@ -27,6 +27,9 @@ MAX_MESSAGE_CHARS: Final = 500
 MAX_ZIP_CODES: Final = 10_000
 MAX_ZIP_CODE_CHARS: Final = 20
 MAX_MEMBER_ID_CHARS: Final = 200
+# Member ids of one CSV campaign (the member_ids column or a CSV file): a documented bound, so
+# a campaign cannot make a daemon hold millions of ids; larger audiences are segments.
+MAX_MEMBER_IDS: Final = 200_000
 MAX_NAME_CHARS: Final = 200
 # push_campaigns' thresholds are Postgres `integer` columns.
 MAX_THRESHOLD: Final = 2**31 - 1
@@ -141,7 +144,9 @@ def validate_audience(fields: Mapping[str, object], allowed_hosts: Sequence[str]
     if segment == "SLUMBER":
         return Audience(segment, inactive_days=_inactive_days(fields.get("inactive_days")))
     if segment == "LOCAL":
-        return Audience(segment, zip_codes=_zip_codes(fields.get("zip_codes")))
+        return Audience(
+            segment, zip_codes=_zip_codes(fields.get("zip_codes"), fields.get("zip_code_count"))
+        )
     if segment == "CSV":
         return _csv_audience(fields, allowed_hosts)
     return Audience(segment)
@@ -223,7 +228,9 @@ def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _zip_codes(value: object) -> tuple[str, ...]:
+def _zip_codes(value: object, listed: object = None) -> tuple[str, ...]:
+    if _is_int(listed) and listed > MAX_ZIP_CODES:
+        raise CampaignInputError(f"zip_codes lists {listed} codes; the limit is {MAX_ZIP_CODES}")
     codes = _clean_strings(value, "zip_codes")
     if not codes:
         raise CampaignInputError("the LOCAL segment needs at least one zip code in zip_codes")
@@ -238,6 +245,10 @@ def _zip_codes(value: object) -> tuple[str, ...]:
 
 
 def _csv_audience(fields: Mapping[str, object], allowed_hosts: Sequence[str]) -> Audience:
+    # The planner reads only the count of an over-long list (see due_campaigns).
+    listed = fields.get("member_id_count")
+    if _is_int(listed) and listed > MAX_MEMBER_IDS:
+        raise _too_many_member_ids(listed)
     member_ids = _clean_strings(fields.get("member_ids"), "member_ids")
     url = fields.get("csv_upload_url")
     has_url = isinstance(url, str) and bool(url.strip())
@@ -252,14 +263,24 @@ def _csv_audience(fields: Mapping[str, object], allowed_hosts: Sequence[str]) ->
 
 
 def check_member_ids(member_ids: Iterable[str]) -> tuple[str, ...]:
-    """Blank-free, without duplicates, in first-seen order; raises on an absurd id."""
+    """Blank-free, without duplicates, in first-seen order; raises on an absurd id or on
+    more than MAX_MEMBER_IDS of them."""
     unique = tuple(dict.fromkeys(m.strip() for m in member_ids if m.strip()))
+    if len(unique) > MAX_MEMBER_IDS:
+        raise _too_many_member_ids(len(unique))
     too_long = [m for m in unique if len(m) > MAX_MEMBER_ID_CHARS]
     if too_long:
         raise CampaignInputError(
             f"member id {too_long[0][:40]!r}… is longer than {MAX_MEMBER_ID_CHARS} characters"
         )
     return unique
+
+
+def _too_many_member_ids(count: int) -> CampaignInputError:
+    return CampaignInputError(
+        f"the campaign lists {count:,} member ids; the limit is {MAX_MEMBER_IDS:,} "
+        "(use a segment for larger audiences)"
+    )
 
 
 def _clean_strings(value: object, name: str) -> tuple[str, ...]:

@@ -31,6 +31,8 @@ import asyncpg
 import structlog
 
 from daemon.audience import (
+    MAX_MEMBER_IDS,
+    MAX_ZIP_CODES,
     SEGMENT_PARAMETERS,
     Audience,
     CampaignPlan,
@@ -194,7 +196,7 @@ class CampaignPlanner:
 
     async def plan_due(self) -> int:
         """Validate, lease and plan the campaigns due now; returns how many were looked at."""
-        rows = await self._pool.fetch(q("due_campaigns"), DUE_BATCH)
+        rows = await self._pool.fetch(q("due_campaigns"), DUE_BATCH, MAX_MEMBER_IDS, MAX_ZIP_CODES)
         for row in rows:
             campaign = DueCampaign.from_row(row)
             with structlog.contextvars.bound_contextvars(

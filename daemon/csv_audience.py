@@ -26,6 +26,7 @@ from daemon.errors import CampaignInputError
 MEMBER_ID_COLUMN: Final = "member_id"
 _DELIMITERS: Final = (",", ";", "\t", "|")
 _CHUNK_BYTES: Final = 64 * 1024
+_MAX_HEADER_CHARS: Final = 10_000
 
 
 class CsvFetcher:
@@ -87,12 +88,34 @@ def _too_large(max_bytes: int) -> CampaignInputError:
 
 def parse_member_csv(data: bytes) -> tuple[str, ...]:
     """Member ids from the `member_id` column (any case; a BOM, blanks and duplicates are
-    ignored; `,` `;` tab or `|` separated), in file order."""
+    ignored; `,` `;` tab or `|` separated; CRLF, LF or CR line ends), in file order.
+
+    Whatever the bytes, the result is the ids or a CampaignInputError the admin can read:
+    the campaign then ends FAILED after this one download, never stays PROCESSING."""
+    try:
+        return _parse(data)
+    except CampaignInputError:
+        raise
+    except (csv.Error, ValueError, IndexError) as exc:  # a reader's surprise, still input
+        raise CampaignInputError(f"the CSV could not be read: {exc}") from exc
+
+
+def _parse(data: bytes) -> tuple[str, ...]:
+    if b"\x00" in data:
+        raise CampaignInputError(
+            "the CSV contains NUL bytes: it is not a text CSV (export it as CSV UTF-8)"
+        )
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise CampaignInputError("the CSV is not UTF-8 text") from exc
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
     header, _, _ = text.partition("\n")
+    if len(header) > _MAX_HEADER_CHARS:
+        raise CampaignInputError(
+            f"the CSV's first line is {len(header):,} characters long; a header of column "
+            f"names is at most {_MAX_HEADER_CHARS:,}"
+        )
     delimiter, column = _find_member_column(header)
     ids = check_member_ids(_column_values(text, delimiter, column))
     if not ids:
@@ -116,9 +139,14 @@ def _normalise(name: str) -> str:
 
 
 def _column_values(text: str, delimiter: str, column: int) -> list[str]:
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter, strict=True)
-    next(reader, None)  # the header
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     try:
+        next(reader, None)  # the header
         return [row[column] for row in reader if len(row) > column]
     except csv.Error as exc:
-        raise CampaignInputError(f"the CSV is malformed at line {reader.line_num}: {exc}") from exc
+        reason = str(exc)
+        if "field larger than field limit" in reason:
+            reason = f"a cell is longer than {csv.field_size_limit():,} characters"
+        raise CampaignInputError(
+            f"the CSV is malformed at line {reader.line_num}: {reason}"
+        ) from exc

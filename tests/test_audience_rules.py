@@ -63,7 +63,10 @@ def test_segment_parameters_are_validated_with_defaults(
         ({"segment": "GOLD"}, "unknown segment 'GOLD'; use one of ALL, VIP"),
         ({"segment": ""}, "unknown segment ''"),
         ({"segment": 3}, "unknown segment 3"),
-        ({"segment": "VIP", "min_tier_points": -1}, "min_tier_points must be a whole number from 0 to 2147483647"),
+        (
+            {"segment": "VIP", "min_tier_points": -1},
+            "min_tier_points must be a whole number from 0 to 2147483647",
+        ),
         ({"segment": "WHALE", "min_points": 1.5}, "min_points must be a whole number"),
         ({"segment": "WHALE", "min_points": True}, "min_points must be a whole number"),
         ({"segment": "SLUMBER", "inactive_days": 0}, "inactive_days must be a whole number from 1"),

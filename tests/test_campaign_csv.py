@@ -111,6 +111,9 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tls]:
     yield Tls(cert, key)
 
 
+DOWNLOADS: dict[str, int] = {}
+
+
 def _csv_app() -> web.Application:
     async def members(_: web.Request) -> web.Response:
         body = "member_id,first_name\nM-csv-1,A\nM-csv-3,C\nM-nobody,X\nM-csv-1,A\n"
@@ -138,7 +141,21 @@ def _csv_app() -> web.Application:
     async def no_column(_: web.Request) -> web.Response:
         return web.Response(text="id,name\n1,A\n")
 
+    hostile = {
+        "/long-header.csv": b"member_id," + b"x" * 140_000 + b"\nM-csv-1,1\n",
+        "/long-cell.csv": b"member_id\n" + b'"' + b"y" * 140_000 + b'"\n',
+        "/cr-only.csv": b"member_id\rM-csv-1\rM-csv-3\r",
+        "/nul.csv": b"member_id\nM-csv-1\x00\n",
+        "/bad-quote.csv": b'member_id\n"M-csv-1\n',
+    }
+
+    async def hostile_file(request: web.Request) -> web.Response:
+        DOWNLOADS[request.path] = DOWNLOADS.get(request.path, 0) + 1
+        return web.Response(body=hostile[request.path], content_type="text/csv")
+
     app = web.Application()
+    for path in hostile:
+        app.router.add_get(path, hostile_file)
     app.router.add_get("/members.csv", members)
     app.router.add_get("/big.csv", big)
     app.router.add_get("/endless.csv", endless)
@@ -292,3 +309,65 @@ async def test_csv_campaign_with_a_bad_file_fails_and_sends_nothing(
 
 def _fake_overrides(url: str) -> dict[str, object]:
     return {k.lower(): v for k, v in daemon_env(url).items()}
+
+
+@pytest.mark.parametrize(
+    ("path", "error"),
+    [
+        ("/long-header.csv", "first line is 140,010 characters long"),
+        ("/long-cell.csv", "a cell is longer than 131,072 characters"),
+        ("/nul.csv", "contains NUL bytes"),
+        ("/bad-quote.csv", "the CSV is malformed"),
+    ],
+)
+async def test_a_hostile_csv_fails_the_campaign_after_one_download(
+    pool: asyncpg.Pool,
+    database_url: str,
+    make_settings: Callable[..., Settings],
+    csv_server: str,
+    tls: Tls,
+    path: str,
+    error: str,
+) -> None:
+    """Never PROCESSING with no error, never fetched again each lease: FAILED, readable."""
+    program = await make_program(pool)
+    DOWNLOADS.pop(path, None)
+    async with fake_passkit() as fake:
+        settings = _settings(
+            make_settings, loyaltyd_csv_max_bytes=1_000_000, **_fake_overrides(fake.url)
+        )
+        fetcher = CsvFetcher(settings, ssl_context=tls.client_context())
+        async with campaign_rig(pool, database_url, settings, csv_fetcher=fetcher) as rig:
+            row = await rig.finished(
+                await insert_campaign(
+                    pool, program_id=program, segment="CSV", csv_upload_url=csv_server + path
+                )
+            )
+    assert row["status"] == "FAILED" and error in row["error"], row["error"]
+    assert DOWNLOADS[path] == 1
+
+
+async def test_a_csv_with_cr_only_line_ends_is_read(
+    pool: asyncpg.Pool,
+    database_url: str,
+    make_settings: Callable[..., Settings],
+    csv_server: str,
+    tls: Tls,
+) -> None:
+    program = await make_program(pool)
+    async with pool.acquire() as conn:
+        await bulk_audience(conn, program, 4, prefix="csv")
+    async with fake_passkit() as fake:
+        settings = _settings(make_settings, **_fake_overrides(fake.url))
+        fetcher = CsvFetcher(settings, ssl_context=tls.client_context())
+        async with campaign_rig(pool, database_url, settings, csv_fetcher=fetcher) as rig:
+            row = await rig.finished(
+                await insert_campaign(
+                    pool,
+                    program_id=program,
+                    segment="CSV",
+                    csv_upload_url=csv_server + "/cr-only.csv",
+                )
+            )
+    assert row["status"] == "COMPLETED"
+    assert messages_by_pass(fake) == {"csv-1": 1, "csv-3": 1}

@@ -4,13 +4,18 @@
 -- --- planner: campaigns ----------------------------------------------------------------------
 
 -- name: due_campaigns
--- $1 = at most this many rows. Campaigns the planner has work on, with what validation needs:
+-- $1 = at most this many rows, $2 / $3 = the most member ids / zip codes a campaign may list. Campaigns the planner has work on, with what validation needs:
 -- PENDING ones whose time has come, DRAFTs to count, and PROCESSING ones a crashed daemon was
 -- still planning (lease_owner set by us: a row some older tool left PROCESSING is not ours to
 -- resend). `version` (the row's xmin) lets the claim refuse a row edited since it was read.
 SELECT c.id, c.xmin::text AS version, c.status, c.program_id, c.name, c.message_text,
-       c.segment, c.min_tier_points, c.min_points, c.inactive_days, c.zip_codes,
-       c.member_ids, c.csv_upload_url, g.id IS NOT NULL AS program_exists
+       c.segment, c.min_tier_points, c.min_points, c.inactive_days,
+       -- a list over its limit is not read at all: its count fails the campaign
+       CASE WHEN coalesce(cardinality(c.zip_codes), 0) <= $3 THEN c.zip_codes END AS zip_codes,
+       cardinality(c.zip_codes) AS zip_code_count,
+       CASE WHEN coalesce(cardinality(c.member_ids), 0) <= $2 THEN c.member_ids END AS member_ids,
+       cardinality(c.member_ids) AS member_id_count,
+       c.csv_upload_url, g.id IS NOT NULL AS program_exists
   FROM push_campaigns c
   LEFT JOIN programs g ON g.id = c.program_id
  WHERE ((c.status = 'PENDING' AND (c.scheduled_at IS NULL OR c.scheduled_at <= now()))
