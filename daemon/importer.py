@@ -49,6 +49,7 @@ from daemon.queries import q
 log = get_logger(__name__)
 
 BATCH_SIZE = 5000
+_LARGEST_CELL = 64 * 1024 * 1024
 OUTCOMES = ("created", "updated", "unchanged", "rejected")
 # A pass another writer created between our check and our insert: the row is re-importable.
 LOST = "lost"
@@ -174,6 +175,9 @@ class _RowReader:
     """Validated rows of an open CSV file, a batch at a time (runs in a worker thread)."""
 
     def __init__(self, handle: IO[str], today: date) -> None:
+        # The csv module refuses a cell over 128 KiB by aborting the whole file; let it through
+        # so that the row rules reject that one row (every column has a length limit).
+        csv.field_size_limit(max(csv.field_size_limit(), _LARGEST_CELL))
         first = handle.readline()
         if not first.strip():
             raise ImportAborted("the file has no header row (the first line is empty)")

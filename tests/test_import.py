@@ -415,3 +415,50 @@ async def test_a_member_of_this_program_only_is_updated_by_the_file(
     (row,) = (await _import(pool, path, program)).rows
     assert row.outcome == "updated" and "another program" not in row.detail
     assert await pool.fetchval("SELECT first_name FROM users WHERE id = $1", bob) == "Robert"
+
+
+async def test_the_report_and_the_terminal_are_safe_to_open(
+    pool: asyncpg.Pool,
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Formula cells are quoted in the report (OWASP CSV injection); control characters are
+    escaped on the terminal, never obeyed."""
+    program = await make_program(pool)
+    path = tmp_path / "evil.csv"
+    path.write_text(
+        "email,first_name,member_id\n"
+        '=HYPERLINK("http://x")@example.com,A,M-1\n'
+        "ok@example.com,B,+SUM(A1)\n"
+        "bad\x1b[2Jmail,C,@M-3\n"
+        "-fine@example.com,D,M-4\n",
+        encoding="utf-8",
+    )
+    report_path = tmp_path / "report.csv"
+    code = await _command(
+        make_settings(), str(path), "--program", str(program), "--report", str(report_path)
+    )
+    assert code == 1
+    printed = capsys.readouterr().out
+    assert "\x1b" not in printed and "\\x1b[2J" in printed
+    with report_path.open(newline="") as handle:
+        rows = list(csv.reader(handle))[1:]
+    cells = [cell for row in rows for cell in row[1:]]
+    assert all(not c.startswith(("=", "+", "-", "@", "\t", "\r")) for c in cells), cells
+    assert "'+SUM(A1)" in cells and "'@M-3" in cells and "'-fine@example.com" in cells
+
+
+async def test_one_oversize_cell_rejects_its_row_not_the_file(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    program = await make_program(pool)
+    path = tmp_path / "big.csv"
+    path.write_text(
+        "email,first_name,member_id\n"
+        f"big@example.com,{'x' * 200_000},M-1\n"
+        "small@example.com,Sam,M-2\n"
+    )
+    report = await _import(pool, path, program)
+    assert [r.outcome for r in report.rows] == ["rejected", "created"]
+    assert "first_name is longer than" in report.rows[0].detail

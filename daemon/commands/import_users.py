@@ -78,7 +78,7 @@ def _print_report(report: ImportReport, out: TextIO) -> None:
     for row in report.needing_attention():
         out.write(_problem_line(row))
     if report.ignored_columns:
-        out.write(f"ignored columns: {', '.join(report.ignored_columns)}\n")
+        out.write(f"ignored columns: {printable(', '.join(report.ignored_columns))}\n")
     counts = report.counts
     out.write(
         f"{len(report.rows)} rows: {counts['created']} created, {counts['updated']} updated, "
@@ -88,10 +88,26 @@ def _print_report(report: ImportReport, out: TextIO) -> None:
 
 
 def _problem_line(row: RowResult) -> str:
-    who = row.email or "(no email)"
+    who = printable(row.email or "(no email)")
     if row.outcome == "rejected":
-        return f"line {row.line}: {who}: REJECTED: {row.detail}\n"
-    return f"line {row.line}: {who}: {row.outcome} with warning: {'; '.join(row.warnings)}\n"
+        return f"line {row.line}: {who}: REJECTED: {printable(row.detail)}\n"
+    warnings = printable("; ".join(row.warnings))
+    return f"line {row.line}: {who}: {row.outcome} with warning: {warnings}\n"
+
+
+def printable(text: str) -> str:
+    """Text from the file as it may reach a terminal: control characters (escape sequences,
+    carriage returns, bells) written as escapes, never obeyed."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+# OWASP "CSV injection": a spreadsheet runs a cell that starts with one of these.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_cell(value: str) -> str:
+    """A report cell a spreadsheet shows as text: a leading formula character is quoted."""
+    return "'" + value if value.startswith(_FORMULA_START) else value
 
 
 def _write_report(report: ImportReport, target: str) -> None:
@@ -106,9 +122,8 @@ def _write_rows(report: ImportReport, handle: TextIO) -> None:
     writer = csv.writer(handle)
     writer.writerow(REPORT_FIELDS)
     for r in report.rows:
-        writer.writerow(
-            (r.line, r.email or "", r.member_id or "", r.outcome, r.detail, "; ".join(r.warnings))
-        )
+        cells = (r.email or "", r.member_id or "", r.outcome, r.detail, "; ".join(r.warnings))
+        writer.writerow((r.line, *(safe_cell(c) for c in cells)))
 
 
 class _ProgressBar:
