@@ -32,7 +32,8 @@ class SecretScrubber:
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, REDACTED)
-        return _JWT.sub(REDACTED, redact_passwords(text))
+        text = redact_passwords(text)
+        return _JWT.sub(REDACTED, text) if "eyJ" in text else text
 
     def _clean(self, value: Any) -> Any:
         if isinstance(value, str):
