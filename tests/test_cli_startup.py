@@ -3,7 +3,6 @@ never a traceback: bad DATABASE_URLs, a missing --env-file, a taken HTTP port, b
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import struct
@@ -209,4 +208,3 @@ def test_the_demo_refuses_fewer_than_one_member(members: str) -> None:
 def test_no_subcommand_shows_the_commands() -> None:
     result = _loyaltyd()
     assert result.returncode == 2 and "COMMAND" in result.stderr
-    asyncio.get_event_loop_policy()  # the CLI left no loop behind to warn about
