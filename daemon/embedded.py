@@ -92,13 +92,16 @@ class EmbeddedPostgres:
         self._stop_on_exit = True
         self._socket_dir: Path | None = None
         self._password = ""
+        # Found once by start(), for stop() to use again.
+        self._bin_dir: Path | None = None
+        self._user: ServerUser | None = None
 
     # --- public ---------------------------------------------------------------------------
 
     def start(self, *, stop_on_exit: bool = True) -> str:
         """Start (or join) the server and return an admin DSN for its `postgres` database."""
-        bin_dir = binaries()
-        user = _server_user()
+        bin_dir = self._bin_dir = binaries()
+        user = self._user = _server_user()
         self._stop_on_exit = stop_on_exit
         self._prepare_root()
         with self._start_lock():
@@ -130,7 +133,8 @@ class EmbeddedPostgres:
             return
         self._started_here = False
         if self._stop_on_exit or self._remove_on_stop:
-            self._pg_ctl(binaries(), _server_user(), "stop", "-m", "fast", "-w")
+            assert self._bin_dir is not None and self._user is not None
+            self._pg_ctl(self._bin_dir, self._user, "stop", "-m", "fast", "-w")
             if self._socket_dir is not None and self._socket_dir != self.pgdata:
                 shutil.rmtree(self._socket_dir, ignore_errors=True)
         if self._remove_on_stop:

@@ -37,17 +37,22 @@ class GuardedRequestHandler(RequestHandler):
 
     limits: ConnectionLimits
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._headers_seen = False
+        self._tail = b""  # the last bytes received, for an end of headers split across reads
+        self._header_deadline: asyncio.TimerHandle | None = None
+        self._lifetime: asyncio.TimerHandle | None = None
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self._headers_seen = False
-        self._tail = b""
         manager = self._manager
         if manager is not None and len(manager.connections) > self.limits.max_connections:
             log.warning("http_connection_refused", reason="too many connections")
             transport.close()
             return
         loop = asyncio.get_running_loop()
-        self._header_deadline: asyncio.TimerHandle | None = loop.call_later(
+        self._header_deadline = loop.call_later(
             self.limits.header_timeout, self._headers_too_slow
         )
         self._lifetime = loop.call_later(self.limits.lifetime, self.close)
@@ -62,7 +67,7 @@ class GuardedRequestHandler(RequestHandler):
         super().data_received(data)
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        for timer in (getattr(self, "_header_deadline", None), getattr(self, "_lifetime", None)):
+        for timer in (self._header_deadline, self._lifetime):
             if timer is not None:
                 timer.cancel()
         super().connection_lost(exc)

@@ -7,6 +7,7 @@ import asyncio
 import shutil
 import ssl
 import subprocess
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,6 +241,28 @@ async def test_the_host_is_checked_before_anything_is_downloaded(
 # --- campaigns -------------------------------------------------------------------------------
 
 
+async def _send_csv_campaign(
+    pool: asyncpg.Pool,
+    database_url: str,
+    settings_for_fake: Callable[[str], Settings],
+    tls: Tls,
+    url: str,
+) -> tuple[asyncpg.Record, Counter[str]]:
+    """A CSV campaign from `url` to a program of 4 members (`csv-1`…`csv-4`), run to its end
+    by a planner and a worker; the finished row and the messages per pass at the fake."""
+    program = await make_program(pool)
+    async with pool.acquire() as conn:
+        await bulk_audience(conn, program, 4, prefix="csv")
+    async with fake_passkit() as fake:
+        settings = settings_for_fake(fake.url)
+        fetcher = CsvFetcher(settings, ssl_context=tls.client_context())
+        async with campaign_rig(pool, database_url, settings, csv_fetcher=fetcher) as rig:
+            row = await rig.finished(
+                await insert_campaign(pool, program_id=program, segment="CSV", csv_upload_url=url)
+            )
+    return row, messages_by_pass(fake)
+
+
 async def test_csv_campaign_reaches_the_listed_members_and_reports_unknown_ids(
     pool: asyncpg.Pool,
     database_url: str,
@@ -247,25 +270,17 @@ async def test_csv_campaign_reaches_the_listed_members_and_reports_unknown_ids(
     csv_server: str,
     tls: Tls,
 ) -> None:
-    program = await make_program(pool)
-    async with pool.acquire() as conn:
-        await bulk_audience(conn, program, 4, prefix="csv")
-    async with fake_passkit() as fake:
-        settings = _settings(make_settings, **_fake_overrides(fake.url))
-        fetcher = CsvFetcher(settings, ssl_context=tls.client_context())
-        async with campaign_rig(pool, database_url, settings, csv_fetcher=fetcher) as rig:
-            row = await rig.finished(
-                await insert_campaign(
-                    pool,
-                    program_id=program,
-                    segment="CSV",
-                    csv_upload_url=f"{csv_server}/members.csv",
-                )
-            )
+    row, sent = await _send_csv_campaign(
+        pool,
+        database_url,
+        lambda url: _settings(make_settings, **_fake_overrides(url)),
+        tls,
+        f"{csv_server}/members.csv",
+    )
     assert row["status"] == "COMPLETED", row["error"]
     assert (row["recipient_count"], row["sent_count"]) == (2, 2)
     assert (row["unknown_member_count"], row["unknown_member_ids"]) == (1, ["M-nobody"])
-    assert messages_by_pass(fake) == {"csv-1": 1, "csv-3": 1}
+    assert sent == {"csv-1": 1, "csv-3": 1}
 
 
 @pytest.mark.parametrize(
@@ -330,21 +345,19 @@ async def test_a_hostile_csv_fails_the_campaign_after_one_download(
     error: str,
 ) -> None:
     """Never PROCESSING with no error, never fetched again each lease: FAILED, readable."""
-    program = await make_program(pool)
     DOWNLOADS.pop(path, None)
-    async with fake_passkit() as fake:
-        settings = _settings(
-            make_settings, loyaltyd_csv_max_bytes=1_000_000, **_fake_overrides(fake.url)
-        )
-        fetcher = CsvFetcher(settings, ssl_context=tls.client_context())
-        async with campaign_rig(pool, database_url, settings, csv_fetcher=fetcher) as rig:
-            row = await rig.finished(
-                await insert_campaign(
-                    pool, program_id=program, segment="CSV", csv_upload_url=csv_server + path
-                )
-            )
+    row, sent = await _send_csv_campaign(
+        pool,
+        database_url,
+        lambda url: _settings(
+            make_settings, loyaltyd_csv_max_bytes=1_000_000, **_fake_overrides(url)
+        ),
+        tls,
+        csv_server + path,
+    )
     assert row["status"] == "FAILED" and error in row["error"], row["error"]
     assert DOWNLOADS[path] == 1
+    assert sent == {}
 
 
 async def test_a_csv_with_cr_only_line_ends_is_read(
@@ -354,20 +367,12 @@ async def test_a_csv_with_cr_only_line_ends_is_read(
     csv_server: str,
     tls: Tls,
 ) -> None:
-    program = await make_program(pool)
-    async with pool.acquire() as conn:
-        await bulk_audience(conn, program, 4, prefix="csv")
-    async with fake_passkit() as fake:
-        settings = _settings(make_settings, **_fake_overrides(fake.url))
-        fetcher = CsvFetcher(settings, ssl_context=tls.client_context())
-        async with campaign_rig(pool, database_url, settings, csv_fetcher=fetcher) as rig:
-            row = await rig.finished(
-                await insert_campaign(
-                    pool,
-                    program_id=program,
-                    segment="CSV",
-                    csv_upload_url=csv_server + "/cr-only.csv",
-                )
-            )
+    row, sent = await _send_csv_campaign(
+        pool,
+        database_url,
+        lambda url: _settings(make_settings, **_fake_overrides(url)),
+        tls,
+        csv_server + "/cr-only.csv",
+    )
     assert row["status"] == "COMPLETED"
-    assert messages_by_pass(fake) == {"csv-1": 1, "csv-3": 1}
+    assert sent == {"csv-1": 1, "csv-3": 1}

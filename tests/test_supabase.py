@@ -183,22 +183,42 @@ async def test_nothing_of_loyaltyd_is_left_in_public_for_the_data_api(
 async def test_a_transaction_inserted_by_an_admin_reaches_the_queue_without_privileges_on_it(
     db: asyncpg.Connection,
 ) -> None:
-    """The queue triggers are SECURITY DEFINER: the admin needs no right on loyaltyd."""
-    async with acting_as(db, "authenticated", ADMIN_A):
-        await db.execute(
-            "INSERT INTO transactions (pass_id, kind, notification_message) "
-            "VALUES ($1, 'REDEEM', 'Enjoy!')",
-            uuid.UUID(PASS_A),
-        )
-        assert await db.fetchval("SELECT current_user") == "authenticated"
-    # rolled back with the request; do it again as the daemon's role to see the queue row
+    """The queue triggers are SECURITY DEFINER: the admin's own committed insert owes the
+    pass its message, though the admin has no right on loyaltyd's queue."""
+    await _as_session(db, "authenticated", ADMIN_A)
     await db.execute(
-        "INSERT INTO transactions (pass_id, kind, notification_message) VALUES ($1, 'REDEEM', "
-        "'Enjoy!')",
+        "INSERT INTO transactions (pass_id, kind, notification_message) "
+        "VALUES ($1, 'REDEEM', 'Enjoy!')",
         uuid.UUID(PASS_A),
     )
+    assert "permission denied" in await _error_of(db, "SELECT * FROM loyaltyd.pass_syncs")
+    await _as_daemon(db)
     row = await db.fetchrow("SELECT message, program_id FROM loyaltyd.pass_syncs")
     assert row is not None and row["message"] == "Enjoy!" and str(row["program_id"]) == PROGRAM_A
+
+
+async def _as_session(conn: asyncpg.Connection, role: str, sub: str) -> None:
+    """The Data API's role and claims for the rest of the session (its writes commit)."""
+    await conn.execute(f"SET ROLE {role}")
+    await conn.execute("SET application_name = 'postgrest'")
+    await conn.execute(
+        "SELECT set_config('request.jwt.claims', $1, false)",
+        json.dumps({"role": role, "sub": sub}),
+    )
+
+
+async def _as_daemon(conn: asyncpg.Connection) -> None:
+    await conn.execute("RESET ROLE")
+    await conn.execute(f"SET application_name = '{AS_DAEMON['application_name']}'")
+    await conn.execute("SELECT set_config('request.jwt.claims', '', false)")
+
+
+async def _error_of(conn: asyncpg.Connection, sql: str) -> str:
+    try:
+        await conn.execute(sql)
+    except asyncpg.PostgresError as exc:
+        return str(exc)
+    raise AssertionError(f"allowed: {sql}")
 
 
 async def test_an_admin_sees_only_their_programs_campaigns_progress_and_recipients(
@@ -313,21 +333,14 @@ async def test_campaigns_that_predate_loyaltyd_are_history_and_a_new_one_is_sent
             await asyncio.sleep(2)  # the planner's first sweeps and polls
             assert texts_sent(fake, "pk-alice-a") == []
             assert texts_sent(fake, "pk-bob-b") == []
-            # The admin's request is committed here (acting_as rolls back), so set the role
-            # for the session.
-            await db.execute("SET ROLE authenticated")
-            await db.execute("SET application_name = 'postgrest'")
-            await db.execute(
-                "SELECT set_config('request.jwt.claims', $1, false)",
-                json.dumps({"role": "authenticated", "sub": ADMIN_A}),
-            )
+            # The admin's request is committed here (acting_as rolls back).
+            await _as_session(db, "authenticated", ADMIN_A)
             new = await db.fetchval(
                 "INSERT INTO push_campaigns (program_id, name, message_text) "
                 "VALUES ($1, 'Today', 'Pizza is on us') RETURNING id",
                 uuid.UUID(PROGRAM_A),
             )
-            await db.execute("RESET ROLE")
-            await db.execute("SET application_name = 'loyaltyd-test'")
+            await _as_daemon(db)
             await wait_until(lambda: texts_sent(fake, "pk-alice-a") == ["Pizza is on us"], 15)
     history = await db.fetch(
         "SELECT id, status, recipient_count, sent_count, predates_loyaltyd FROM push_campaigns "
@@ -413,10 +426,41 @@ async def test_the_users_rpc_and_its_wrapper_answer_positional_and_named_calls(
     assert json.loads(wrapped) == {"new_balance": 300}
 
 
-async def test_the_birthday_bot_uses_loyaltyds_own_ledger(db: asyncpg.Connection) -> None:
-    from daemon.queries import q
+async def test_the_birthday_bot_uses_loyaltyds_own_ledger(
+    supabase: str, db: asyncpg.Connection
+) -> None:
+    """Beside the user's own process_membership_transaction, a birthday gift still goes
+    through loyaltyd's: the BIRTHDAY ledger row, the balance and the log row."""
+    from datetime import UTC, datetime
 
-    assert "loyaltyd.process_membership_transaction(" in q("birthday_give_points")
+    from daemon.birthday import run_birthdays
+
+    now = datetime.now(UTC)
+    await db.execute(
+        "UPDATE programs SET birthday_bot_enabled = true, birthday_reward_points = 25, "
+        "timezone = 'UTC' WHERE id = $1",
+        uuid.UUID(PROGRAM_A),
+    )
+    await db.execute(
+        "UPDATE users SET birth_date = make_date(1990, $1, $2) WHERE first_name = 'Alice'",
+        now.month,
+        now.day if (now.month, now.day) != (2, 29) else 28,
+    )
+    pool = await asyncpg.create_pool(supabase, min_size=1, max_size=2, server_settings=AS_DAEMON)
+    assert pool is not None
+    try:
+        summary = await run_birthdays(pool, now=now)
+    finally:
+        await pool.close()
+    assert summary.gifted == 1, summary
+    row = await db.fetchrow(
+        "SELECT t.kind, t.points_delta, m.points_balance FROM transactions t "
+        "JOIN protocol_membership m ON m.pass_id = t.pass_id "
+        "WHERE t.pass_id = $1 AND t.kind = 'BIRTHDAY'",
+        uuid.UUID(PASS_A),
+    )
+    assert row is not None and tuple(row) == ("BIRTHDAY", 25, 325)
+    assert await db.fetchval("SELECT count(*) FROM birthday_logs") == 1
 
 
 # --- 4. emails --------------------------------------------------------------------------------
@@ -504,19 +548,13 @@ async def test_the_daemon_syncs_a_transaction_an_admin_wrote(
     async with fake_passkit() as fake:
         settings = settings_for(make_settings, fake.url, database_url=supabase)
         async with running_daemon(settings, supabase):
-            await db.execute("SET ROLE authenticated")
-            await db.execute("SET application_name = 'postgrest'")
-            await db.execute(
-                "SELECT set_config('request.jwt.claims', $1, false)",
-                json.dumps({"role": "authenticated", "sub": ADMIN_A}),
-            )
+            await _as_session(db, "authenticated", ADMIN_A)
             await db.execute(
                 "INSERT INTO transactions (pass_id, kind, notification_message) "
                 "VALUES ($1, 'ADJUST', 'Thanks for coming')",
                 uuid.UUID(PASS_A),
             )
-            await db.execute("RESET ROLE")
-            await db.execute("SET application_name = 'loyaltyd-test'")
+            await _as_daemon(db)
             await wait_until(lambda: texts_sent(fake, "pk-alice-a") == ["Thanks for coming"], 10)
 
 

@@ -26,7 +26,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,8 +158,7 @@ class Container:
             self.run("systemctl", "reset-failed", UNIT, check=False)
             self.run("systemctl", "start", UNIT)
 
-    def wait_for(self, check: object, timeout: float, what: str) -> float:
-        assert callable(check)
+    def wait_for(self, check: Callable[[], bool], timeout: float, what: str) -> float:
         started = time.monotonic()
         while not check():
             if time.monotonic() - started > timeout:
