@@ -52,9 +52,7 @@ class GuardedRequestHandler(RequestHandler):
             transport.close()
             return
         loop = asyncio.get_running_loop()
-        self._header_deadline = loop.call_later(
-            self.limits.header_timeout, self._headers_too_slow
-        )
+        self._header_deadline = loop.call_later(self.limits.header_timeout, self._headers_too_slow)
         self._lifetime = loop.call_later(self.limits.lifetime, self.close)
 
     def data_received(self, data: bytes) -> None:
