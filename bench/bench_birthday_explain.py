@@ -26,9 +26,9 @@ from datetime import UTC, datetime
 import asyncpg
 
 from bench._common import bench_database
-from daemon.birthday import run_birthdays
-from daemon.birthday_rules import birthday_keys
-from daemon.queries import q
+from daemon.birthday.bot import run_birthdays
+from daemon.birthday.rules import birthday_keys
+from daemon.store.queries import q
 
 INDEX = "users_birthday_month_day_idx"
 NOW = datetime(2024, 6, 15, 12, 0, tzinfo=UTC)  # 14:00 in Paris

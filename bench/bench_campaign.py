@@ -41,11 +41,11 @@ import asyncpg
 from pydantic import SecretStr
 
 from bench._common import Verdict, bench_database, print_table, print_verdicts
-from daemon.config import Settings
-from daemon.fakepasskit import ROUTE_UPDATE_MEMBER, FakePassKit, LatencyModel
-from daemon.logs import configure_logging
-from daemon.metrics import Metrics
-from daemon.passkit import PassKitClient
+from daemon.core.config import Settings
+from daemon.core.logs import configure_logging
+from daemon.core.metrics import Metrics
+from daemon.passkit.client import PassKitClient
+from daemon.testing.fakepasskit import ROUTE_UPDATE_MEMBER, FakePassKit, LatencyModel
 
 REPO = Path(__file__).resolve().parent.parent
 API_KEY = "bench-api-key"

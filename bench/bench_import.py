@@ -34,8 +34,8 @@ from pathlib import Path
 import asyncpg
 
 from bench._common import bench_database
-from daemon.import_rules import COLUMNS
-from daemon.importer import ImportReport, import_users
+from daemon.members.importer import ImportReport, import_users
+from daemon.members.rules import COLUMNS
 
 REPO = Path(__file__).resolve().parent.parent
 TODAY = date(2024, 6, 15)

@@ -29,11 +29,11 @@ from typing import Any
 from pydantic import SecretStr
 
 from bench._common import Verdict, print_table, print_verdicts
-from daemon.config import Settings
-from daemon.fakepasskit import FakePassKit, LatencyModel
-from daemon.logs import configure_logging
-from daemon.metrics import Metrics
-from daemon.passkit import PassKitClient
+from daemon.core.config import Settings
+from daemon.core.logs import configure_logging
+from daemon.core.metrics import Metrics
+from daemon.passkit.client import PassKitClient
+from daemon.testing.fakepasskit import FakePassKit, LatencyModel
 
 API_KEY = "bench-api-key"
 API_SECRET = "bench-api-secret-long-enough-for-hs256-keys"

@@ -22,7 +22,7 @@ from pathlib import Path
 import asyncpg
 
 from bench._common import bench_database, percentile
-from daemon.fakepasskit import FakePassKit
+from daemon.testing.fakepasskit import FakePassKit
 
 REPO = Path(__file__).resolve().parent.parent
 KEY, SECRET = "bench-key", "bench-secret-0123456789abcdef-0123456789"

@@ -20,21 +20,21 @@ import asyncpg
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from daemon.birthday import schedule_birthdays
-from daemon.campaign_queue import CampaignDeliveryQueue
-from daemon.campaigns import CHANNEL as CAMPAIGNS_CHANNEL
-from daemon.campaigns import CampaignPlanner
-from daemon.clock import utc_now
-from daemon.config import Settings
-from daemon.db import create_pool
-from daemon.http import serve_http
-from daemon.listener import Listener
-from daemon.logs import get_logger
-from daemon.metrics import Metrics
-from daemon.passkit import PassKitClient, warn_if_mock
-from daemon.sdnotify import notify_systemd
-from daemon.sync import PassSyncQueue
-from daemon.worker import Worker, WorkerConfig
+from daemon.birthday.bot import schedule_birthdays
+from daemon.campaigns.delivery import CampaignDeliveryQueue
+from daemon.campaigns.planner import CHANNEL as CAMPAIGNS_CHANNEL
+from daemon.campaigns.planner import CampaignPlanner
+from daemon.core.clock import utc_now
+from daemon.core.config import Settings
+from daemon.core.logs import get_logger
+from daemon.core.metrics import Metrics
+from daemon.engine.worker import Worker, WorkerConfig
+from daemon.ops.http import serve_http
+from daemon.ops.sdnotify import notify_systemd
+from daemon.passes.sync import PassSyncQueue
+from daemon.passkit.client import PassKitClient, warn_if_mock
+from daemon.store.listener import Listener
+from daemon.store.pool import create_pool
 
 log = get_logger(__name__)
 
@@ -87,7 +87,11 @@ def _build_sync(daemon: Daemon) -> None:
     doorbell = daemon.doorbells.setdefault(queue.channel, asyncio.Event())
     daemon.workers.append(
         Worker(
-            queue, _worker_config(s), owner=daemon.owner, doorbell=doorbell, metrics=daemon.metrics
+            queue,
+            _worker_config(s),
+            owner=daemon.owner,
+            doorbell=doorbell,
+            metrics=daemon.metrics,
         )
     )
 
@@ -104,7 +108,11 @@ def _build_campaigns(daemon: Daemon) -> None:
     doorbell = daemon.doorbells.setdefault(queue.channel, asyncio.Event())
     daemon.workers.append(
         Worker(
-            queue, _worker_config(s), owner=daemon.owner, doorbell=doorbell, metrics=daemon.metrics
+            queue,
+            _worker_config(s),
+            owner=daemon.owner,
+            doorbell=doorbell,
+            metrics=daemon.metrics,
         )
     )
 

@@ -12,16 +12,16 @@ from typing import Any
 
 import asyncpg
 
-from daemon.campaign_queue import CHANNEL as DELIVERIES_CHANNEL
-from daemon.campaign_queue import CampaignDeliveryQueue
-from daemon.campaigns import CHANNEL as CAMPAIGNS_CHANNEL
-from daemon.campaigns import CampaignPlanner
-from daemon.config import Settings
-from daemon.csv_audience import CsvFetcher
-from daemon.fakepasskit import FakePassKit
-from daemon.listener import Listener
-from daemon.passkit import PassKitClient, visible_text
-from daemon.worker import Worker, WorkerConfig
+from daemon.campaigns.csv_audience import CsvFetcher
+from daemon.campaigns.delivery import CHANNEL as DELIVERIES_CHANNEL
+from daemon.campaigns.delivery import CampaignDeliveryQueue
+from daemon.campaigns.planner import CHANNEL as CAMPAIGNS_CHANNEL
+from daemon.campaigns.planner import CampaignPlanner
+from daemon.core.config import Settings
+from daemon.engine.worker import Worker, WorkerConfig
+from daemon.passkit.client import PassKitClient, visible_text
+from daemon.store.listener import Listener
+from daemon.testing.fakepasskit import FakePassKit
 from tests.harness import wait_until
 
 

@@ -18,10 +18,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from daemon.config import Settings
-from daemon.dsn import with_database
-from daemon.embedded import EmbeddedPostgres
-from daemon.migrate import migrate
+from daemon.core.config import Settings
+from daemon.core.dsn import with_database
+from daemon.store.embedded import EmbeddedPostgres
+from daemon.store.migrate import migrate
 
 TEST_DSN_ENV = "LOYALTYD_TEST_DATABASE_URL"
 REPO = Path(__file__).resolve().parent.parent

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from daemon.app import Daemon, run_daemon
-from daemon.config import Settings
-from daemon.fakepasskit import ROUTE_UPDATE_MEMBER, FakePassKit
+from daemon.core.config import Settings
+from daemon.testing.fakepasskit import ROUTE_UPDATE_MEMBER, FakePassKit
 
 API_KEY = "test-api-key-0123"
 API_SECRET = "test-api-secret-4567-abcdefghijklmnop"

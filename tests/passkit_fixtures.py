@@ -18,7 +18,7 @@ import pytest
 from aioresponses import aioresponses
 from aioresponses import core as aioresponses_core
 
-from daemon.config import Settings
+from daemon.core.config import Settings
 
 API_KEY = "test-api-key-0123456789"
 # 32+ bytes: pyjwt warns about shorter HMAC keys.

@@ -1,4 +1,5 @@
-"""Campaign input rules (daemon/audience.py): segments, parameters, defaults, message, CSV URL."""
+"""Campaign input rules (daemon/campaigns/rules.py): segments, parameters, defaults, message,
+CSV URL."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from daemon.audience import (
+from daemon.campaigns.rules import (
     Audience,
     check_csv_url,
     host_is_allowed,
@@ -15,7 +16,7 @@ from daemon.audience import (
     validate_campaign,
     validate_message,
 )
-from daemon.errors import CampaignInputError
+from daemon.core.errors import CampaignInputError
 
 HOSTS = ("files.example.com", ".supabase.co")
 

@@ -17,11 +17,11 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from structlog.testing import LogCapture
 
-from daemon.birthday import BirthdaySummary, birthday_tick, run_birthdays, schedule_birthdays
-from daemon.cli import build_parser
-from daemon.commands import birthday_run
-from daemon.config import Settings
-from daemon.queries import q
+from daemon.birthday.bot import BirthdaySummary, birthday_tick, run_birthdays, schedule_birthdays
+from daemon.cli.commands import birthday_run
+from daemon.cli.main import build_parser
+from daemon.core.config import Settings
+from daemon.store.queries import q
 from tests.factories import make_pass, make_program, make_user
 
 MESSAGE = "Happy birthday {first_name|friend}! {points} points at {program_name}."

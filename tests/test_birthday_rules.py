@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
-from daemon.birthday_rules import (
+from daemon.birthday.rules import (
     UnknownTimezone,
     birthday_key,
     birthday_keys,

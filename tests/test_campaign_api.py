@@ -11,9 +11,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from daemon.campaigns import CampaignPlanner, campaign_status, create_campaign
-from daemon.config import Settings
-from daemon.errors import CampaignInputError, LoyaltydError
+from daemon.campaigns.planner import CampaignPlanner, campaign_status, create_campaign
+from daemon.core.config import Settings
+from daemon.core.errors import CampaignInputError, LoyaltydError
 from tests.campaign_support import campaign, insert_campaign
 from tests.factories import make_pass, make_program
 

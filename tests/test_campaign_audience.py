@@ -9,8 +9,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from daemon.audience import validate_audience
-from daemon.queries import q
+from daemon.campaigns.rules import validate_audience
+from daemon.store.queries import q
 from tests.factories import make_pass, make_program, make_user
 
 

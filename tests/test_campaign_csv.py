@@ -16,9 +16,9 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from daemon.config import Settings
-from daemon.csv_audience import CsvFetcher, parse_member_csv
-from daemon.errors import CampaignInputError
+from daemon.campaigns.csv_audience import CsvFetcher, parse_member_csv
+from daemon.core.config import Settings
+from daemon.core.errors import CampaignInputError
 from tests.campaign_support import bulk_audience, campaign_rig, insert_campaign
 from tests.factories import make_program
 from tests.harness import daemon_env, fake_passkit, messages_by_pass

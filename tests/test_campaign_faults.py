@@ -11,7 +11,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from daemon.fakepasskit import FakePassKit, LatencyModel
+from daemon.testing.fakepasskit import FakePassKit, LatencyModel
 from tests.campaign_support import bulk_audience, campaign, insert_campaign
 from tests.factories import make_program
 from tests.harness import DaemonProcess, daemon_env, fake_passkit, messages_by_pass, wait_until

@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from daemon.config import Settings
-from daemon.fakepasskit import LatencyModel
+from daemon.core.config import Settings
+from daemon.testing.fakepasskit import LatencyModel
 from tests.campaign_support import bulk_audience, campaign, insert_campaign
 from tests.factories import make_program
 from tests.harness import fake_passkit, running_daemon, settings_for, wait_until

@@ -12,17 +12,17 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from daemon.campaign_queue import (
+from daemon.campaigns.delivery import (
     MAX_DELIVERY_ATTEMPTS,
     CampaignDeliveryQueue,
     TemplateCache,
     after_transient_failure,
 )
-from daemon.campaigns import CampaignPlanner
-from daemon.config import Settings
-from daemon.models import Failed, RetryLater, Skipped, Succeeded
-from daemon.passkit import PassKitClient
-from daemon.queries import q
+from daemon.campaigns.planner import CampaignPlanner
+from daemon.core.config import Settings
+from daemon.engine.outcomes import Failed, RetryLater, Skipped, Succeeded
+from daemon.passkit.client import PassKitClient
+from daemon.store.queries import q
 from tests.campaign_support import campaign, insert_campaign
 from tests.factories import make_pass, make_program, make_user
 

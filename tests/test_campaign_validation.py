@@ -10,8 +10,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from daemon.campaigns import CampaignPlanner
-from daemon.config import Settings
+from daemon.campaigns.planner import CampaignPlanner
+from daemon.core.config import Settings
 from tests.campaign_support import (
     bulk_audience,
     campaign,

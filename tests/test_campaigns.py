@@ -10,12 +10,12 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from daemon.campaign_queue import CampaignDeliveryQueue
-from daemon.campaigns import CampaignPlanner
-from daemon.config import Settings
-from daemon.fakepasskit import LatencyModel
-from daemon.metrics import Metrics
-from daemon.passkit import PassKitClient
+from daemon.campaigns.delivery import CampaignDeliveryQueue
+from daemon.campaigns.planner import CampaignPlanner
+from daemon.core.config import Settings
+from daemon.core.metrics import Metrics
+from daemon.passkit.client import PassKitClient
+from daemon.testing.fakepasskit import LatencyModel
 from tests.campaign_support import (
     bulk_audience,
     campaign,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from daemon.config import Settings
+from daemon.core.config import Settings
 
 
 def _settings(**values: object) -> Settings:

@@ -18,8 +18,8 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 import pytest
 
-from daemon import acl
-from daemon.embedded import SERVER_USER, EmbeddedPostgres
+import daemon.store.acl as acl
+from daemon.store.embedded import SERVER_USER, EmbeddedPostgres
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (another user, ACLs)")
 LONG_NAME = "d" * 80  # too long for a socket path inside it: the socket goes elsewhere
@@ -142,7 +142,7 @@ def test_another_local_user_cannot_connect(embedded: EmbeddedPostgres) -> None:
 def test_no_directory_is_widened_for_others(private_parent: Path) -> None:
     """Modes above the data directory and the binaries stay as they were; the server's user
     gets a traverse-only ACL entry where it needs one."""
-    from daemon.embedded import binaries
+    from daemon.store.embedded import binaries
 
     watched = [private_parent, *private_parent.parents, *binaries().parents]
     before = _others_access(watched)
@@ -177,7 +177,7 @@ def test_data_of_another_postgres_version_is_refused(private_parent: Path) -> No
     (root / "postgres").mkdir(parents=True)
     (root / "postgres" / "PG_VERSION").write_text("16\n")
     (root / "postgres.password").write_text("x\n")
-    from daemon.errors import ConfigError
+    from daemon.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"from Postgres 16.*move that directory aside"):
         EmbeddedPostgres(root).start()

@@ -17,10 +17,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from structlog.testing import capture_logs
 
-from daemon.config import Settings
-from daemon.http import HttpApi
-from daemon.listener import Listener
-from daemon.metrics import Metrics
+from daemon.core.config import Settings
+from daemon.core.metrics import Metrics
+from daemon.ops.http import HttpApi
+from daemon.store.listener import Listener
 from tests.factories import make_pass, make_program
 
 KEY = "k-0123456789abcdef"
@@ -32,7 +32,7 @@ Client = TestClient[web.Request, web.Application]
 
 @dataclass
 class Running:
-    """What the HTTP server reads of a running daemon (`daemon.ops.Running`)."""
+    """What the HTTP server reads of a running daemon (`daemon.ops.status.Running`)."""
 
     settings: Settings
     pool: asyncpg.Pool

@@ -17,10 +17,10 @@ import aiohttp
 import asyncpg
 import pytest
 
-from daemon.config import Settings
-from daemon.http import serve_http
-from daemon.listener import Listener
-from daemon.metrics import Metrics
+from daemon.core.config import Settings
+from daemon.core.metrics import Metrics
+from daemon.ops.http import serve_http
+from daemon.store.listener import Listener
 from tests.factories import make_program
 
 KEY = "k-abuse-0123456789"

@@ -17,11 +17,11 @@ import pytest
 import structlog
 from structlog.testing import LogCapture
 
-from daemon.cli import build_parser
-from daemon.commands import import_users as command
-from daemon.config import Settings
-from daemon.import_rules import ImportAborted
-from daemon.importer import ImportReport, import_users
+from daemon.cli.commands import import_users as command
+from daemon.cli.main import build_parser
+from daemon.core.config import Settings
+from daemon.members.importer import ImportReport, import_users
+from daemon.members.rules import ImportAborted
 from tests.factories import make_pass, make_program, make_user
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

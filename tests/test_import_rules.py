@@ -8,7 +8,7 @@ from datetime import date
 
 import pytest
 
-from daemon.import_rules import (
+from daemon.members.rules import (
     CreatePass,
     Duplicates,
     ExistingPass,

@@ -72,10 +72,10 @@ def _clean_env() -> dict[str, str]:
 def test_the_wheel_carries_every_migration_and_query(built_wheel: Path) -> None:
     names = set(zipfile.ZipFile(built_wheel).namelist())
     migrations = sorted(p.name for p in (REPO / "sql").glob("[0-9]*.sql"))
-    queries = sorted(p.name for p in (REPO / "daemon" / "queries").glob("*.sql"))
+    queries = sorted(p.name for p in (REPO / "daemon" / "store" / "queries").glob("*.sql"))
     assert migrations and queries
     assert {f"daemon/migrations/{m}" for m in migrations} <= names
-    assert {f"daemon/queries/{q}" for q in queries} <= names
+    assert {f"daemon/store/queries/{q}" for q in queries} <= names
     assert not any(n.startswith("tests/") for n in names)
 
 

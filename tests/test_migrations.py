@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from daemon.migrate import load_migrations, migrate, pending
+from daemon.store.migrate import load_migrations, migrate, pending
 
 SEED_SCHEMA = Path(__file__).parent / "fixtures" / "seed_schema.sql"
 ALL_VERSIONS = [m.version for m in load_migrations()]

@@ -15,16 +15,16 @@ from aioresponses import CallbackResult, aioresponses
 from structlog.testing import capture_logs
 from yarl import URL
 
-from daemon.config import Settings
-from daemon.errors import (
+from daemon.core.config import Settings
+from daemon.core.errors import (
     PayloadTooLarge,
     PermanentPassKitError,
     TransientPassKitError,
     Unauthorized,
 )
-from daemon.logs import configure_logging
-from daemon.metrics import Metrics
-from daemon.passkit import (
+from daemon.core.logs import configure_logging
+from daemon.core.metrics import Metrics
+from daemon.passkit.client import (
     MAX_PAYLOAD_BYTES,
     NONCE_BITS,
     PassKitClient,
@@ -37,7 +37,7 @@ from daemon.passkit import (
     warn_if_mock,
     with_invisible_nonce,
 )
-from daemon.ratelimit import Throttle
+from daemon.passkit.throttle import Throttle
 from tests.passkit_fixtures import (
     API_KEY,
     API_SECRET,

@@ -14,8 +14,9 @@ import jwt
 import pytest
 import pytest_asyncio
 
-from daemon.errors import PermanentPassKitError, TransientPassKitError, Unauthorized
-from daemon.fakepasskit import (
+from daemon.core.errors import PermanentPassKitError, TransientPassKitError, Unauthorized
+from daemon.passkit.client import PassKitClient, visible_text
+from daemon.testing.fakepasskit import (
     NO_ANSWER,
     ROUTE_GET_MEMBER,
     ROUTE_REDEEM_COUPON,
@@ -28,7 +29,6 @@ from daemon.fakepasskit import (
     Faults,
     LatencyModel,
 )
-from daemon.passkit import PassKitClient, visible_text
 from tests.passkit_fixtures import (
     API_KEY,
     API_SECRET,

@@ -7,15 +7,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from daemon.errors import (
+from daemon.core.errors import (
     PassKitError,
     PayloadTooLarge,
     PermanentPassKitError,
     TransientPassKitError,
     Unauthorized,
 )
-from daemon.models import Failed, RetryLater
-from daemon.policy import REQUEUE_BASE_SECONDS, GiveUp, RetryAt, backoff, decide, requeue
+from daemon.engine.outcomes import Failed, RetryLater
+from daemon.engine.retry import REQUEUE_BASE_SECONDS, GiveUp, RetryAt, backoff, decide, requeue
 
 NOW = 1_000.0
 SEED = 1234

@@ -12,11 +12,11 @@ import asyncpg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon.audience import SEGMENTS, CampaignPlan, validate_campaign
-from daemon.campaigns import CampaignPlanner
-from daemon.config import Settings
-from daemon.csv_audience import parse_member_csv
-from daemon.errors import CampaignInputError
+from daemon.campaigns.csv_audience import parse_member_csv
+from daemon.campaigns.planner import CampaignPlanner
+from daemon.campaigns.rules import SEGMENTS, CampaignPlan, validate_campaign
+from daemon.core.config import Settings
+from daemon.core.errors import CampaignInputError
 from tests.conftest import AS_DAEMON
 
 # Cells made of what breaks CSV readers: quotes, separators, every line end, NUL, non-ASCII.
@@ -143,7 +143,7 @@ async def test_a_campaign_over_the_member_id_limit_fails_with_a_message(
 ) -> None:
     """The documented bound (MAX_MEMBER_IDS): an over-long list is FAILED from its count,
     without the planner reading the ids."""
-    from daemon.audience import MAX_MEMBER_IDS
+    from daemon.campaigns.rules import MAX_MEMBER_IDS
 
     program = await pool.fetchval("INSERT INTO programs (name) VALUES ('p') RETURNING id")
     campaign_id = await pool.fetchval(

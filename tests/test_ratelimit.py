@@ -7,7 +7,7 @@ import bisect
 
 import pytest
 
-from daemon.ratelimit import Throttle, TokenBucket
+from daemon.passkit.throttle import Throttle, TokenBucket
 from tests.passkit_fixtures import VirtualTime, make_settings
 
 

@@ -17,9 +17,9 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
-from daemon.config import Settings
-from daemon.dsn import database_of
-from daemon.sdnotify import SdNotifier, socket_address, watchdog_timeout
+from daemon.core.config import Settings
+from daemon.core.dsn import database_of
+from daemon.ops.sdnotify import SdNotifier, socket_address, watchdog_timeout
 from tests.harness import DaemonProcess, fake_passkit, running_daemon, settings_for, wait_until
 from tests.test_http_daemon import free_port
 

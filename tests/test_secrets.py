@@ -19,9 +19,9 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from daemon.config import Settings
-from daemon.dsn import redact
-from daemon.logs import configure_logging, get_logger
+from daemon.core.config import Settings
+from daemon.core.dsn import redact
+from daemon.core.logs import configure_logging, get_logger
 from tests.factories import make_pass, make_program
 from tests.harness import (
     API_KEY,

@@ -12,12 +12,12 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
-from daemon.birthday import run_birthdays
-from daemon.cli import build_parser
-from daemon.commands import status
-from daemon.commands.status import age, campaign_line, progress_bar
-from daemon.config import Settings
-from daemon.ops import CampaignProgress
+from daemon.birthday.bot import run_birthdays
+from daemon.cli.commands import status
+from daemon.cli.commands.status import age, campaign_line, progress_bar
+from daemon.cli.main import build_parser
+from daemon.core.config import Settings
+from daemon.ops.status import CampaignProgress
 from tests.campaign_support import insert_campaign
 from tests.factories import make_pass, make_program
 

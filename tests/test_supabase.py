@@ -25,7 +25,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from daemon.config import Settings
+from daemon.core.config import Settings
 from tests.campaign_support import texts_sent
 from tests.conftest import AS_DAEMON
 from tests.harness import REPO, fake_passkit, running_daemon, settings_for, wait_until
@@ -47,7 +47,7 @@ HISTORY_B = "c0000000-0000-0000-0000-00000000000b"
 
 def _psql() -> str:
     try:
-        from daemon.embedded import binaries
+        from daemon.store.embedded import binaries
 
         bundled = binaries() / "psql"
         if bundled.exists():
@@ -433,7 +433,7 @@ async def test_the_birthday_bot_uses_loyaltyds_own_ledger(
     through loyaltyd's: the BIRTHDAY ledger row, the balance and the log row."""
     from datetime import UTC, datetime
 
-    from daemon.birthday import run_birthdays
+    from daemon.birthday.bot import run_birthdays
 
     now = datetime.now(UTC)
     await db.execute(

@@ -11,9 +11,9 @@ from typing import Any
 
 import asyncpg
 
-from daemon.config import Settings
-from daemon.fakepasskit import ROUTE_REDEEM_COUPON, ROUTE_SET_POINTS, Faults, LatencyModel
-from daemon.passkit import visible_text
+from daemon.core.config import Settings
+from daemon.passkit.client import visible_text
+from daemon.testing.fakepasskit import ROUTE_REDEEM_COUPON, ROUTE_SET_POINTS, Faults, LatencyModel
 from tests.factories import make_pass, make_program
 from tests.harness import fake_passkit, running_daemon, settings_for, wait_until
 

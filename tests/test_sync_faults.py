@@ -8,7 +8,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from daemon.fakepasskit import FakePassKit, LatencyModel
+from daemon.testing.fakepasskit import FakePassKit, LatencyModel
 from tests.factories import make_pass, make_program
 from tests.harness import (
     DaemonProcess,

@@ -33,7 +33,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from daemon.fakepasskit import FakePassKit
+from daemon.testing.fakepasskit import FakePassKit
 from tests.factories import make_pass, make_program
 from tests.harness import API_KEY, API_SECRET, REPO
 

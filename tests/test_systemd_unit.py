@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import Settings
-from daemon.http import SHUTDOWN_SECONDS
+from daemon.core.config import Settings
+from daemon.ops.http import SHUTDOWN_SECONDS
 
 SYSTEMD = Path(__file__).resolve().parent.parent / "systemd"
 UNIT = SYSTEMD / "loyaltyd.service"

@@ -1,0 +1,1 @@
+"""One module per `loyaltyd` subcommand (see daemon.cli.main)."""

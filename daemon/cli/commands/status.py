@@ -1,0 +1,153 @@
+"""`loyaltyd status`: what the daemons are doing, read from the database (so it covers every
+daemon on it): campaigns with progress bars, queue depths, dead syncs, today's birthdays."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from daemon.cli.commands._common import pool
+from daemon.core.config import Settings
+from daemon.ops.status import (
+    OUTSTANDING,
+    BirthdaysToday,
+    CampaignProgress,
+    DeadSync,
+    QueueDepth,
+    StatusReport,
+    status_report,
+)
+
+HELP = (
+    "Show campaigns with their progress, queue depths, dead pass syncs and today's birthday "
+    "gifts, for every daemon on the database."
+)
+BAR_WIDTH = 10
+ERROR_WIDTH = 120
+QUEUE_TITLES = {"sync": "Pass syncs", "campaign": "Campaign sends"}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--campaigns",
+        type=int,
+        default=10,
+        metavar="N",
+        help="campaigns to show: unfinished ones first, then the newest (default 10)",
+    )
+    parser.add_argument(
+        "--dead", type=int, default=5, metavar="N", help="dead syncs to list (default 5)"
+    )
+
+
+async def run(settings: Settings, args: argparse.Namespace) -> int:
+    async with pool(settings, auto_migrate=False) as db:
+        report = await status_report(db, campaigns=max(0, args.campaigns), dead=max(0, args.dead))
+    if args.json:
+        sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
+    else:
+        sys.stdout.write(render(report))
+    return 0
+
+
+# --- rendering (pure) --------------------------------------------------------------------------
+
+
+def render(report: StatusReport) -> str:
+    sections = [
+        _campaigns(report.campaigns),
+        _queues(report.queues),
+        _dead_syncs(report.dead_sync_count, report.dead_syncs),
+        _birthdays(report.birthdays),
+    ]
+    return "\n".join(sections)
+
+
+def progress_bar(percent: float, width: int = BAR_WIDTH) -> str:
+    filled = max(0, min(width, int(percent * width // 100)))
+    return "[" + "#" * filled + "." * (width - filled) + "]"
+
+
+def campaign_line(c: CampaignProgress) -> str:
+    """`[#####.....] 52% 5,200/10,000 sent 5,100 failed 20 skipped 80 — PROCESSING`"""
+    line = (
+        f"{progress_bar(c.percent)} {int(c.percent)}% {c.done:,}/{c.recipients:,} "
+        f"sent {c.sent:,} failed {c.failed:,} skipped {c.skipped:,} — {c.status}"
+    )
+    if c.error:
+        line += f": {_clip(c.error)}"
+    return line
+
+
+def age(seconds: float) -> str:
+    """A duration the way an operator reads it: 42s, 3m 05s, 2h 10m, 3d 4h."""
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    return f"{s // 86400}d {s % 86400 // 3600}h"
+
+
+def _campaigns(campaigns: tuple[CampaignProgress, ...]) -> str:
+    if not campaigns:
+        return "Campaigns: none\n"
+    lines = [f"Campaigns ({len(campaigns)} shown)"]
+    for c in campaigns:
+        title = " · ".join(
+            part for part in (c.name or "(unnamed)", c.program_name, str(c.id)) if part
+        )
+        lines += [f"  {title}", f"    {campaign_line(c)}"]
+    return "\n".join(lines) + "\n"
+
+
+def _queues(depths: tuple[QueueDepth, ...]) -> str:
+    lines = ["Queues"]
+    for queue, title in QUEUE_TITLES.items():
+        parts = [_depth(d) for d in depths if d.queue == queue and d.state in OUTSTANDING]
+        lines.append(f"  {title:<15}" + "  ".join(parts))
+    return "\n".join(lines) + "\n"
+
+
+def _depth(d: QueueDepth) -> str:
+    return f"{d.state} {d.rows:,}" + (f" (oldest {age(d.oldest_age)})" if d.rows else "")
+
+
+def _dead_syncs(count: int, recent: tuple[DeadSync, ...]) -> str:
+    if count == 0:
+        return "Dead pass syncs: none\n"
+    lines = [
+        f"Dead pass syncs: {count:,} (newest {len(recent)} below; after fixing the cause, "
+        "`loyaltyd requeue-dead` retries them)"
+    ]
+    for d in recent:
+        who = f"member {d.member_id}" if d.member_id else f"pass {d.pass_id}"
+        where = f" ({d.program_name})" if d.program_name else ""
+        lines.append(
+            f"  {d.failed_at:%Y-%m-%d %H:%M:%S%z}  {who}{where}, {d.attempts} attempt(s): "
+            f"{_clip(d.last_error or 'no error recorded')}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _birthdays(programs: tuple[BirthdaysToday, ...]) -> str:
+    if not programs:
+        return "Birthdays today: no program has the birthday bot enabled\n"
+    lines = ["Birthdays today"]
+    for b in programs:
+        zone = b.timezone if b.timezone_known else f"unknown timezone {b.timezone!r}, UTC shown"
+        note = "" if b.bot_enabled else " [bot disabled]"
+        lines.append(
+            f"  {b.program_name or b.program_id} ({zone}, {b.local_date}): {b.gifted:,} gifted, "
+            f"{b.messaged:,} with the message{note}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _clip(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= ERROR_WIDTH else flat[: ERROR_WIDTH - 1] + "…"

@@ -1,1 +1,0 @@
-"""One module per `loyaltyd` subcommand (see daemon.cli)."""

@@ -1,0 +1,231 @@
+"""The HTTP server (SPEC §3.5): health, readiness, Prometheus metrics, and a small API.
+
+Off unless LOYALTYD_HTTP_PORT is set; binds LOYALTYD_HTTP_HOST (127.0.0.1 by default).
+
+    GET  /healthz                  200 while the process answers at all
+    GET  /readyz                   200 when the database answers and the LISTEN connection is
+                                   alive and the daemon is not stopping; 503 otherwise
+    GET  /metrics                  Prometheus text; queue gauges read from the tables per scrape
+    POST /api/notify/broadcast     → 202 {"id": …}: a push campaign, sent by the daemon
+    POST /api/notify/birthday-run  → 200 the birthday run's summary
+    GET  /api/campaigns/{id}       → 200 the campaign's progress, 404 when unknown
+
+`/api/*` needs an `X-API-Key` header matching one of LOYALTYD_API_KEYS (no keys configured:
+every call is refused). Every error answer is JSON `{"error": "…"}`: 400 bad JSON or fields,
+401 no or wrong key, 404, 405, 413 body over LOYALTYD_HTTP_MAX_BODY_BYTES, 500. Neither keys nor
+request bodies are ever logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+from prometheus_client.exposition import choose_encoder
+
+from daemon.birthday.bot import run_birthdays
+from daemon.campaigns.planner import campaign_status, create_campaign
+from daemon.core.clock import utc_now
+from daemon.core.errors import ApiRequestError, CampaignInputError, ConfigError
+from daemon.core.logs import get_logger
+from daemon.ops.api_models import (
+    API_KEY_HEADER,
+    ApiKeys,
+    parse_birthday_run,
+    parse_broadcast,
+    parse_campaign_id,
+)
+from daemon.ops.http_guard import ConnectionLimits, GuardedAppRunner
+from daemon.ops.status import Running, readiness, refresh_queue_gauges
+
+log = get_logger(__name__)
+
+Handler = Callable[[web.Request], Any]
+# Probes and scrapes must answer quickly even when the database does not.
+DB_TIMEOUT_SECONDS = 2.0
+# In-flight requests get this long to finish when the daemon stops.
+SHUTDOWN_SECONDS = 5.0
+
+
+class HttpApi:
+    """The routes, bound to the running daemon; `clock` is what the birthday run calls now."""
+
+    def __init__(self, running: Running, *, clock: Callable[[], datetime] = utc_now) -> None:
+        self._running = running
+        self._clock = clock
+        self._keys = ApiKeys(running.settings.loyaltyd_api_keys)
+        self._max_body = running.settings.loyaltyd_http_max_body_bytes
+        self._body_timeout = running.settings.loyaltyd_http_body_timeout_seconds
+
+    @property
+    def keys_configured(self) -> bool:
+        return self._keys.configured
+
+    def app(self) -> web.Application:
+        app = web.Application(
+            client_max_size=self._max_body, middlewares=[self._json_errors, self._api_key]
+        )
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_post("/api/notify/broadcast", self.broadcast)
+        app.router.add_post("/api/notify/birthday-run", self.birthday_run)
+        app.router.add_get("/api/campaigns/{id}", self.campaign)
+        return app
+
+    # --- probes and metrics --------------------------------------------------------------------
+
+    async def healthz(self, _request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, _request: web.Request) -> web.Response:
+        state = await readiness(self._running, DB_TIMEOUT_SECONDS)
+        return web.json_response(state.to_dict(), status=200 if state.ready else 503)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        r = self._running
+        await refresh_queue_gauges(r.pool, r.metrics, DB_TIMEOUT_SECONDS)
+        # the scraper's Accept header picks the format (Prometheus text 0.0.4 by default)
+        encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+        return web.Response(body=encode(r.metrics.registry), headers={"Content-Type": content_type})
+
+    # --- API -----------------------------------------------------------------------------------
+
+    async def broadcast(self, request: web.Request) -> web.Response:
+        body = parse_broadcast(await self._body(request))
+        campaign_id = await create_campaign(
+            self._running.pool,
+            program_id=body.program_id,
+            message=body.message,
+            segment=body.segment,
+            name=body.name,
+            scheduled_at=body.scheduled_at,
+            draft=body.draft,
+            allowed_hosts=self._running.settings.loyaltyd_csv_allowed_hosts,
+            **body.segment_params(),
+        )
+        url = f"/api/campaigns/{campaign_id}"
+        return web.json_response(
+            {"id": str(campaign_id), "status": "DRAFT" if body.draft else "PENDING", "url": url},
+            status=202,
+            headers={"Location": url},
+        )
+
+    async def birthday_run(self, request: web.Request) -> web.Response:
+        body = parse_birthday_run(await self._body(request))
+        summary = await run_birthdays(
+            self._running.pool, now=self._clock(), program_id=body.program_id
+        )
+        if body.program_id is not None and summary.error is not None:
+            # the only error a one-program run reports itself: there is no such program
+            return _error(404, summary.error)
+        return web.json_response(summary.to_dict())
+
+    async def campaign(self, request: web.Request) -> web.Response:
+        campaign_id = parse_campaign_id(request.match_info["id"])
+        status = await campaign_status(self._running.pool, campaign_id)
+        if status is None:
+            return _error(404, f"no campaign with id {campaign_id}")
+        return web.json_response(status)
+
+    async def _body(self, request: web.Request) -> bytes:
+        too_large = ApiRequestError(
+            f"the request body is larger than {self._max_body} bytes", status=413
+        )
+        if request.content_length is not None and request.content_length > self._max_body:
+            raise too_large
+        try:
+            async with asyncio.timeout(self._body_timeout):
+                return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise too_large from None
+        except TimeoutError:
+            raise ApiRequestError(
+                f"the request body did not arrive within {self._body_timeout:g} s", status=408
+            ) from None
+
+    # --- middlewares ---------------------------------------------------------------------------
+
+    @web.middleware
+    async def _api_key(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith("/api/"):
+            refusal = self._keys.refusal(request.headers.get(API_KEY_HEADER))
+            if refusal is not None:
+                raise ApiRequestError(refusal, status=401)
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    @web.middleware
+    async def _json_errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            response: web.StreamResponse = await handler(request)
+        except (ApiRequestError, CampaignInputError) as exc:
+            status = exc.status if isinstance(exc, ApiRequestError) else 400
+            log.info(
+                "http_request_refused",
+                method=request.method,
+                path=request.path,
+                status=status,
+                error=str(exc),
+            )
+            return _error(status, str(exc))
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            answer = _error(exc.status, exc.reason)
+            if "Allow" in exc.headers:  # 405: the methods the route takes
+                answer.headers["Allow"] = exc.headers["Allow"]
+            return answer
+        except Exception:
+            log.exception("http_request_failed", method=request.method, path=request.path)
+            return _error(500, "internal error; the daemon's log has the details")
+        return response
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+@asynccontextmanager
+async def serve_http(
+    running: Running, *, clock: Callable[[], datetime] = utc_now
+) -> AsyncIterator[HttpApi | None]:
+    """Serve while the block runs (nothing when LOYALTYD_HTTP_PORT is unset). A port that
+    cannot be bound fails here, before the daemon starts working."""
+    settings = running.settings
+    if settings.loyaltyd_http_port is None:
+        yield None
+        return
+    api = HttpApi(running, clock=clock)
+    limits = ConnectionLimits(
+        max_connections=settings.loyaltyd_http_max_connections,
+        header_timeout=settings.loyaltyd_http_header_timeout_seconds,
+        lifetime=settings.loyaltyd_http_connection_seconds,
+    )
+    runner = GuardedAppRunner(api.app(), limits=limits, shutdown_timeout=SHUTDOWN_SECONDS)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.loyaltyd_http_host, settings.loyaltyd_http_port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve HTTP on {settings.loyaltyd_http_host}:"
+                f"{settings.loyaltyd_http_port} ({exc.strerror or exc}): choose another "
+                "LOYALTYD_HTTP_PORT or LOYALTYD_HTTP_HOST, or stop what uses it"
+            ) from exc
+        log.info(
+            "http_server_started",
+            host=settings.loyaltyd_http_host,
+            port=settings.loyaltyd_http_port,
+        )
+        if not api.keys_configured:
+            log.warning("http_api_keys_missing", detail="set LOYALTYD_API_KEYS; /api/* answers 401")
+        yield api
+    finally:
+        await runner.cleanup()
+        log.info("http_server_stopped")

@@ -1,0 +1,246 @@
+"""Operations, the read side (queries/ops.sql): is this daemon ready, how deep are the queues,
+and the snapshot `loyaltyd status` prints.
+
+`Running` is what the HTTP server and the systemd notifier see of the running daemon
+(`daemon.app.Daemon` is one); taking a protocol keeps them from importing the composition root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import date, datetime
+from typing import Any, Protocol
+
+import asyncpg
+
+from daemon.core.config import Settings
+from daemon.core.logs import get_logger
+from daemon.core.metrics import Metrics
+from daemon.passes.sync import PassSyncQueue
+from daemon.store.listener import Listener
+from daemon.store.queries import q
+
+log = get_logger(__name__)
+
+# States of work still to do ('dead' rows wait for an operator, not for a worker).
+OUTSTANDING = ("pending", "claimed")
+SYNC_QUEUE = PassSyncQueue.name
+
+
+class Running(Protocol):
+    settings: Settings
+    pool: asyncpg.Pool
+    metrics: Metrics
+    stopping: asyncio.Event
+    listener: Listener | None
+
+
+# --- readiness -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Readiness:
+    database: bool
+    listener: bool
+    stopping: bool
+
+    @property
+    def ready(self) -> bool:
+        return self.database and self.listener and not self.stopping
+
+    def to_dict(self) -> dict[str, bool]:
+        return {"ready": self.ready, **asdict(self)}
+
+
+async def database_ok(pool: asyncpg.Pool, within: float) -> bool:
+    """The database answers a trivial query within `within` seconds."""
+    try:
+        async with asyncio.timeout(within):
+            await pool.fetchval(q("ops_ping"))
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        log.warning("database_unreachable", error=repr(exc))
+        return False
+    return True
+
+
+def listener_alive(running: Running) -> bool:
+    return running.listener is not None and running.listener.alive
+
+
+async def readiness(running: Running, within: float = 2.0) -> Readiness:
+    return Readiness(
+        database=await database_ok(running.pool, within),
+        listener=listener_alive(running),
+        stopping=running.stopping.is_set(),
+    )
+
+
+# --- queue depths ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    """Rows of one queue ('sync' or 'campaign') in one state; age of the oldest in seconds."""
+
+    queue: str
+    state: str
+    rows: int
+    oldest_age: float
+
+
+async def queue_depths(pool: asyncpg.Pool) -> list[QueueDepth]:
+    rows = await pool.fetch(q("ops_queue_depths"))
+    return [QueueDepth(r["queue"], r["state"], r["rows"], r["oldest_age"]) for r in rows]
+
+
+async def refresh_queue_gauges(pool: asyncpg.Pool, metrics: Metrics, within: float) -> None:
+    """Set the pass-sync queue's loyaltyd_queue_depth / loyaltyd_queue_oldest_age_seconds from
+    the table, so a scrape sees it as it is (the whole database's queue: every daemon on it
+    reports the same). The campaign queue's are kept by the campaign planner on each pass.
+    On failure the previous values stay and the scrape still answers."""
+    try:
+        async with asyncio.timeout(within):
+            row = await pool.fetchrow(q("ops_sync_queue_gauges"))
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        log.warning("queue_gauges_stale", error=repr(exc))
+        return
+    metrics.queue_depth.labels(SYNC_QUEUE).set(row["rows"])
+    metrics.queue_oldest_age.labels(SYNC_QUEUE).set(row["oldest_age"])
+    metrics.dead_syncs.set(row["dead"])
+
+
+# --- the `loyaltyd status` snapshot ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CampaignProgress:
+    id: uuid.UUID
+    name: str | None
+    program_name: str | None
+    status: str
+    recipients: int
+    sent: int
+    failed: int
+    skipped: int
+    percent: float
+    error: str | None
+    created_at: datetime
+
+    @property
+    def done(self) -> int:
+        return self.sent + self.failed + self.skipped
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> CampaignProgress:
+        return cls(
+            id=row["id"],
+            name=row["name"],
+            program_name=row["program_name"],
+            status=row["status"],
+            recipients=row["recipient_count"],
+            sent=row["sent_count"],
+            failed=row["failed_count"],
+            skipped=row["skipped_count"],
+            percent=float(row["progress_percent"]),
+            error=row["error"],
+            created_at=row["created_at"],
+        )
+
+
+@dataclass(frozen=True)
+class DeadSync:
+    pass_id: uuid.UUID
+    program_id: uuid.UUID | None
+    program_name: str | None
+    member_id: str | None
+    attempts: int
+    last_error: str | None
+    failed_at: datetime
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> DeadSync:
+        return cls(
+            pass_id=row["pass_id"],
+            program_id=row["program_id"],
+            program_name=row["program_name"],
+            member_id=row["external_id"],
+            attempts=row["attempts"],
+            last_error=row["last_error"],
+            failed_at=row["updated_at"],
+        )
+
+
+@dataclass(frozen=True)
+class BirthdaysToday:
+    program_id: uuid.UUID
+    program_name: str | None
+    timezone: str | None
+    timezone_known: bool
+    bot_enabled: bool
+    local_date: date
+    gifted: int
+    messaged: int
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> BirthdaysToday:
+        return cls(
+            program_id=row["program_id"],
+            program_name=row["program_name"],
+            timezone=row["timezone"],
+            timezone_known=row["timezone_known"],
+            bot_enabled=row["birthday_bot_enabled"],
+            local_date=row["local_date"],
+            gifted=row["gifted"],
+            messaged=row["messaged"],
+        )
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    campaigns: tuple[CampaignProgress, ...] = ()
+    queues: tuple[QueueDepth, ...] = ()
+    dead_syncs: tuple[DeadSync, ...] = ()
+    birthdays: tuple[BirthdaysToday, ...] = ()
+
+    @property
+    def dead_sync_count(self) -> int:
+        return sum(d.rows for d in self.queues if d.queue == "sync" and d.state == "dead")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {
+            "campaigns": [asdict(c) for c in self.campaigns],
+            "queues": [asdict(d) for d in self.queues],
+            "dead_syncs": {
+                "count": self.dead_sync_count,
+                "recent": [asdict(d) for d in self.dead_syncs],
+            },
+            "birthdays_today": [asdict(b) for b in self.birthdays],
+        }
+        return {key: _jsonable(value) for key, value in data.items()}
+
+
+async def status_report(pool: asyncpg.Pool, *, campaigns: int, dead: int) -> StatusReport:
+    """`campaigns` campaigns (unfinished first), the `dead` newest dead syncs, and the rest."""
+    recent = await pool.fetch(q("ops_recent_campaigns"), campaigns)
+    dead_rows = await pool.fetch(q("ops_dead_syncs"), dead)
+    birthdays = await pool.fetch(q("ops_birthdays_today"))
+    return StatusReport(
+        campaigns=tuple(CampaignProgress.from_row(r) for r in recent),
+        queues=tuple(await queue_depths(pool)),
+        dead_syncs=tuple(DeadSync.from_row(r) for r in dead_rows),
+        birthdays=tuple(BirthdaysToday.from_row(r) for r in birthdays),
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, date):  # datetimes too
+        return value.isoformat()
+    return value

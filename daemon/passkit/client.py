@@ -1,0 +1,630 @@
+"""The PassKit REST client: everything loyaltyd says to PassKit goes through `PassKitClient`.
+
+It is the only aiohttp client user. Failures leave it as `daemon.core.errors` classes (mapped here,
+`raise … from exc`); transient ones are first retried per `daemon.engine.retry.decide`, each attempt
+taking a concurrency slot and a rate token from the process-wide `Throttle`, never holding a
+slot while it sleeps a backoff.
+
+What is known about the API (and what is not) is in passkit-api.md beside the spec; choices
+made where it is silent are noted where they are made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+from typing import Any, Final
+from urllib.parse import quote
+
+import aiohttp
+import jwt
+import structlog
+
+from daemon.core.config import Settings
+from daemon.core.errors import (
+    PassKitError,
+    PayloadTooLarge,
+    PermanentPassKitError,
+    TransientPassKitError,
+    Unauthorized,
+)
+from daemon.core.logs import SecretScrubber, get_logger
+from daemon.core.metrics import Metrics
+from daemon.engine.retry import GiveUp, decide
+from daemon.passkit.throttle import Clock, Sleep, Throttle
+
+log = get_logger(__name__)
+
+# "Pass update content must be 10,000 bytes or less" (PassKit help article 10961638).
+MAX_PAYLOAD_BYTES: Final = 10_000
+# Absorbs clock skew between us and PassKit, as PassKit's own PHP SDK does.
+JWT_BACKDATE_SECONDS: Final = 10
+PROTOCOLS: Final = ("MEMBERSHIP", "COUPON", "EVENT_TICKET")
+
+# Error bodies end up in exception messages and logs: enough to diagnose, not a whole page.
+_ERROR_BODY_CHARS = 300
+
+JsonObject = dict[str, Any]
+AlreadyDone = Callable[[int, str], bool]
+
+
+# --- pure helpers ------------------------------------------------------------------------------
+
+# Apple alerts only when a field's value changes, so a repeated text gets an invisible suffix.
+# Two characters every renderer treats as zero-width; not ZERO WIDTH JOINER, which would fuse
+# a trailing emoji with whatever follows it.
+_ZW_ZERO = "\u200b"  # ZERO WIDTH SPACE
+_ZW_ONE = "\u200c"  # ZERO WIDTH NON-JOINER
+_ZW_CHARS = _ZW_ZERO + _ZW_ONE
+_BITS_TO_ZW = str.maketrans("01", _ZW_CHARS)
+# 24 bits: two writes to one pass collide only if exactly a multiple of 2**24 writes (or ms)
+# lie between them; costs 72 bytes of the 10,000.
+NONCE_BITS: Final = 24
+
+
+def invisible_suffix(nonce: int) -> str:
+    """`nonce` (mod 2**NONCE_BITS) written in zero-width characters."""
+    return format(nonce % 2**NONCE_BITS, f"0{NONCE_BITS}b").translate(_BITS_TO_ZW)
+
+
+def visible_text(value: str) -> str:
+    """The text a person sees: `value` without a trailing invisible suffix."""
+    return value.rstrip(_ZW_CHARS)
+
+
+def with_invisible_nonce(text: str, nonce: int) -> str:
+    return visible_text(text) + invisible_suffix(nonce)
+
+
+def encode_body(body: Mapping[str, Any]) -> bytes:
+    """The exact bytes sent; refused when PassKit would reject them anyway."""
+    # ensure_ascii=False: the suffix costs 3 bytes a character in UTF-8, 6 as a \\u escape.
+    data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise PayloadTooLarge(len(data), MAX_PAYLOAD_BYTES)
+    return data
+
+
+def is_transient_status(status: int) -> bool:
+    # 501 is the one 5xx that says "never"; 408 is a timeout reported by the server.
+    return status in (408, 429) or (status >= 500 and status != 501)
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date); `now` is
+    Unix time. None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return _seconds_until_http_date(value, now)
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def _seconds_until_http_date(value: str, now: float) -> float | None:
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - now)
+
+
+_ALREADY_DONE = re.compile(
+    r"already[\s_-]*(?:been[\s_-]*)?(?:redeemed|validated|checked[\s_-]*in|used)"
+    r"|FAILED_PRECONDITION"
+    r'|"code"\s*:\s*9\b'  # gRPC FAILED_PRECONDITION as grpc-gateway writes it
+    r"|max(?:imum)?[\s_-]*(?:number[\s_-]*of[\s_-]*)?validations",
+    re.IGNORECASE,
+)
+
+
+def is_already_redeemed(status: int, body: str) -> bool:
+    """PassKit's answer to redeeming (or validating) a pass a second time.
+
+    Its wording is undocumented; grpc-gateway maps FAILED_PRECONDITION to 400. Matched
+    liberally because a delivery retried after a lost response must count as done.
+    """
+    return 400 <= status < 500 and status not in (401, 429) and bool(_ALREADY_DONE.search(body))
+
+
+def warn_if_mock(settings: Settings, logger: structlog.typing.FilteringBoundLogger = log) -> bool:
+    """Say loudly at startup that nothing will reach PassKit; return whether that is so."""
+    if not settings.passkit_mock_mode:
+        return False
+    logger.warning(
+        "passkit_mock_mode",
+        api_key_set=settings.passkit_api_key is not None,
+        api_secret_set=settings.passkit_api_secret is not None,
+        detail="PASSKIT_API_KEY or PASSKIT_API_SECRET is unset: nothing is sent to PassKit; "
+        "every call is logged and counted as sent",
+    )
+    return True
+
+
+# --- routes ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Endpoint:
+    operation: str  # metric label and log field
+    method: str
+    path: str  # "{id}" is replaced by the URL-quoted PassKit id
+
+    def url(self, base_url: str, passkit_id: str) -> str:
+        return base_url + self.path.replace("{id}", quote(passkit_id, safe=""))
+
+
+@dataclass(frozen=True, slots=True)
+class _MessageRoutes:
+    read: _Endpoint
+    write: _Endpoint
+
+
+_SET_POINTS = _Endpoint("set_points", "PUT", "/members/member/points/set")
+_REDEEM_COUPON = _Endpoint("redeem_coupon", "PUT", "/coupon/singleUse/coupon/redeem")
+_VALIDATE_TICKET = _Endpoint("check_in_ticket", "PUT", "/eventTickets/ticket/validate")
+_MESSAGE_ROUTES: Final[Mapping[str, _MessageRoutes]] = {
+    "MEMBERSHIP": _MessageRoutes(
+        _Endpoint("get_member", "GET", "/members/member/id/{id}"),
+        _Endpoint("write_message", "PUT", "/members/member"),
+    ),
+    "COUPON": _MessageRoutes(
+        _Endpoint("get_coupon", "GET", "/coupon/singleUse/coupon/{id}"),
+        _Endpoint("write_message", "PUT", "/coupon/singleUse/coupon"),
+    ),
+    "EVENT_TICKET": _MessageRoutes(
+        _Endpoint("get_ticket", "GET", "/eventTickets/ticket/id/{id}"),
+        _Endpoint("write_message", "PUT", "/eventTickets/ticket"),
+    ),
+}
+
+
+def _message_routes(protocol: str) -> _MessageRoutes:
+    try:
+        return _MESSAGE_ROUTES[protocol]
+    except KeyError:
+        raise ValueError(
+            f"unknown pass protocol {protocol!r}; expected one of {PROTOCOLS}"
+        ) from None
+
+
+def _message_body(
+    protocol: str,
+    passkit_id: str,
+    metadata: JsonObject,
+    program_id: str | None,
+    tier_id: str | None,
+) -> JsonObject:
+    body: JsonObject = {"id": passkit_id}
+    if protocol == "MEMBERSHIP":
+        # PassKit's own example says a member update needs programId and tierId as well.
+        if program_id is not None:
+            body["programId"] = program_id
+        if tier_id is not None:
+            body["tierId"] = tier_id
+    body["metaData"] = metadata
+    return body
+
+
+# --- auth --------------------------------------------------------------------------------------
+
+
+class _TokenSigner:
+    """Signs the PassKit JWT and reuses it for half its lifetime.
+
+    Signing costs the event loop more than sending a small request, and half the lifetime
+    leaves room for clock skew and slow requests. The token never leaves this object except
+    in the Authorization header.
+    """
+
+    def __init__(self, settings: Settings, wall_clock: Clock) -> None:
+        assert settings.passkit_api_key is not None
+        assert settings.passkit_api_secret is not None
+        self._key = settings.passkit_api_key.get_secret_value()
+        self._secret = settings.passkit_api_secret.get_secret_value()
+        self._lifetime = settings.passkit_jwt_lifetime_seconds
+        self._prefix = "Bearer " if settings.passkit_auth_scheme == "bearer" else ""
+        self._wall_clock = wall_clock
+        self._header: str | None = None
+        self._renew_at = -math.inf
+
+    def header(self) -> str:
+        now = self._wall_clock()
+        if self._header is None or now >= self._renew_at:
+            self._header = self._prefix + self._sign(now)
+            self._renew_at = now + self._lifetime / 2
+        return self._header
+
+    def invalidate(self) -> None:
+        self._header = None
+
+    def _sign(self, now: float) -> str:
+        issued = int(now)
+        claims = {
+            "uid": self._key,
+            "iat": issued - JWT_BACKDATE_SECONDS,
+            "exp": issued + self._lifetime,
+        }
+        return jwt.encode(claims, self._secret, algorithm="HS256")
+
+
+class _NonceCounter:
+    """Strictly increasing per client; started from the wall clock in ms so a restarted
+    daemon does not replay the previous run's suffixes."""
+
+    def __init__(self, start: int) -> None:
+        self._next = start
+
+    def take(self) -> int:
+        nonce = self._next
+        self._next += 1
+        return nonce
+
+
+# --- transport ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    status: int
+    body: bytes
+    retry_after: str | None
+
+
+def _transport_error(operation: str, exc: BaseException, scrubber: SecretScrubber) -> PassKitError:
+    if isinstance(exc, aiohttp.InvalidURL):
+        return PermanentPassKitError(f"PassKit {operation}: invalid URL {exc}")
+    if isinstance(exc, TimeoutError):
+        return TransientPassKitError(f"PassKit {operation} timed out")
+    return TransientPassKitError(
+        scrubber.scrub(f"PassKit {operation} failed: {type(exc).__name__}: {exc}")
+    )
+
+
+def _status_error(operation: str, reply: _Reply, text: str, now: float) -> PassKitError:
+    message = f"PassKit {operation} answered {reply.status}: {text}"
+    if reply.status == 401:
+        return Unauthorized(message)
+    if is_transient_status(reply.status):
+        retry_after = parse_retry_after(reply.retry_after, now)
+        return TransientPassKitError(message, status=reply.status, retry_after=retry_after)
+    return PermanentPassKitError(message, status=reply.status)
+
+
+def _error_text(body: bytes, scrubber: SecretScrubber) -> str:
+    """PassKit's error body as stored in last_error / error: cut, and scrubbed of secrets
+    (an error body may echo a token or a key)."""
+    text = body[: _ERROR_BODY_CHARS * 4].decode("utf-8", errors="replace")[:_ERROR_BODY_CHARS]
+    return scrubber.scrub(text)
+
+
+def _json_object(operation: str, body: bytes) -> JsonObject:
+    try:
+        value = json.loads(body)
+    except ValueError as exc:
+        raise PermanentPassKitError(f"PassKit {operation} answered non-JSON") from exc
+    if not isinstance(value, dict):
+        raise PermanentPassKitError(f"PassKit {operation} answered {type(value).__name__}")
+    return value
+
+
+def _new_session(settings: Settings) -> aiohttp.ClientSession:
+    """The session a client owns: bounded time per request, one connection per slot."""
+    total = settings.passkit_timeout_seconds
+    timeout = aiohttp.ClientTimeout(total=total, connect=min(total, 10.0), sock_read=total)
+    connector = aiohttp.TCPConnector(
+        limit=settings.passkit_max_concurrency,
+        limit_per_host=settings.passkit_max_concurrency,
+        ttl_dns_cache=300,
+    )
+    return aiohttp.ClientSession(
+        timeout=timeout,
+        connector=connector,
+        headers={"Content-Type": "application/json", "Accept": "application/json"},
+    )
+
+
+# --- the client --------------------------------------------------------------------------------
+
+
+class PassKitClient:
+    """Async context manager owning one aiohttp session (unless given one).
+
+    In mock mode (no API key or secret) no session exists and nothing leaves the machine:
+    each call is logged as `passkit_mock_call` and succeeds. Bodies are still built and
+    size-checked, so mock mode catches what PassKit would refuse.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics | None = None,
+        session: aiohttp.ClientSession | None = None,
+        *,
+        throttle: Throttle | None = None,
+        sleep: Sleep = asyncio.sleep,
+        clock: Clock = time.monotonic,
+        wall_clock: Clock = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._settings = settings
+        # What PassKit answers is stored (last_error, error): never with our own secrets in it.
+        self._scrubber = SecretScrubber(settings.secrets())
+        self._metrics = metrics
+        self._session = session
+        self._owns_session = session is None
+        self._throttle = throttle or Throttle.from_settings(settings, clock=clock, sleep=sleep)
+        self._sleep = sleep
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._rng = rng if rng is not None else random.Random()
+        self._mock_mode = settings.passkit_mock_mode
+        self._signer = None if self._mock_mode else _TokenSigner(settings, wall_clock)
+        self._nonces = _NonceCounter(int(wall_clock() * 1000))
+
+    @property
+    def mock_mode(self) -> bool:
+        return self._mock_mode
+
+    async def __aenter__(self) -> PassKitClient:
+        if self._session is None and not self._mock_mode:
+            self._session = _new_session(self._settings)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # --- public calls --------------------------------------------------------------------------
+
+    async def set_points(
+        self, passkit_id: str, points: int, *, program_id: str | None, tier_id: str | None
+    ) -> None:
+        """Set the member's absolute balance (idempotent, unlike earn/burn).
+
+        `program_id` and `tier_id` are accepted for symmetry and not sent: the id identifies
+        the member, and a tierId here would move the member to that tier.
+        """
+        if points < 0:
+            raise ValueError(f"points must be >= 0, got {points}")
+        body: JsonObject = {"id": passkit_id, "points": points}
+        if points == 0:
+            # proto3 drops a zero, so "set to 0" has its own flag.
+            body["resetPoints"] = True
+        await self._call(_SET_POINTS, passkit_id, body)
+
+    async def write_message(
+        self,
+        protocol: str,
+        passkit_id: str,
+        text: str,
+        *,
+        program_id: str | None,
+        tier_id: str | None,
+    ) -> str:
+        """Write `text` into the pass's message field alone (one changed field: one alert).
+
+        Returns the exact value written: `text` plus an invisible suffix that differs from
+        the previous write, because Apple alerts only when the value changes.
+        """
+        routes = _message_routes(protocol)
+        field = self._settings.passkit_message_field
+        metadata = await self._metadata_to_send(routes.read, passkit_id)
+        value = self._fresh_value(text, metadata.get(field))
+        metadata[field] = value
+        body = _message_body(protocol, passkit_id, metadata, program_id, tier_id)
+        await self._call(routes.write, passkit_id, body)
+        return value
+
+    async def redeem_coupon(self, passkit_id: str) -> None:
+        """Redeem a single-use coupon; one that is already redeemed counts as done."""
+        body = {"id": passkit_id}
+        await self._call(_REDEEM_COUPON, passkit_id, body, already_done=is_already_redeemed)
+
+    async def check_in_ticket(self, passkit_id: str) -> None:
+        """Check a ticket in by validating it; an already redeemed ticket counts as done.
+
+        `maxNumberOfValidations` (PASSKIT_TICKET_MAX_VALIDATIONS, default 1) makes PassKit
+        redeem the ticket once that many validations are reached, so a check-in also turns
+        the pass to its redeemed design and a repeated delivery is recognisable as such.
+        0 is not sent (proto3 drops it) and leaves the count to the ticket's own settings.
+        """
+        body: JsonObject = {"ticket": {"ticketId": passkit_id}}
+        max_validations = self._settings.passkit_ticket_max_validations
+        if max_validations:
+            body["maxNumberOfValidations"] = max_validations
+        reply = await self._call(
+            _VALIDATE_TICKET, passkit_id, body, already_done=is_already_redeemed
+        )
+        if reply and _json_object(_VALIDATE_TICKET.operation, reply).get("valid") is False:
+            # Already used up, or not valid (expired, voided): nothing to retry either way.
+            log.info("passkit_ticket_not_valid", passkit_id=passkit_id)
+
+    # --- message helpers -----------------------------------------------------------------------
+
+    async def _metadata_to_send(self, read: _Endpoint, passkit_id: str) -> JsonObject:
+        """The metaData map to send: just our field, or (read_modify_write) the whole map,
+        since whether PassKit merges a partial map is undocumented."""
+        if self._settings.passkit_metadata_mode != "read_modify_write":
+            return {}
+        raw = await self._call(read, passkit_id, None)
+        current = _json_object(read.operation, raw).get("metaData") if raw else None
+        return dict(current) if isinstance(current, dict) else {}
+
+    def _fresh_value(self, text: str, current: object) -> str:
+        value = with_invisible_nonce(text, self._nonces.take())
+        if value == current:
+            value = with_invisible_nonce(text, self._nonces.take())
+        return value
+
+    # --- one request, with retries -------------------------------------------------------------
+
+    async def _call(
+        self,
+        endpoint: _Endpoint,
+        passkit_id: str,
+        body: JsonObject | None,
+        *,
+        already_done: AlreadyDone | None = None,
+    ) -> bytes:
+        """Send one logical request; return the response body of the successful attempt."""
+        data = encode_body(body) if body is not None else None
+        if self._mock_mode:
+            return self._mock_reply(endpoint, passkit_id)
+        url = endpoint.url(self._settings.passkit_base_url, passkit_id)
+        failures, resigned = 0, False
+        while True:
+            try:
+                reply = await self._send(endpoint, url, data)
+                if reply.status == 401 and not resigned:
+                    resigned = True
+                    self._resign(endpoint, passkit_id)
+                    continue
+                return self._interpret(endpoint, passkit_id, reply, already_done)
+            except PassKitError as exc:
+                failures += 1
+                delay = self._retry_delay(endpoint, passkit_id, exc, failures)
+                if delay is None:
+                    raise
+                await self._sleep(delay)
+
+    async def _send(self, endpoint: _Endpoint, url: str, data: bytes | None) -> _Reply:
+        """One attempt: a slot and a token, the request, aiohttp errors mapped to ours."""
+        session = self._require_session()
+        assert self._signer is not None
+        async with self._throttle as waited:
+            self._observe_wait(waited)
+            started = self._clock()
+            try:
+                headers = {"Authorization": self._signer.header()}
+                async with session.request(
+                    endpoint.method, url, data=data, headers=headers
+                ) as response:
+                    body = await response.read()
+                    return _Reply(response.status, body, response.headers.get("Retry-After"))
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                self._count(endpoint, "transient")
+                raise _transport_error(endpoint.operation, exc, self._scrubber) from exc
+            finally:
+                self._observe_latency(endpoint, self._clock() - started)
+
+    def _interpret(
+        self,
+        endpoint: _Endpoint,
+        passkit_id: str,
+        reply: _Reply,
+        already_done: AlreadyDone | None,
+    ) -> bytes:
+        if 200 <= reply.status < 300:
+            self._count(endpoint, "ok")
+            return reply.body
+        text = _error_text(reply.body, self._scrubber)
+        if already_done is not None and already_done(reply.status, text):
+            self._count(endpoint, "ok")
+            log.info(
+                "passkit_already_done",
+                operation=endpoint.operation,
+                passkit_id=passkit_id,
+                status=reply.status,
+            )
+            return b""
+        error = _status_error(endpoint.operation, reply, text, self._wall_clock())
+        self._count(
+            endpoint, "transient" if isinstance(error, TransientPassKitError) else "permanent"
+        )
+        raise error
+
+    def _retry_delay(
+        self, endpoint: _Endpoint, passkit_id: str, exc: PassKitError, failures: int
+    ) -> float | None:
+        """Seconds to sleep before the next attempt, or None to give up (logged here)."""
+        decision = decide(
+            exc,
+            failures,
+            self._clock(),
+            self._rng,
+            max_attempts=self._settings.passkit_max_attempts,
+        )
+        fields = {"operation": endpoint.operation, "passkit_id": passkit_id, "status": exc.status}
+        if isinstance(decision, GiveUp):
+            log.warning(
+                "passkit_request_failed",
+                **fields,
+                attempts=failures,
+                reason=decision.reason,
+                error=str(exc),
+            )
+            return None
+        self._count_retry(endpoint, _retry_reason(exc))
+        log.info("passkit_request_retry", **fields, attempt=failures, delay=decision.delay)
+        return decision.delay
+
+    def _resign(self, endpoint: _Endpoint, passkit_id: str) -> None:
+        assert self._signer is not None
+        self._signer.invalidate()
+        self._count(endpoint, "permanent")
+        self._count_retry(endpoint, "unauthorized")
+        log.warning(
+            "passkit_unauthorized_resigning", operation=endpoint.operation, passkit_id=passkit_id
+        )
+
+    def _mock_reply(self, endpoint: _Endpoint, passkit_id: str) -> bytes:
+        self._count(endpoint, "mock")
+        log.info(
+            "passkit_mock_call",
+            operation=endpoint.operation,
+            method=endpoint.method,
+            path=endpoint.path,
+            passkit_id=passkit_id,
+        )
+        return b""
+
+    def _require_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("PassKitClient used outside `async with` (no HTTP session)")
+        return self._session
+
+    # --- metrics -------------------------------------------------------------------------------
+
+    def _count(self, endpoint: _Endpoint, outcome: str) -> None:
+        if self._metrics is not None:
+            self._metrics.passkit_requests.labels(endpoint.operation, outcome).inc()
+
+    def _count_retry(self, endpoint: _Endpoint, reason: str) -> None:
+        if self._metrics is not None:
+            self._metrics.passkit_retries.labels(endpoint.operation, reason).inc()
+
+    def _observe_latency(self, endpoint: _Endpoint, seconds: float) -> None:
+        if self._metrics is not None:
+            self._metrics.passkit_latency.labels(endpoint.operation).observe(seconds)
+
+    def _observe_wait(self, seconds: float) -> None:
+        if self._metrics is not None:
+            self._metrics.ratelimit_wait.observe(seconds)
+
+
+def _retry_reason(exc: PassKitError) -> str:
+    if exc.status is not None:
+        return str(exc.status)
+    return "timeout" if isinstance(exc.__cause__, TimeoutError) else "connection"

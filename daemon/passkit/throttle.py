@@ -1,0 +1,135 @@
+"""Requests-per-second and in-flight limits for everything that calls PassKit.
+
+Pure asyncio: the clock and the sleep are parameters, so tests run on virtual time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from daemon.core.config import Settings
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+_EPSILON = 1e-9
+
+
+class TokenBucket:
+    """At most `burst` tokens at once, refilled at `rate` per second; rate 0 means unlimited.
+
+    Kept as the generic cell rate algorithm (a "theoretical arrival time" instead of a token
+    count): each caller reserves the next slot synchronously and only then sleeps, so
+    concurrent callers queue in arrival order without a lock, and an oversleeping caller does
+    not push later slots back. In any window of one second at most `rate + burst` callers pass.
+    A caller cancelled while waiting forfeits its slot: the limiter may under-use the rate,
+    never exceed it.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        burst: int = 1,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        if rate < 0 or not math.isfinite(rate):
+            raise ValueError(f"rate must be a finite number >= 0, got {rate}")
+        if burst < 1:
+            raise ValueError(f"burst must be >= 1, got {burst}")
+        self._interval = 1.0 / rate if rate else 0.0
+        self._tolerance = (burst - 1) * self._interval
+        self._clock = clock
+        self._sleep = sleep
+        self._arrival = -math.inf
+
+    @property
+    def unlimited(self) -> bool:
+        return self._interval == 0.0
+
+    def reserve(self) -> float:
+        """Claim the next token; return how many seconds to wait before using it."""
+        if self.unlimited:
+            return 0.0
+        now = self._clock()
+        arrival = max(self._arrival, now)
+        self._arrival = arrival + self._interval
+        wait = arrival - self._tolerance - now
+        # Sums of float intervals leave dust; a nanosecond early is not a breach of the rate.
+        return wait if wait > _EPSILON else 0.0
+
+    async def acquire(self) -> float:
+        """Wait for a token; return the seconds waited (for the metrics)."""
+        wait = self.reserve()
+        if wait > 0.0:
+            await self._sleep(wait)
+        return wait
+
+
+class Throttle:
+    """A concurrency slot plus a rate token, taken together for one request.
+
+    The slot is taken first: a token taken while still queueing for a slot would let requests
+    leave in a clump once slots free up, exceeding the rate on the wire.
+
+        async with throttle as waited:   # `waited`: seconds spent waiting for the token
+            await send()
+    """
+
+    def __init__(
+        self,
+        max_concurrency: int,
+        rate: float = 0.0,
+        burst: int = 1,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        self.max_concurrency = max_concurrency
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self._bucket = TokenBucket(rate, burst, clock=clock, sleep=sleep)
+        self._in_flight = 0
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep
+    ) -> Throttle:
+        return cls(
+            settings.passkit_max_concurrency,
+            settings.passkit_rate_limit,
+            settings.passkit_rate_burst,
+            clock=clock,
+            sleep=sleep,
+        )
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    async def __aenter__(self) -> float:
+        await self._slots.acquire()
+        try:
+            waited = await self._bucket.acquire()
+        except BaseException:
+            self._slots.release()
+            raise
+        self._in_flight += 1
+        return waited
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._in_flight -= 1
+        self._slots.release()
