@@ -13,27 +13,28 @@ import signal
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC
 from typing import Any
 
 import asyncpg
 import structlog
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from daemon.birthday.bot import schedule_birthdays
-from daemon.campaigns.delivery import CampaignDeliveryQueue
+from daemon.birthday.bot import BirthdayBot
+from daemon.campaigns.delivery import DeliveryHandler
 from daemon.campaigns.planner import CHANNEL as CAMPAIGNS_CHANNEL
 from daemon.campaigns.planner import CampaignPlanner
 from daemon.core.clock import utc_now
 from daemon.core.config import Settings
 from daemon.core.logs import get_logger
 from daemon.core.metrics import Metrics
-from daemon.engine.worker import Worker, WorkerConfig
+from daemon.engine.retry import RetryPolicy
+from daemon.engine.worker import Handler, Store, Worker, WorkerConfig
 from daemon.ops.http import serve_http
 from daemon.ops.sdnotify import notify_systemd
-from daemon.passes.sync import PassSyncQueue
+from daemon.passes.sync import PassSyncHandler
 from daemon.passkit.client import PassKitClient, warn_if_mock
+from daemon.store.deliveries import DeliveryStore
 from daemon.store.listener import Listener
+from daemon.store.passes import PassSyncStore
 from daemon.store.pool import create_pool
 
 log = get_logger(__name__)
@@ -53,6 +54,7 @@ class Daemon:
     doorbells: dict[str, asyncio.Event] = field(default_factory=dict)
     workers: list[Worker[Any]] = field(default_factory=list)
     planner: CampaignPlanner | None = None
+    birthdays: BirthdayBot | None = None
     listener: Listener | None = None
 
 
@@ -67,28 +69,26 @@ def _on_signal(sig: signal.Signals, stopping: asyncio.Event) -> None:
     stopping.set()
 
 
-def _worker_config(settings: Settings) -> WorkerConfig:
+def worker_config(settings: Settings) -> WorkerConfig:
     return WorkerConfig(
         slots=settings.worker_slots,
         poll_interval=settings.loyaltyd_poll_interval_seconds,
         lease_seconds=settings.loyaltyd_lease_seconds,
+        retry=RetryPolicy(
+            base=settings.loyaltyd_retry_base_seconds,
+            cap=settings.loyaltyd_retry_cap_seconds,
+            max_age=settings.loyaltyd_retry_max_age_seconds,
+        ),
     )
 
 
-def _build_sync(daemon: Daemon) -> None:
-    s = daemon.settings
-    queue = PassSyncQueue(
-        daemon.pool,
-        daemon.client,
-        lease_seconds=s.loyaltyd_lease_seconds,
-        max_attempts=s.loyaltyd_max_job_attempts,
-        metrics=daemon.metrics,
-    )
-    doorbell = daemon.doorbells.setdefault(queue.channel, asyncio.Event())
+def _add_worker(daemon: Daemon, store: Store[Any], handler: Handler[Any]) -> None:
+    doorbell = daemon.doorbells.setdefault(store.channel, asyncio.Event())
     daemon.workers.append(
         Worker(
-            queue,
-            _worker_config(s),
+            store,
+            handler,
+            worker_config(daemon.settings),
             owner=daemon.owner,
             doorbell=doorbell,
             metrics=daemon.metrics,
@@ -96,25 +96,25 @@ def _build_sync(daemon: Daemon) -> None:
     )
 
 
-def _build_campaigns(daemon: Daemon) -> None:
-    """The planner turns campaign rows into deliveries (and finishes campaigns); a worker
-    sends the deliveries, sharing the PassKit throttle with the sync worker."""
-    s = daemon.settings
+def _build_workers(daemon: Daemon) -> None:
+    """Pass syncs and campaign deliveries, each on its own worker, sharing the PassKit client
+    (and so its throttle); the planner turns campaign rows into deliveries."""
+    s, lease = daemon.settings, daemon.settings.loyaltyd_lease_seconds
+    _add_worker(
+        daemon,
+        PassSyncStore(daemon.pool, lease_seconds=lease, metrics=daemon.metrics),
+        PassSyncHandler(daemon.client),
+    )
+    _add_worker(
+        daemon,
+        DeliveryStore(daemon.pool, lease_seconds=lease, metrics=daemon.metrics),
+        DeliveryHandler(daemon.client),
+    )
     daemon.planner = CampaignPlanner(
         daemon.pool, daemon.client, s, daemon.metrics, utc_now, owner=daemon.owner
     )
     daemon.doorbells.setdefault(CAMPAIGNS_CHANNEL, asyncio.Event())
-    queue = CampaignDeliveryQueue(daemon.pool, daemon.client, s, daemon.metrics)
-    doorbell = daemon.doorbells.setdefault(queue.channel, asyncio.Event())
-    daemon.workers.append(
-        Worker(
-            queue,
-            _worker_config(s),
-            owner=daemon.owner,
-            doorbell=doorbell,
-            metrics=daemon.metrics,
-        )
-    )
+    daemon.birthdays = BirthdayBot(daemon.pool, s, utc_now)
 
 
 async def _supervise(daemon: Daemon) -> None:
@@ -130,12 +130,18 @@ async def _supervise(daemon: Daemon) -> None:
         for worker in daemon.workers:
             tg.create_task(
                 worker.run(daemon.stopping, s.loyaltyd_shutdown_grace_seconds),
-                name=f"worker-{worker.queue.name}",
+                name=f"worker-{worker.name}",
             )
         if daemon.planner is not None:
             tg.create_task(
                 daemon.planner.run(daemon.stopping, daemon.doorbells[CAMPAIGNS_CHANNEL]),
                 name="campaign-planner",
+            )
+        if daemon.birthdays is not None:
+            # Its gifts reach PassKit through the sync queue like any other transaction.
+            tg.create_task(
+                daemon.birthdays.run(daemon.stopping, s.loyaltyd_shutdown_grace_seconds),
+                name="birthday-bot",
             )
         # READY / WATCHDOG / STOPPING to systemd (a no-op outside it)
         tg.create_task(notify_systemd(daemon), name="systemd-notify")
@@ -168,21 +174,12 @@ async def run_daemon(
     try:
         async with PassKitClient(settings, metrics) as client:
             daemon = Daemon(settings, dsn, pool, client, metrics, owner, stopping)
-            _build_sync(daemon)
-            _build_campaigns(daemon)
+            _build_workers(daemon)
             if on_start is not None:
                 on_start(daemon)
             # The HTTP port is bound first: a taken port stops start-up before any work.
             async with serve_http(daemon):
-                # The birthday bot ticks on APScheduler beside the supervised components;
-                # its gifts reach PassKit through the sync queue like any other transaction.
-                scheduler = AsyncIOScheduler(timezone=UTC)
-                schedule_birthdays(scheduler, pool, settings, utc_now)
-                scheduler.start()
-                try:
-                    await _supervise(daemon)
-                finally:
-                    scheduler.shutdown(wait=False)
+                await _supervise(daemon)
     finally:
         await pool.close()
     log.info("daemon_stopped")

@@ -12,14 +12,16 @@ from typing import Any
 
 import asyncpg
 
+from daemon.app import worker_config
 from daemon.campaigns.csv_audience import CsvFetcher
-from daemon.campaigns.delivery import CHANNEL as DELIVERIES_CHANNEL
-from daemon.campaigns.delivery import CampaignDeliveryQueue
+from daemon.campaigns.delivery import DeliveryHandler
 from daemon.campaigns.planner import CHANNEL as CAMPAIGNS_CHANNEL
 from daemon.campaigns.planner import CampaignPlanner
 from daemon.core.config import Settings
-from daemon.engine.worker import Worker, WorkerConfig
+from daemon.engine.worker import Worker
 from daemon.passkit.client import PassKitClient, visible_text
+from daemon.store.deliveries import CHANNEL as DELIVERIES_CHANNEL
+from daemon.store.deliveries import DeliveryStore
 from daemon.store.listener import Listener
 from daemon.testing.fakepasskit import FakePassKit
 from tests.harness import wait_until
@@ -102,7 +104,7 @@ class Rig:
     pool: asyncpg.Pool
     settings: Settings
     planner: CampaignPlanner
-    queue: CampaignDeliveryQueue
+    queue: DeliveryStore
     workers: list[Worker[Any]]
     listener: Listener
     doorbells: dict[str, asyncio.Event] = field(default_factory=dict)
@@ -139,14 +141,15 @@ async def campaign_rig(
     listener = Listener(dsn, doorbells, probe_interval=0.5)
     async with PassKitClient(settings) as client:
         planner = CampaignPlanner(pool, client, settings, csv_fetcher=csv_fetcher)
-        queue = CampaignDeliveryQueue(pool, client, settings)
-        config = WorkerConfig(
-            slots=settings.worker_slots,
-            poll_interval=settings.loyaltyd_poll_interval_seconds,
-            lease_seconds=settings.loyaltyd_lease_seconds,
-        )
+        queue = DeliveryStore(pool, lease_seconds=settings.loyaltyd_lease_seconds)
         crew: list[Worker[Any]] = [
-            Worker(queue, config, owner=uuid.uuid4(), doorbell=doorbells[DELIVERIES_CHANNEL])
+            Worker(
+                queue,
+                DeliveryHandler(client),
+                worker_config(settings),
+                owner=uuid.uuid4(),
+                doorbell=doorbells[DELIVERIES_CHANNEL],
+            )
         ]
         tasks = [
             asyncio.create_task(listener.run(stopping)),

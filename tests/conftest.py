@@ -22,6 +22,7 @@ from daemon.core.config import Settings
 from daemon.core.dsn import with_database
 from daemon.store.embedded import EmbeddedPostgres
 from daemon.store.migrate import migrate
+from tests.passkit_fixtures import settings_of
 
 TEST_DSN_ENV = "LOYALTYD_TEST_DATABASE_URL"
 REPO = Path(__file__).resolve().parent.parent
@@ -135,6 +136,6 @@ def make_settings(database_url: str) -> Callable[..., Settings]:
             "loyaltyd_http_port": None,
         }
         values.update(overrides)
-        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+        return settings_of(values)
 
     return build

@@ -35,10 +35,18 @@ def make_settings(base_url: str = BASE_URL, **overrides: Any) -> Settings:
         "passkit_api_secret": API_SECRET,
         "passkit_base_url": base_url,
         "passkit_rate_limit": 0,
-        "passkit_max_attempts": 4,
         "passkit_timeout_seconds": 5.0,
     }
     values.update(overrides)
+    return settings_of(values)
+
+
+def settings_of(values: dict[str, Any]) -> Settings:
+    """Settings from exactly these fields, no `.env`; a name Settings does not know is an error
+    here (the daemon itself ignores unknown environment variables, so a test could not tell)."""
+    unknown = sorted(set(values) - set(Settings.model_fields))
+    if unknown:
+        raise TypeError(f"Settings has no field {', '.join(unknown)}")
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 

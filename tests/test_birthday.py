@@ -17,7 +17,13 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from structlog.testing import LogCapture
 
-from daemon.birthday.bot import BirthdaySummary, birthday_tick, run_birthdays, schedule_birthdays
+from daemon.birthday.bot import (
+    BirthdayBot,
+    BirthdaySummary,
+    birthday_tick,
+    run_birthdays,
+    schedule_birthdays,
+)
 from daemon.cli.commands import birthday_run
 from daemon.cli.main import build_parser
 from daemon.core.config import Settings
@@ -525,9 +531,8 @@ async def test_the_scheduled_job_runs_at_start_up_then_every_interval(
     program = await _program(pool)
     pass_id = await make_pass(pool, program, birth_date=BORN_TODAY)
     scheduler = AsyncIOScheduler(timezone=UTC)
-    schedule_birthdays(
-        scheduler, pool, make_settings(loyaltyd_birthday_interval_minutes=20), lambda: NOON
-    )
+    bot = BirthdayBot(pool, make_settings(), lambda: NOON)
+    schedule_birthdays(scheduler, bot._tick, make_settings(loyaltyd_birthday_interval_minutes=20))
     [job] = scheduler.get_jobs()
     assert job.trigger.interval == timedelta(minutes=20)
     assert (job.max_instances, job.coalesce, job.misfire_grace_time) == (1, True, 1200)
@@ -541,6 +546,32 @@ async def test_the_scheduled_job_runs_at_start_up_then_every_interval(
     finally:
         scheduler.shutdown(wait=False)
     assert len(await _gifts(pool, pass_id)) == 1
+
+
+async def test_the_bot_runs_supervised_stops_on_request_and_a_crash_escapes(
+    pool: asyncpg.Pool, make_settings: Callable[..., Settings]
+) -> None:
+    """Under the daemon's TaskGroup: a stop returns once the tick in progress is done, and a
+    tick that raises something other than database trouble ends `run` with that error."""
+    program = await _program(pool)
+    pass_id = await make_pass(pool, program, birth_date=BORN_TODAY)
+    stopping = asyncio.Event()
+    bot = BirthdayBot(pool, make_settings(), lambda: NOON)
+    running = asyncio.create_task(bot.run(stopping, grace=5.0))
+    for _ in range(200):
+        if await _gifts(pool, pass_id):
+            break
+        await asyncio.sleep(0.05)
+    assert len(await _gifts(pool, pass_id)) == 1
+    stopping.set()
+    await asyncio.wait_for(running, timeout=5)
+
+    def broken_clock() -> datetime:
+        raise RuntimeError("clock broke")
+
+    crashing = BirthdayBot(pool, make_settings(), broken_clock)
+    with pytest.raises(RuntimeError, match="clock broke"):
+        await asyncio.wait_for(crashing.run(asyncio.Event(), grace=5.0), timeout=5)
 
 
 async def _command(settings: Settings, *argv: str) -> int:

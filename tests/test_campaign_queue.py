@@ -1,10 +1,10 @@
-"""The delivery queue statement by statement: claim (with the frequency cap and late opt-outs),
-record (lease holder only, counters in step), extend, release; and the retry decision."""
+"""The delivery store statement by statement: claim (with the frequency cap and late opt-outs),
+record (lease holder only, counters in step, retry delays on the database's clock), extend,
+release; and the delivery handler's skip."""
 
 from __future__ import annotations
 
 import asyncio
-import random
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -12,30 +12,26 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from daemon.campaigns.delivery import (
-    MAX_DELIVERY_ATTEMPTS,
-    CampaignDeliveryQueue,
-    TemplateCache,
-    after_transient_failure,
-)
+from daemon.campaigns.delivery import DeliveryHandler, TemplateCache
 from daemon.campaigns.planner import CampaignPlanner
 from daemon.core.config import Settings
 from daemon.engine.outcomes import Failed, RetryLater, Skipped, Succeeded
 from daemon.passkit.client import PassKitClient
+from daemon.store.deliveries import DeliveryStore
 from daemon.store.queries import q
 from tests.campaign_support import campaign, insert_campaign
 from tests.factories import make_pass, make_program, make_user
 
-NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+@pytest.fixture
+def queue(pool: asyncpg.Pool, make_settings: Callable[..., Settings]) -> DeliveryStore:
+    return DeliveryStore(pool, lease_seconds=make_settings().loyaltyd_lease_seconds)
 
 
 @pytest.fixture
-async def queue(
-    pool: asyncpg.Pool, make_settings: Callable[..., Settings]
-) -> AsyncIterator[CampaignDeliveryQueue]:
-    settings = make_settings()
-    async with PassKitClient(settings) as client:  # mock mode: nothing leaves the machine
-        yield CampaignDeliveryQueue(pool, client, settings)
+async def handler(make_settings: Callable[..., Settings]) -> AsyncIterator[DeliveryHandler]:
+    async with PassKitClient(make_settings()) as client:  # mock mode: nothing leaves the machine
+        yield DeliveryHandler(client)
 
 
 async def _started(pool: asyncpg.Pool, settings: Settings, **cols: object) -> uuid.UUID:
@@ -57,7 +53,7 @@ async def _delivery(
 
 
 async def test_claim_carries_what_the_message_needs(
-    pool: asyncpg.Pool, queue: CampaignDeliveryQueue, make_settings: Callable[..., Settings]
+    pool: asyncpg.Pool, queue: DeliveryStore, make_settings: Callable[..., Settings]
 ) -> None:
     program = await make_program(pool, name="Joe's", passkit_program_id="prog", passkit_tier_id="t")
     user = await make_user(pool, first_name="Ada", last_name="Lovelace")
@@ -89,7 +85,7 @@ async def test_claim_carries_what_the_message_needs(
 
 
 async def test_recipients_who_left_the_audience_since_the_start_are_skipped_at_claim(
-    pool: asyncpg.Pool, queue: CampaignDeliveryQueue, make_settings: Callable[..., Settings]
+    pool: asyncpg.Pool, queue: DeliveryStore, make_settings: Callable[..., Settings]
 ) -> None:
     program = await make_program(pool)
     stays, opts_out, deactivated, uninstalled = [await make_pass(pool, program) for _ in range(4)]
@@ -116,7 +112,7 @@ async def test_recipients_who_left_the_audience_since_the_start_are_skipped_at_c
 
 
 async def test_two_running_campaigns_never_push_one_pass_past_the_cap(
-    pool: asyncpg.Pool, queue: CampaignDeliveryQueue, make_settings: Callable[..., Settings]
+    pool: asyncpg.Pool, queue: DeliveryStore, make_settings: Callable[..., Settings]
 ) -> None:
     program = await make_program(pool, max_pushes_per_pass_per_day=1)
     pass_id = await make_pass(pool, program)
@@ -140,7 +136,7 @@ async def test_two_running_campaigns_never_push_one_pass_past_the_cap(
 
 async def test_a_claim_waits_for_another_daemons_claim_and_sees_its_cap(
     pool: asyncpg.Pool,
-    queue: CampaignDeliveryQueue,
+    queue: DeliveryStore,
     make_settings: Callable[..., Settings],
     database_url: str,
 ) -> None:
@@ -175,7 +171,7 @@ async def test_a_claim_waits_for_another_daemons_claim_and_sees_its_cap(
 
 
 async def test_only_the_lease_holder_records_and_counters_follow_the_rows(
-    pool: asyncpg.Pool, queue: CampaignDeliveryQueue, make_settings: Callable[..., Settings]
+    pool: asyncpg.Pool, queue: DeliveryStore, make_settings: Callable[..., Settings]
 ) -> None:
     program = await make_program(pool)
     for _ in range(4):
@@ -185,14 +181,13 @@ async def test_only_the_lease_holder_records_and_counters_follow_the_rows(
     a, b, c, d = await queue.claim(owner, 10)
     await queue.record(uuid.uuid4(), [(a, Succeeded())])  # not the holder: ignored
     assert (await _delivery(pool, a.campaign_id, a.pass_id))["state"] == "claimed"
-    retry_at = datetime.now(UTC) + timedelta(minutes=5)
     await queue.record(
         owner,
         [
             (a, Succeeded()),
             (b, Failed("boom")),
             (c, Skipped("not issued")),
-            (d, RetryLater(retry_at, "503")),
+            (d, RetryLater(300.0, "503")),
         ],
     )
     row = await campaign(pool, campaign_id)
@@ -210,14 +205,17 @@ async def test_only_the_lease_holder_records_and_counters_follow_the_rows(
         d.pass_id: ("pending", "503", None),
     }
     retried = await _delivery(pool, campaign_id, d.pass_id)
-    assert abs(retried["available_at"] - retry_at) < timedelta(milliseconds=1)
+    seconds_ahead = await pool.fetchval(
+        "SELECT extract(epoch FROM $1 - now())", retried["available_at"]
+    )
+    assert 299 <= float(seconds_ahead) <= 300, "due 300 s later, on the database's clock"
     assert await queue.claim(owner, 10) == [], "not due before its retry time"
     await queue.record(owner, [(a, Failed("late duplicate"))])
     assert (await campaign(pool, campaign_id))["failed_count"] == 1, "a final row stays final"
 
 
 async def test_released_rows_are_due_at_once_and_their_attempt_not_counted(
-    pool: asyncpg.Pool, queue: CampaignDeliveryQueue, make_settings: Callable[..., Settings]
+    pool: asyncpg.Pool, queue: DeliveryStore, make_settings: Callable[..., Settings]
 ) -> None:
     program = await make_program(pool)
     await make_pass(pool, program)
@@ -230,7 +228,7 @@ async def test_released_rows_are_due_at_once_and_their_attempt_not_counted(
 
 
 async def test_extended_leases_outlive_the_original_one(
-    pool: asyncpg.Pool, queue: CampaignDeliveryQueue, make_settings: Callable[..., Settings]
+    pool: asyncpg.Pool, queue: DeliveryStore, make_settings: Callable[..., Settings]
 ) -> None:
     program = await make_program(pool)
     await make_pass(pool, program)
@@ -247,7 +245,7 @@ async def test_extended_leases_outlive_the_original_one(
 
 
 async def test_an_expired_lease_is_taken_over_by_another_daemon(
-    pool: asyncpg.Pool, queue: CampaignDeliveryQueue, make_settings: Callable[..., Settings]
+    pool: asyncpg.Pool, queue: DeliveryStore, make_settings: Callable[..., Settings]
 ) -> None:
     program = await make_program(pool)
     await make_pass(pool, program)
@@ -265,27 +263,18 @@ async def test_an_expired_lease_is_taken_over_by_another_daemon(
 
 
 async def test_a_pass_not_issued_in_passkit_is_skipped_with_the_reason(
-    pool: asyncpg.Pool, queue: CampaignDeliveryQueue, make_settings: Callable[..., Settings]
+    pool: asyncpg.Pool,
+    queue: DeliveryStore,
+    handler: DeliveryHandler,
+    make_settings: Callable[..., Settings],
 ) -> None:
     program = await make_program(pool)
     await make_pass(pool, program, passkit_internal_id=None)
     await _started(pool, make_settings(), program_id=program)
     [job] = await queue.claim(uuid.uuid4(), 10)
-    assert await queue.handle(job) == Skipped(
+    assert await handler.handle(job) == Skipped(
         "pass has no passkit_internal_id (not issued in PassKit)"
     )
-
-
-@pytest.mark.parametrize("attempts", range(1, MAX_DELIVERY_ATTEMPTS))
-def test_a_transient_failure_is_retried_later_within_the_cap(attempts: int) -> None:
-    outcome = after_transient_failure("503", attempts, NOW, random.Random(attempts))
-    assert isinstance(outcome, RetryLater) and outcome.error == "503"
-    assert NOW + timedelta(seconds=5) <= outcome.at <= NOW + timedelta(seconds=300)
-
-
-def test_a_transient_failure_on_the_last_attempt_gives_up() -> None:
-    outcome = after_transient_failure("503", MAX_DELIVERY_ATTEMPTS, NOW, random.Random(0))
-    assert outcome == Failed(f"gave up after {MAX_DELIVERY_ATTEMPTS} attempts: 503")
 
 
 def test_templates_are_parsed_once_per_campaign_text() -> None:

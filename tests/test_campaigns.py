@@ -10,11 +10,12 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from daemon.campaigns.delivery import CampaignDeliveryQueue
+from daemon.campaigns.delivery import DeliveryHandler
 from daemon.campaigns.planner import CampaignPlanner
 from daemon.core.config import Settings
 from daemon.core.metrics import Metrics
 from daemon.passkit.client import PassKitClient
+from daemon.store.deliveries import DeliveryStore
 from daemon.testing.fakepasskit import LatencyModel
 from tests.campaign_support import (
     bulk_audience,
@@ -306,10 +307,10 @@ async def test_two_planners_settling_at_once_write_one_audit_row(
 
 async def _send_all_by_hand(pool: asyncpg.Pool, settings: Settings) -> None:
     async with PassKitClient(settings) as client:  # mock mode
-        queue = CampaignDeliveryQueue(pool, client, settings)
+        store, handler = DeliveryStore(pool, lease_seconds=60), DeliveryHandler(client)
         owner = uuid.uuid4()
-        jobs = await queue.claim(owner, 100)
-        await queue.record(owner, [(job, await queue.handle(job)) for job in jobs])
+        jobs = await store.claim(owner, 100)
+        await store.record(owner, [(job, await handler.handle(job)) for job in jobs])
 
 
 async def test_planner_reports_how_many_recipients_are_still_waiting(

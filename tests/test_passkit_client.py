@@ -304,38 +304,52 @@ async def test_permanent_statuses_fail_at_once_without_retry(
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504, 429])
-async def test_transient_statuses_are_retried_until_success(
-    http: aioresponses, status: int
-) -> None:
-    http.put(POINTS_URL, status=status, payload={"error": "busy"})
+async def test_a_transient_status_gets_one_quick_retry(http: aioresponses, status: int) -> None:
     http.put(POINTS_URL, status=status, payload={"error": "busy"})
     http.put(POINTS_URL, payload={"id": "pk1"})
     sleep = RecordingSleep()
     async with client_for(sleep=sleep) as client:
         await client.set_points("pk1", 1, program_id=None, tier_id=None)
-    assert len(calls(http, "PUT", POINTS_URL)) == 3
-    assert len(sleep.delays) == 2
-    assert 0.25 <= sleep.delays[0] <= 0.5  # PassKit: "back off for 250 ms"
+    assert len(calls(http, "PUT", POINTS_URL)) == 2
+    [delay] = sleep.delays
+    assert 0.25 <= delay <= 1.0  # PassKit: "back off for 250 ms and repeat"
 
 
-async def test_transient_errors_give_up_after_max_attempts(http: aioresponses) -> None:
+async def test_a_second_transient_failure_is_handed_to_the_queue(http: aioresponses) -> None:
+    """Every longer wait is the queue's: the client holds no slot while PassKit recovers."""
     http.put(POINTS_URL, status=503, repeat=True)
     sleep = RecordingSleep()
-    async with client_for(make_settings(passkit_max_attempts=3), sleep=sleep) as client:
+    async with client_for(sleep=sleep) as client:
         with pytest.raises(TransientPassKitError) as caught:
             await client.set_points("pk1", 1, program_id=None, tier_id=None)
     assert caught.value.status == 503
-    assert len(calls(http, "PUT", POINTS_URL)) == 3
-    assert len(sleep.delays) == 2
+    assert len(calls(http, "PUT", POINTS_URL)) == 2
+    assert len(sleep.delays) == 1
 
 
-async def test_429_retry_after_is_honoured(http: aioresponses) -> None:
-    http.put(POINTS_URL, status=429, headers={"Retry-After": "3"})
+async def test_a_retry_after_of_a_second_is_waited_out_in_the_quick_retry(
+    http: aioresponses,
+) -> None:
+    http.put(POINTS_URL, status=429, headers={"Retry-After": "1"})
     http.put(POINTS_URL, payload={})
     sleep = RecordingSleep()
     async with client_for(sleep=sleep) as client:
         await client.set_points("pk1", 1, program_id=None, tier_id=None)
-    assert sleep.delays == [3.0]
+    assert sleep.delays == [1.0]
+
+
+@pytest.mark.parametrize("retry_after", ["2", "90"])
+async def test_a_longer_retry_after_is_not_slept_but_handed_to_the_queue(
+    http: aioresponses, retry_after: str
+) -> None:
+    http.put(POINTS_URL, status=429, headers={"Retry-After": retry_after})
+    sleep = RecordingSleep()
+    async with client_for(sleep=sleep) as client:
+        with pytest.raises(TransientPassKitError) as caught:
+            await client.set_points("pk1", 1, program_id=None, tier_id=None)
+    assert caught.value.retry_after == float(retry_after)
+    assert sleep.delays == []
+    assert len(calls(http, "PUT", POINTS_URL)) == 1
 
 
 async def test_retry_after_beyond_the_cap_is_handed_back_to_the_caller(
@@ -360,7 +374,7 @@ async def test_connection_errors_become_transient_errors_chained_to_the_cause(
     http: aioresponses,
 ) -> None:
     http.put(POINTS_URL, exception=aiohttp.ClientConnectionError("Connection refused"), repeat=True)
-    async with client_for(make_settings(passkit_max_attempts=2)) as client:
+    async with client_for() as client:
         with pytest.raises(TransientPassKitError) as caught:
             await client.set_points("pk1", 1, program_id=None, tier_id=None)
     assert caught.value.status is None
@@ -370,7 +384,7 @@ async def test_connection_errors_become_transient_errors_chained_to_the_cause(
 
 async def test_timeout_maps_to_transient_error_chained_to_timeout(http: aioresponses) -> None:
     http.put(POINTS_URL, timeout=True, repeat=True)
-    async with client_for(make_settings(passkit_max_attempts=1)) as client:
+    async with client_for() as client:
         with pytest.raises(TransientPassKitError, match="timed out") as caught:
             await client.set_points("pk1", 1, program_id=None, tier_id=None)
     assert isinstance(caught.value.__cause__, TimeoutError)
@@ -662,7 +676,7 @@ async def test_logs_never_contain_the_secret_or_a_jwt(
     err = capsys.readouterr().err
     assert "passkit_unauthorized_resigning" in err
     assert "passkit_request_retry" in err
-    assert err.count("passkit_request_failed") == 2
+    assert err.count("passkit_request_refused") == 2
     assert "[redacted]" in err
     assert API_SECRET not in err
     assert len(tokens) == 2

@@ -161,7 +161,7 @@ async def test_thirty_percent_503_still_syncs_everything(
     program = await make_program(pool)
     passes = [await make_pass(pool, program, points=0) for _ in range(60)]
     async with fake_passkit(faults=Faults(p503=0.3), seed=3) as fake:
-        settings = settings_for(make_settings, fake.url, passkit_max_attempts=20)
+        settings = settings_for(make_settings, fake.url, loyaltyd_retry_base_seconds=0.2)
         async with running_daemon(settings, database_url):
             for i, pass_id in enumerate(passes):
                 await pool.execute(EARN, pass_id, i + 1, "EARN", None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.campaigns.templating import TemplateError, parse_template
+from daemon.core.templating import TemplateError, parse_template
 
 
 @pytest.mark.parametrize(

@@ -22,22 +22,25 @@ Who gets what:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
 import asyncpg
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from structlog.contextvars import bound_contextvars
 
 import daemon.birthday.rules as rules
-from daemon.campaigns.templating import Template, TemplateError, parse_template
+from daemon.core.clock import wait_any
 from daemon.core.config import Settings
 from daemon.core.logs import get_logger
+from daemon.core.templating import Template, TemplateError, parse_template
 from daemon.store.queries import q
 
 log = get_logger(__name__)
@@ -168,12 +171,14 @@ async def run_birthdays(
 
 
 async def birthday_tick(pool: asyncpg.Pool, clock: Callable[[], datetime]) -> BirthdaySummary:
-    """One scheduled run; never raises, so the scheduler keeps ticking whatever happens."""
+    """One scheduled run. Database trouble is logged and left to the next tick (each program
+    and each gift already keeps its own trouble to itself); anything else is a bug and
+    escapes, so the supervisor stops the daemon with a non-zero exit."""
     now = clock()
     try:
         summary = await run_birthdays(pool, now=now)
-    except Exception as exc:  # the next tick retries; a crash here would only lose the log
-        log.exception("birthday_tick_failed", error=str(exc))
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        log.error("birthday_tick_failed", error=str(exc))
         return BirthdaySummary(now=now, error=str(exc))
     log.info(
         "birthday_tick_finished",
@@ -185,12 +190,10 @@ async def birthday_tick(pool: asyncpg.Pool, clock: Callable[[], datetime]) -> Bi
     return summary
 
 
-def schedule_birthdays(
-    scheduler: BaseScheduler,
-    pool: asyncpg.Pool,
-    settings: Settings,
-    clock: Callable[[], datetime],
-) -> None:
+Tick = Callable[[], Awaitable[object]]
+
+
+def schedule_birthdays(scheduler: BaseScheduler, tick: Tick, settings: Settings) -> None:
     """Add the birthday job: once at start-up, then every LOYALTYD_BIRTHDAY_INTERVAL_MINUTES.
 
     Every tick celebrates the whole of each program's local today, so the start-up tick (or
@@ -201,9 +204,8 @@ def schedule_birthdays(
     """
     interval = settings.loyaltyd_birthday_interval_minutes
     scheduler.add_job(
-        birthday_tick,
+        tick,
         IntervalTrigger(minutes=interval),
-        args=(pool, clock),
         id=JOB_ID,
         name="birthday bot",
         replace_existing=True,
@@ -214,6 +216,58 @@ def schedule_birthdays(
         # APScheduler's own timeline is the wall clock, whatever `clock` the job reads.
         next_run_time=datetime.now(UTC),
     )
+
+
+class BirthdayBot:
+    """The birthday job on APScheduler, supervised like every other component: `run` returns
+    once `stopping` is set and a tick in progress has finished (or `grace` ran out), and
+    raises what a tick raised, so a crash ends the daemon instead of going silent."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, settings: Settings, clock: Callable[[], datetime]
+    ) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._clock = clock
+        self._running: set[asyncio.Task[Any]] = set()
+        self._crash: BaseException | None = None
+        self._crashed = asyncio.Event()
+
+    async def run(self, stopping: asyncio.Event, grace: float) -> None:
+        scheduler = AsyncIOScheduler(timezone=UTC)
+        schedule_birthdays(scheduler, self._tick, self._settings)
+        scheduler.start()
+        try:
+            await wait_any(stopping, self._crashed, within=None)
+        finally:
+            scheduler.shutdown(wait=False)
+            await self._drain(grace)
+        if self._crash is not None:
+            raise self._crash
+
+    async def _tick(self) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._running.add(task)
+        try:
+            await birthday_tick(self._pool, self._clock)
+        except Exception as exc:
+            log.exception("birthday_bot_crashed")
+            self._crash = exc
+            self._crashed.set()
+        finally:
+            if task is not None:
+                self._running.discard(task)
+
+    async def _drain(self, grace: float) -> None:
+        running = list(self._running)
+        if not running:
+            return
+        log.info("birthday_bot_draining", ticks=len(running))
+        _, late = await asyncio.wait(running, timeout=grace)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
 
 
 async def _run_program(

@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from typing import Final, TypeGuard
 from urllib.parse import urlsplit
 
-from daemon.campaigns.templating import Template, TemplateError, parse_template
 from daemon.core.errors import CampaignInputError
+from daemon.core.templating import Template, TemplateError, parse_template
 
 SEGMENTS: Final = ("ALL", "VIP", "WHALE", "SLUMBER", "LOCAL", "CSV")
 DEFAULT_MIN_TIER_POINTS: Final = 1000

@@ -12,8 +12,8 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-async def wait_any(*events: asyncio.Event, within: float) -> None:
-    """Return when any event is set, or after `within` seconds."""
+async def wait_any(*events: asyncio.Event, within: float | None) -> None:
+    """Return when any event is set, or after `within` seconds (None: no time limit)."""
     waiters = [asyncio.create_task(e.wait()) for e in events]
     try:
         await asyncio.wait(waiters, timeout=within, return_when=asyncio.FIRST_COMPLETED)

@@ -53,7 +53,6 @@ class Settings(BaseSettings):
     )
     passkit_rate_burst: int = Field(default=5, ge=1, le=10_000)
     passkit_timeout_seconds: float = Field(default=15.0, gt=0, le=300)
-    passkit_max_attempts: int = Field(default=8, ge=1, le=100)
     passkit_jwt_lifetime_seconds: int = Field(default=60, ge=10, le=3600)
     passkit_message_field: str = Field(
         default="loyaltydMessage",
@@ -87,11 +86,25 @@ class Settings(BaseSettings):
         description="Rows a worker may hold claimed at once; 0 = 2 x PASSKIT_MAX_CONCURRENCY. "
         "With a rate limit, never more than 2 seconds' worth of it.",
     )
-    loyaltyd_max_job_attempts: int = Field(
-        default=5,
-        ge=1,
-        le=1000,
-        description="Times a sync is tried (each with the client's own retries) before it is dead.",
+    loyaltyd_retry_base_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="First wait after a transient PassKit failure (5xx, 429, timeout); it "
+        "doubles, jittered, with each failure of the same work.",
+    )
+    loyaltyd_retry_cap_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        le=86_400,
+        description="Longest wait between two tries (a longer Retry-After is still honoured).",
+    )
+    loyaltyd_retry_max_age_seconds: float = Field(
+        default=86_400.0,
+        ge=60,
+        le=30 * 86_400,
+        description="Work failing transiently is tried until it has been owed this long, then "
+        "recorded as failed (pass syncs: dead). Both queues.",
     )
     loyaltyd_birthday_interval_minutes: int = Field(default=30, ge=1, le=60)
 

@@ -3,6 +3,8 @@
     LoyaltydError
      ├── ConfigError                      bad or missing configuration; fix it and restart
      │    └── DatabaseUnusable            DATABASE_URL (or the embedded server) cannot serve
+     ├── WorkRefused                      a job that cannot be done as stored (no PassKit id,
+     │                                    a template that does not render…): failed, not retried
      └── PassKitError                     anything PassKit (or the road to it) said no to
           ├── TransientPassKitError       worth retrying: timeouts, connection errors, 429,
           │                               500/502/503/504 (`status`, `retry_after`)
@@ -31,6 +33,11 @@ class ConfigError(LoyaltydError):
 
 class DatabaseUnusable(ConfigError):
     """The configured database cannot be reached or used as loyaltyd needs it."""
+
+
+class WorkRefused(LoyaltydError):
+    """One job cannot be done as it stands; retrying cannot help. The message is stored as
+    the row's error."""
 
 
 # --- PassKit ---------------------------------------------------------------------------------

@@ -43,10 +43,17 @@ class Metrics:
         self.deliveries = Counter(
             "loyaltyd_deliveries",
             "Finished units of work by kind (sync, campaign) and outcome (sent, failed, "
-            "skipped, retried).",
+            "skipped, retry).",
             ["kind", "outcome"],
             registry=r,
         )
+        self.passkit_up = Gauge(
+            "loyaltyd_passkit_up",
+            "0 while every recent PassKit request failed transiently (PassKit down or "
+            "unreachable), 1 otherwise.",
+            registry=r,
+        )
+        self.passkit_up.set(1)
         self.listener_reconnects = Counter(
             "loyaltyd_listener_reconnects", "LISTEN connection (re)connects.", registry=r
         )
@@ -64,7 +71,8 @@ class Metrics:
         )
         self.dead_syncs = Gauge(
             "loyaltyd_dead_syncs",
-            "Pass syncs given up (permanent PassKit refusal or attempts exhausted), awaiting "
+            "Pass syncs given up (permanent PassKit refusal, or transient failures past "
+            "LOYALTYD_RETRY_MAX_AGE_SECONDS), awaiting "
             "`loyaltyd requeue-dead`.",
             registry=r,
         )

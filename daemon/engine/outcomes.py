@@ -1,72 +1,69 @@
-"""Values that cross layers: the outcome of one unit of work, and what a queue must offer.
+"""What one unit of work came to: the engine's one vocabulary, written back by every store.
 
 Pure: no asyncpg, aiohttp or apscheduler here.
 """
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Protocol, TypeVar
+from typing import Final, Literal
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Succeeded:
-    """The work reached PassKit (or mock mode counted it)."""
+    """The work reached PassKit (or mock mode counted it); `sent` is what the recipient got,
+    when the store keeps it."""
+
+    sent: str | None = None
 
 
-@dataclass(frozen=True)
-class RetryLater:
-    """A transient failure outlived the client's own retries; try again at `at`."""
-
-    at: datetime
-    error: str
-
-
-@dataclass(frozen=True)
-class Failed:
-    """Permanent failure (or retries exhausted): recorded once, never retried by itself."""
-
-    error: str
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Skipped:
-    """Deliberately not sent (frequency cap, opted out since, …)."""
+    """Deliberately not sent (no PassKit id, frequency cap, opted out since, …)."""
 
     reason: str
 
 
-Outcome = Succeeded | RetryLater | Failed | Skipped
+@dataclass(frozen=True, slots=True)
+class RetryLater:
+    """A transient failure: due again `delay` seconds after the outcome is recorded."""
 
-J = TypeVar("J")
+    delay: float
+    error: str
 
 
-class Queue(Protocol[J]):
-    """A table of claimable work. Every method is one short SQL statement (or one batch);
-    `handle` is the only one that talks to PassKit, and it never holds a transaction."""
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """A permanent failure (or transient ones past the maximum age): recorded once, never
+    retried by itself."""
 
-    name: str  # metrics label and log field: "sync", "campaign", …
-    channel: str  # NOTIFY channel that rings this queue's doorbell
+    error: str
 
-    async def claim(self, owner: uuid.UUID, limit: int) -> list[J]:
-        """Lease up to `limit` due rows to `owner` (FOR UPDATE SKIP LOCKED)."""
-        ...
 
-    async def handle(self, job: J) -> Outcome:
-        """Do the work; turn every failure into an Outcome (only cancellation escapes)."""
-        ...
+Outcome = Succeeded | Skipped | RetryLater | Failed
+Code = Literal["sent", "skipped", "retry", "failed"]
 
-    async def record(self, owner: uuid.UUID, results: Sequence[tuple[J, Outcome]]) -> None:
-        """Write outcomes back, only for rows still leased to `owner`."""
-        ...
+_CODES: Final[dict[type, Code]] = {
+    Succeeded: "sent",
+    Skipped: "skipped",
+    RetryLater: "retry",
+    Failed: "failed",
+}
 
-    async def extend(self, owner: uuid.UUID, jobs: Sequence[J]) -> None:
-        """Push the lease of in-flight rows forward (long retries must not lose them)."""
-        ...
 
-    async def release(self, owner: uuid.UUID, jobs: Sequence[J]) -> None:
-        """Give rows back for immediate pickup (shutdown)."""
-        ...
+def code(outcome: Outcome) -> Code:
+    """The outcome as stores write it and as metrics label it."""
+    return _CODES[type(outcome)]
+
+
+def error_of(outcome: Outcome) -> str | None:
+    """The text stored beside the outcome: the error, or why it was skipped."""
+    if isinstance(outcome, RetryLater | Failed):
+        return outcome.error
+    if isinstance(outcome, Skipped):
+        return outcome.reason
+    return None
+
+
+def retry_in(outcome: Outcome) -> float | None:
+    return outcome.delay if isinstance(outcome, RetryLater) else None

@@ -1,8 +1,11 @@
-"""The queue engine: claim what free slots can take, run each job in its own task, write
-outcomes back in batches, keep leases alive, and give unfinished work back on shutdown.
+"""The queue engine: claim what free slots can take, run each job in its own task, decide
+what a failure means, write outcomes back in batches, keep leases alive, and give unfinished
+work back on shutdown.
 
-It runs any `daemon.engine.outcomes.Queue` (pass syncs, campaign deliveries). NOTIFY only rings the
-doorbell; the engine always claims from the table, and also polls, so a lost notification
+    Store.claim → Handler.handle → retry.decide (on failure) → Store.record
+
+It runs any `Store` (pass syncs, campaign deliveries) with its `Handler`. NOTIFY only rings
+the doorbell; the engine always claims from the table, and also polls, so a lost notification
 delays work by at most one poll interval and loses nothing.
 """
 
@@ -11,18 +14,77 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
 
+import structlog
+
+from daemon.core.errors import LoyaltydError
 from daemon.core.logs import get_logger
 from daemon.core.metrics import Metrics
-from daemon.engine.outcomes import Failed, Outcome, Queue, RetryLater, Skipped, Succeeded
+from daemon.engine.outcomes import Failed, Outcome, RetryLater, Skipped, Succeeded, code
+from daemon.engine.retry import RetryPolicy, decide
 
-J = TypeVar("J")
 log = get_logger(__name__)
+
+
+class Job(Protocol):
+    """A claimed row, frozen. `attempts` counts this one; `owed_seconds` is how long the work
+    had been owed when it was claimed (the retry policy's age)."""
+
+    @property
+    def attempts(self) -> int: ...
+
+    @property
+    def owed_seconds(self) -> float: ...
+
+    def log_fields(self) -> Mapping[str, str]:
+        """Bound to every log line about this job (pass_id, campaign_id…)."""
+        ...
+
+
+J = TypeVar("J", bound=Job)
+J_contra = TypeVar("J_contra", bound=Job, contravariant=True)
+
+
+class Store(Protocol[J]):
+    """A table of claimable work. Every method is one short SQL statement (or one batch)."""
+
+    @property
+    def name(self) -> str:
+        """Metrics label and log field: "sync", "campaign"."""
+        ...
+
+    @property
+    def channel(self) -> str:
+        """The NOTIFY channel that rings this queue's doorbell."""
+        ...
+
+    async def claim(self, owner: uuid.UUID, limit: int) -> Sequence[J]:
+        """Lease up to `limit` due rows to `owner` (FOR UPDATE SKIP LOCKED)."""
+        ...
+
+    async def record(self, owner: uuid.UUID, results: Sequence[tuple[J, Outcome]]) -> None:
+        """Write outcomes back, only for rows still leased to `owner`."""
+        ...
+
+    async def extend(self, owner: uuid.UUID, jobs: Sequence[J]) -> None:
+        """Push the lease of in-flight rows forward."""
+        ...
+
+    async def release(self, owner: uuid.UUID, jobs: Sequence[J]) -> None:
+        """Give rows back for immediate pickup (shutdown)."""
+        ...
+
+
+class Handler(Protocol[J_contra]):
+    """Does the work of one job and never touches the queue table. It returns what happened,
+    or raises: a `TransientPassKitError` (tried again later), any other `LoyaltydError`
+    (recorded as failed), anything else (a bug: failed, with a traceback in the log)."""
+
+    async def handle(self, job: J_contra) -> Succeeded | Skipped: ...
 
 
 @dataclass(frozen=True)
@@ -30,33 +92,26 @@ class WorkerConfig:
     slots: int
     poll_interval: float
     lease_seconds: float
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
     record_batch: int = 500
     record_delay: float = 0.01
-
-
-def outcome_label(outcome: Outcome) -> str:
-    labels: dict[type, str] = {
-        Succeeded: "sent",
-        Failed: "failed",
-        Skipped: "skipped",
-        RetryLater: "retried",
-    }
-    return labels[type(outcome)]
 
 
 class Worker(Generic[J]):
     def __init__(
         self,
-        queue: Queue[J],
+        store: Store[J],
+        handler: Handler[J],
         config: WorkerConfig,
         *,
         owner: uuid.UUID,
         doorbell: asyncio.Event,
         metrics: Metrics | None = None,
         rng: random.Random | None = None,
-        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.queue = queue
+        self.store = store
+        self.handler = handler
+        self.name = store.name
         self.config = config
         self.owner = owner
         # The doorbell doubles as the engine's wake-up: NOTIFY, a freed slot and shutdown
@@ -64,17 +119,12 @@ class Worker(Generic[J]):
         self.wake = doorbell
         self.metrics = metrics
         self._rng = rng or random.Random()
-        self._monotonic = monotonic
         self._tasks: dict[asyncio.Task[None], J] = {}
         self._results: list[tuple[J, Outcome]] = []
         self._results_ready = asyncio.Event()
         self._claim_failures = 0
         # fewer rows per claim than this, while work is in flight, is not worth a statement
         self._min_claim = max(1, config.slots // 4)
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._tasks)
 
     @property
     def _held(self) -> int:
@@ -84,7 +134,7 @@ class Worker(Generic[J]):
 
     async def run(self, stopping: asyncio.Event, grace: float) -> None:
         """Work until `stopping` is set, then drain for at most `grace` seconds."""
-        log.info("worker_started", queue=self.queue.name, slots=self.config.slots)
+        log.info("worker_started", queue=self.name, slots=self.config.slots)
         recorder = asyncio.create_task(self._record_loop())
         leases = asyncio.create_task(self._lease_loop())
         try:
@@ -98,7 +148,7 @@ class Worker(Generic[J]):
             except asyncio.CancelledError:
                 await shutdown
                 raise
-        log.info("worker_stopped", queue=self.queue.name)
+        log.info("worker_stopped", queue=self.name)
 
     # --- claiming -------------------------------------------------------------------------
 
@@ -130,7 +180,7 @@ class Worker(Generic[J]):
 
     async def _claim(self, limit: int) -> int:
         try:
-            jobs = await self.queue.claim(self.owner, limit)
+            jobs = await self.store.claim(self.owner, limit)
         except Exception as exc:  # a lost pool connection must not stop the daemon
             await self._claim_failed(exc)
             return limit  # don't wait a poll interval on top of the back-off
@@ -144,25 +194,40 @@ class Worker(Generic[J]):
     async def _claim_failed(self, exc: Exception) -> None:
         self._claim_failures += 1
         delay = min(5.0, 0.1 * 2**self._claim_failures) * (0.5 + self._rng.random())
-        log.warning(
-            "claim_failed", queue=self.queue.name, error=repr(exc), retry_in=round(delay, 2)
-        )
+        log.warning("claim_failed", queue=self.name, error=repr(exc), retry_in=round(delay, 2))
         await asyncio.sleep(delay)
 
     # --- working --------------------------------------------------------------------------
 
     async def _work(self, job: J) -> None:
-        try:
-            outcome = await self.queue.handle(job)
-        except Exception as exc:
-            # handle() turns failures into outcomes; anything escaping is a bug, recorded
-            # as a visible failure rather than silently retried forever.
-            log.exception("job_crashed", queue=self.queue.name)
-            outcome = Failed(f"internal error: {exc!r}")
+        with structlog.contextvars.bound_contextvars(**job.log_fields()):
+            outcome = await self._outcome_of(job)
         self._results.append((job, outcome))
         if self.metrics is not None:
-            self.metrics.deliveries.labels(self.queue.name, outcome_label(outcome)).inc()
+            self.metrics.deliveries.labels(self.name, code(outcome)).inc()
         self._results_ready.set()
+
+    async def _outcome_of(self, job: J) -> Outcome:
+        try:
+            return await self.handler.handle(job)
+        except LoyaltydError as exc:
+            outcome = decide(exc, job.attempts, job.owed_seconds, self._rng, self.config.retry)
+        except Exception as exc:
+            # Anything else escaping a handler is a bug: recorded as a visible failure rather
+            # than silently retried forever.
+            log.exception("job_crashed", queue=self.name)
+            return Failed(f"internal error: {exc!r}")
+        if isinstance(outcome, RetryLater):
+            log.info(
+                "job_retry_later",
+                queue=self.name,
+                attempts=job.attempts,
+                retry_in=round(outcome.delay, 1),
+                error=outcome.error,
+            )
+        else:
+            log.warning("job_failed", queue=self.name, attempts=job.attempts, error=outcome.error)
+        return outcome
 
     def _job_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.pop(task, None)
@@ -183,10 +248,10 @@ class Worker(Generic[J]):
         while self._results:
             batch = self._results[: self.config.record_batch]
             try:
-                await self.queue.record(self.owner, batch)
+                await self.store.record(self.owner, batch)
             except Exception as exc:
                 # Keep the results and try again; the leases are still ours for a while.
-                log.warning("record_failed", queue=self.queue.name, error=repr(exc))
+                log.warning("record_failed", queue=self.name, error=repr(exc))
                 await asyncio.sleep(0.5)
                 continue
             del self._results[: len(batch)]
@@ -202,16 +267,16 @@ class Worker(Generic[J]):
             if not jobs:
                 continue
             try:
-                await self.queue.extend(self.owner, jobs)
+                await self.store.extend(self.owner, jobs)
             except Exception as exc:
-                log.warning("lease_extend_failed", queue=self.queue.name, error=repr(exc))
+                log.warning("lease_extend_failed", queue=self.name, error=repr(exc))
 
     # --- shutdown -------------------------------------------------------------------------
 
     async def _drain(self, grace: float) -> None:
         """Let in-flight calls finish within `grace`; cancel what is left."""
         if self._tasks:
-            log.info("worker_draining", queue=self.queue.name, in_flight=len(self._tasks))
+            log.info("worker_draining", queue=self.name, in_flight=len(self._tasks))
             await asyncio.wait(list(self._tasks), timeout=grace)
 
     async def _shutdown(self, recorder: asyncio.Task[None], leases: asyncio.Task[None]) -> None:
@@ -231,12 +296,12 @@ class Worker(Generic[J]):
         try:
             await asyncio.wait_for(self._flush(), timeout=10)
         except TimeoutError:
-            log.error("record_abandoned", queue=self.queue.name, results=len(self._results))
+            log.error("record_abandoned", queue=self.name, results=len(self._results))
 
     async def _release(self, jobs: list[J]) -> None:
         try:
-            await self.queue.release(self.owner, jobs)
-            log.info("jobs_released", queue=self.queue.name, count=len(jobs))
+            await self.store.release(self.owner, jobs)
+            log.info("jobs_released", queue=self.name, count=len(jobs))
         except Exception as exc:
             # Their leases will expire and another daemon (or our restart) takes them.
-            log.warning("release_failed", queue=self.queue.name, error=repr(exc))
+            log.warning("release_failed", queue=self.name, error=repr(exc))

@@ -18,15 +18,15 @@ import asyncpg
 from daemon.core.config import Settings
 from daemon.core.logs import get_logger
 from daemon.core.metrics import Metrics
-from daemon.passes.sync import PassSyncQueue
 from daemon.store.listener import Listener
+from daemon.store.passes import PassSyncStore
 from daemon.store.queries import q
 
 log = get_logger(__name__)
 
 # States of work still to do ('dead' rows wait for an operator, not for a worker).
 OUTSTANDING = ("pending", "claimed")
-SYNC_QUEUE = PassSyncQueue.name
+SYNC_QUEUE = PassSyncStore.name
 
 
 class Running(Protocol):

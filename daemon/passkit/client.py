@@ -1,9 +1,11 @@
 """The PassKit REST client: everything loyaltyd says to PassKit goes through `PassKitClient`.
 
-It is the only aiohttp client user. Failures leave it as `daemon.core.errors` classes (mapped here,
-`raise … from exc`); transient ones are first retried per `daemon.engine.retry.decide`, each attempt
-taking a concurrency slot and a rate token from the process-wide `Throttle`, never holding a
-slot while it sleeps a backoff.
+It is the only aiohttp client user. Failures leave it as `daemon.core.errors` classes (mapped
+here, `raise … from exc`). Each logical request is one attempt, plus at most one quick retry of
+a transient failure that asks for no more than a second's wait (PassKit: "503: back off for
+250 ms and repeat"); every longer wait is the queue's (`daemon.engine.retry`), so no worker
+slot or lease is held while PassKit recovers. Each attempt takes a concurrency slot and a rate
+token from the process-wide `Throttle`.
 
 What is known about the API (and what is not) is in passkit-api.md beside the spec; choices
 made where it is silent are noted where they are made.
@@ -39,7 +41,8 @@ from daemon.core.errors import (
 )
 from daemon.core.logs import SecretScrubber, get_logger
 from daemon.core.metrics import Metrics
-from daemon.engine.retry import GiveUp, decide
+from daemon.engine.retry import backoff
+from daemon.passkit.health import PassKitHealth
 from daemon.passkit.throttle import Clock, Sleep, Throttle
 
 log = get_logger(__name__)
@@ -49,6 +52,11 @@ MAX_PAYLOAD_BYTES: Final = 10_000
 # Absorbs clock skew between us and PassKit, as PassKit's own PHP SDK does.
 JWT_BACKDATE_SECONDS: Final = 10
 PROTOCOLS: Final = ("MEMBERSHIP", "COUPON", "EVENT_TICKET")
+
+# The one quick retry inside a request: only for a transient failure that asks for at most this
+# long, after 250 ms to 1 s (PassKit documents "503: back off for 250 ms and repeat").
+QUICK_RETRY_MAX_SECONDS: Final = 1.0
+_QUICK_RETRY_BASE_SECONDS: Final = 0.25
 
 # Error bodies end up in exception messages and logs: enough to diagnose, not a whole page.
 _ERROR_BODY_CHARS = 300
@@ -373,6 +381,7 @@ class PassKitClient:
         self._mock_mode = settings.passkit_mock_mode
         self._signer = None if self._mock_mode else _TokenSigner(settings, wall_clock)
         self._nonces = _NonceCounter(int(wall_clock() * 1000))
+        self.health = PassKitHealth(metrics, clock=clock)
 
     @property
     def mock_mode(self) -> bool:
@@ -493,7 +502,7 @@ class PassKitClient:
         if self._mock_mode:
             return self._mock_reply(endpoint, passkit_id)
         url = endpoint.url(self._settings.passkit_base_url, passkit_id)
-        failures, resigned = 0, False
+        quick_retried, resigned = False, False
         while True:
             try:
                 reply = await self._send(endpoint, url, data)
@@ -501,13 +510,41 @@ class PassKitClient:
                     resigned = True
                     self._resign(endpoint, passkit_id)
                     continue
-                return self._interpret(endpoint, passkit_id, reply, already_done)
-            except PassKitError as exc:
-                failures += 1
-                delay = self._retry_delay(endpoint, passkit_id, exc, failures)
-                if delay is None:
+                body_out = self._interpret(endpoint, passkit_id, reply, already_done)
+            except TransientPassKitError as exc:
+                self.health.failed(endpoint.operation, str(exc))
+                if quick_retried or not _quick_retry_allowed(exc):
                     raise
-                await self._sleep(delay)
+                quick_retried = True
+                await self._sleep(self._quick_retry_delay(endpoint, passkit_id, exc))
+                continue
+            except PermanentPassKitError as exc:
+                self.health.answered()
+                log.warning(
+                    "passkit_request_refused",
+                    operation=endpoint.operation,
+                    passkit_id=passkit_id,
+                    status=exc.status,
+                    error=str(exc),
+                )
+                raise
+            self.health.answered()
+            return body_out
+
+    def _quick_retry_delay(
+        self, endpoint: _Endpoint, passkit_id: str, exc: TransientPassKitError
+    ) -> float:
+        delay = backoff(1, self._rng, base=_QUICK_RETRY_BASE_SECONDS, cap=QUICK_RETRY_MAX_SECONDS)
+        delay = max(delay, exc.retry_after or 0.0)
+        self._count_retry(endpoint, _retry_reason(exc))
+        log.info(
+            "passkit_request_retry",
+            operation=endpoint.operation,
+            passkit_id=passkit_id,
+            status=exc.status,
+            delay=round(delay, 3),
+        )
+        return delay
 
     async def _send(self, endpoint: _Endpoint, url: str, data: bytes | None) -> _Reply:
         """One attempt: a slot and a token, the request, aiohttp errors mapped to ours."""
@@ -555,31 +592,6 @@ class PassKitClient:
         )
         raise error
 
-    def _retry_delay(
-        self, endpoint: _Endpoint, passkit_id: str, exc: PassKitError, failures: int
-    ) -> float | None:
-        """Seconds to sleep before the next attempt, or None to give up (logged here)."""
-        decision = decide(
-            exc,
-            failures,
-            self._clock(),
-            self._rng,
-            max_attempts=self._settings.passkit_max_attempts,
-        )
-        fields = {"operation": endpoint.operation, "passkit_id": passkit_id, "status": exc.status}
-        if isinstance(decision, GiveUp):
-            log.warning(
-                "passkit_request_failed",
-                **fields,
-                attempts=failures,
-                reason=decision.reason,
-                error=str(exc),
-            )
-            return None
-        self._count_retry(endpoint, _retry_reason(exc))
-        log.info("passkit_request_retry", **fields, attempt=failures, delay=decision.delay)
-        return decision.delay
-
     def _resign(self, endpoint: _Endpoint, passkit_id: str) -> None:
         assert self._signer is not None
         self._signer.invalidate()
@@ -622,6 +634,11 @@ class PassKitClient:
     def _observe_wait(self, seconds: float) -> None:
         if self._metrics is not None:
             self._metrics.ratelimit_wait.observe(seconds)
+
+
+def _quick_retry_allowed(exc: TransientPassKitError) -> bool:
+    """A longer Retry-After is honoured by the queue, with the worker's slot free meanwhile."""
+    return exc.retry_after is None or exc.retry_after <= QUICK_RETRY_MAX_SECONDS
 
 
 def _retry_reason(exc: PassKitError) -> str:

@@ -8,7 +8,7 @@ import uuid
 from daemon.cli.commands._common import pool
 from daemon.core.config import Settings
 from daemon.core.logs import get_logger
-from daemon.passes.sync import requeue_dead
+from daemon.store.passes import requeue_dead
 
 HELP = "Re-queue pass syncs that ended dead (PassKit refused them or retries ran out)."
 log = get_logger(__name__)

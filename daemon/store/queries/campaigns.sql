@@ -258,6 +258,7 @@ counted AS (
      WHERE c.id = s.campaign_id
 )
 SELECT cl.campaign_id, cl.pass_id, cl.state, cl.attempts, cl.lease_expired,
+       coalesce(extract(epoch FROM now() - c.started_at), 0)::float8 AS owed_seconds,
        p.protocol, p.passkit_internal_id, g.passkit_program_id,
        coalesce(m.tier_id, g.passkit_tier_id) AS passkit_tier_id,
        c.message_text, u.first_name, u.last_name, m.points_balance AS points,
@@ -271,19 +272,20 @@ SELECT cl.campaign_id, cl.pass_id, cl.state, cl.attempts, cl.lease_expired,
 
 -- name: record_deliveries
 -- $1 = owner; $2 campaign ids, $3 pass ids, $4 outcomes ('sent'|'failed'|'skipped'|'retry'),
--- $5 retry times (NULL unless retry), $6 errors, $7 texts as sent. Only rows still leased to
+-- $5 seconds until the retry (NULL unless retry), $6 errors, $7 texts as sent. Only rows still leased to
 -- $1 are written (a daemon that lost its lease has no say any more), and the campaigns'
 -- counters move in the same statement, so they always equal the rows.
 WITH r AS (
     SELECT *
-      FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::timestamptz[], $6::text[],
-                  $7::text[]) AS r (campaign_id, pass_id, outcome, retry_at, error, rendered_text)
+      FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::float8[], $6::text[],
+                  $7::text[]) AS r (campaign_id, pass_id, outcome, retry_in, error, rendered_text)
 ),
 written AS (
     UPDATE loyaltyd.campaign_deliveries d
        SET state = CASE WHEN r.outcome = 'retry' THEN 'pending' ELSE r.outcome END,
            lease_owner = NULL,
-           available_at = coalesce(r.retry_at, d.available_at),
+           available_at = CASE WHEN r.retry_in IS NULL THEN d.available_at
+                               ELSE now() + make_interval(secs => r.retry_in) END,
            error = r.error,
            rendered_text = coalesce(r.rendered_text, d.rendered_text),
            finished_at = CASE WHEN r.outcome = 'retry' THEN NULL ELSE now() END,

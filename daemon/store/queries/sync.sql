@@ -27,7 +27,8 @@ UPDATE loyaltyd.pass_syncs s
   LEFT JOIN programs g ON g.id = p.program_id
   LEFT JOIN protocol_membership m ON m.pass_id = due.pass_id
  WHERE s.pass_id = due.pass_id
-RETURNING s.pass_id, s.generation, s.attempts, s.enqueued_at, due.lease_expired,
+RETURNING s.pass_id, s.generation, s.attempts, due.lease_expired,
+          extract(epoch FROM now() - s.enqueued_at)::float8 AS owed_seconds,
           p.passkit_internal_id, p.protocol,
           g.passkit_program_id, coalesce(m.tier_id, g.passkit_tier_id) AS passkit_tier_id,
           CASE WHEN s.points_generation IS NOT NULL THEN s.points_balance END AS points_balance,
@@ -36,12 +37,17 @@ RETURNING s.pass_id, s.generation, s.attempts, s.enqueued_at, due.lease_expired,
           s.check_in_generation IS NOT NULL AS check_in;
 
 -- name: record_pass_syncs
--- $1 = owner; $2 pass ids, $3 generations claimed, $4 outcomes ('done'|'retry'|'dead'),
--- $5 retry times (NULL unless retry), $6 errors (NULL when done). Only rows still leased to
--- $1 are written: a daemon that lost its lease has no say any more.
+-- $1 = owner; $2 pass ids, $3 generations claimed, $4 outcomes ('sent'|'skipped'|'retry'|
+-- 'failed'; sent and skipped clear the work, failed makes the row dead), $5 seconds until the
+-- retry (NULL unless retry), $6 errors (NULL when sent). Only rows still leased to $1 are
+-- written: a daemon that lost its lease has no say any more.
 WITH r AS (
-    SELECT * FROM unnest($2::uuid[], $3::bigint[], $4::text[], $5::timestamptz[], $6::text[])
-        AS r(pass_id, gen, outcome, retry_at, error)
+    SELECT r.pass_id, r.gen, r.retry_in, r.error,
+           CASE WHEN r.outcome IN ('sent', 'skipped') THEN 'done'
+                WHEN r.outcome = 'failed' THEN 'dead'
+                ELSE r.outcome END AS outcome
+      FROM unnest($2::uuid[], $3::bigint[], $4::text[], $5::float8[], $6::text[])
+        AS r(pass_id, gen, outcome, retry_in, error)
 )
 UPDATE loyaltyd.pass_syncs s
    SET -- done clears exactly the work that was owed when claimed; newer work stays owed
@@ -61,7 +67,7 @@ UPDATE loyaltyd.pass_syncs s
                     WHEN r.outcome = 'retry' OR s.generation > r.gen THEN 'pending'
                     ELSE 'idle' END,
        attempts = CASE WHEN r.outcome = 'done' THEN 0 ELSE s.attempts END,
-       next_attempt_at = coalesce(r.retry_at, now()),
+       next_attempt_at = now() + make_interval(secs => coalesce(r.retry_in, 0)),
        enqueued_at = CASE WHEN r.outcome = 'done' AND s.generation > r.gen THEN now()
                           ELSE s.enqueued_at END,
        last_error = r.error,

@@ -1,0 +1,115 @@
+"""The pass-sync queue table (loyaltyd.pass_syncs, sql/010; statements in queries/sync.sql).
+
+A burst of transactions on one pass is one row: the newest balance and the newest message
+win, and a change landing while a call is in flight makes the row due again afterwards, so
+the pass can never be left showing an older balance than the newest.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import asyncpg
+
+from daemon.core.logs import get_logger
+from daemon.core.metrics import Metrics
+from daemon.engine.outcomes import Outcome, code, error_of, retry_in
+from daemon.store.queries import q
+
+log = get_logger(__name__)
+CHANNEL: Final = "loyaltyd_syncs"
+
+
+@dataclass(frozen=True, slots=True)
+class PassSyncJob:
+    """The work owed to PassKit for one pass, as claimed."""
+
+    pass_id: uuid.UUID
+    generation: int
+    attempts: int
+    owed_seconds: float
+    lease_expired: bool
+    passkit_id: str | None
+    protocol: str
+    passkit_program_id: str | None
+    passkit_tier_id: str | None
+    points: int | None
+    message: str | None
+    redeem: bool
+    check_in: bool
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> PassSyncJob:
+        return cls(
+            pass_id=row["pass_id"],
+            generation=row["generation"],
+            attempts=row["attempts"],
+            owed_seconds=row["owed_seconds"],
+            lease_expired=row["lease_expired"],
+            passkit_id=row["passkit_internal_id"],
+            protocol=row["protocol"],
+            passkit_program_id=row["passkit_program_id"],
+            passkit_tier_id=row["passkit_tier_id"],
+            points=row["points_balance"],
+            message=row["message"],
+            redeem=row["redeem"],
+            check_in=row["check_in"],
+        )
+
+    def log_fields(self) -> Mapping[str, str]:
+        return {"pass_id": str(self.pass_id)}
+
+
+class PassSyncStore:
+    name: Final = "sync"
+    channel: Final = CHANNEL
+
+    def __init__(
+        self, pool: asyncpg.Pool, *, lease_seconds: float, metrics: Metrics | None = None
+    ) -> None:
+        self._pool = pool
+        self._lease_seconds = lease_seconds
+        self._metrics = metrics
+
+    async def claim(self, owner: uuid.UUID, limit: int) -> list[PassSyncJob]:
+        rows = await self._pool.fetch(q("claim_pass_syncs"), owner, limit, self._lease_seconds)
+        jobs = [PassSyncJob.from_row(r) for r in rows]
+        expired = sum(1 for j in jobs if j.lease_expired)
+        if expired:
+            log.warning("pass_sync_leases_reclaimed", count=expired)
+            if self._metrics is not None:
+                self._metrics.leases_expired.labels(self.name).inc(expired)
+        return jobs
+
+    async def record(
+        self, owner: uuid.UUID, results: Sequence[tuple[PassSyncJob, Outcome]]
+    ) -> None:
+        await self._pool.execute(
+            q("record_pass_syncs"),
+            owner,
+            [job.pass_id for job, _ in results],
+            [job.generation for job, _ in results],
+            [code(outcome) for _, outcome in results],
+            [retry_in(outcome) for _, outcome in results],
+            [error_of(outcome) for _, outcome in results],
+        )
+
+    async def extend(self, owner: uuid.UUID, jobs: Sequence[PassSyncJob]) -> None:
+        await self._pool.execute(
+            q("extend_pass_sync_leases"), owner, [j.pass_id for j in jobs], self._lease_seconds
+        )
+
+    async def release(self, owner: uuid.UUID, jobs: Sequence[PassSyncJob]) -> None:
+        await self._pool.execute(q("release_pass_syncs"), owner, [j.pass_id for j in jobs])
+
+
+async def requeue_dead(pool: asyncpg.Pool, pass_id: uuid.UUID | None = None) -> int:
+    """Make dead syncs due again (all, or one pass); returns how many."""
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(q("requeue_dead_pass_syncs"), pass_id)
+        if rows:
+            await conn.execute(q("notify_syncs"))
+    return len(rows)
