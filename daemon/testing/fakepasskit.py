@@ -133,9 +133,9 @@ class _Answer:
 
 
 class _Reject(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.answer = _Answer(status, {"error": message})
+        self.answer = _Answer(status, {"error": message}, headers)
 
 
 _FAULT_ANSWERS: Final[dict[int, str]] = {
@@ -230,9 +230,18 @@ class FakePassKit:
 
     # --- knobs ---------------------------------------------------------------------------------
 
-    def force_status(self, pass_id: str, status: int, message: str = "forced") -> None:
-        """Answer every request about `pass_id` with `status` until `clear_forced()`."""
-        self._forced[pass_id] = _Answer(status, {"error": message})
+    def force_status(
+        self,
+        pass_id: str,
+        status: int,
+        message: str = "forced",
+        *,
+        retry_after: str | None = None,
+    ) -> None:
+        """Answer every request about `pass_id` with `status` (and a Retry-After header, if
+        given) until `clear_forced()`."""
+        headers = {"Retry-After": retry_after} if retry_after is not None else None
+        self._forced[pass_id] = _Answer(status, {"error": message}, headers)
 
     def clear_forced(self, pass_id: str | None = None) -> None:
         if pass_id is None:
@@ -393,7 +402,7 @@ class FakePassKit:
     def _pass(self, pass_id: str) -> PassState:
         forced = self._forced.get(pass_id)
         if forced is not None:
-            raise _Reject(forced.status, forced.payload["error"])
+            raise _Reject(forced.status, forced.payload["error"], forced.headers)
         state = self._passes.get(pass_id)
         if state is None:
             if self.strict:
