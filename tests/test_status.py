@@ -143,6 +143,11 @@ async def _seed(pool: asyncpg.Pool) -> dict[str, uuid.UUID]:
     members = [await make_pass(pool, program, points=10) for _ in range(2)]
     for pass_id in members:
         await pool.execute(EARN, pass_id, 5)
+    await pool.execute(  # one of them failed transiently and waits for its next try
+        "UPDATE loyaltyd.pass_syncs SET attempts = 3, next_attempt_at = now() + interval '2 min',"
+        " last_error = 'PassKit set_points answered 503: unavailable' WHERE pass_id = $1",
+        members[0],
+    )
     dead = await make_pass(pool, program, points=10, external_id="M-DEAD-1")
     await pool.execute(EARN, dead, 5)
     await pool.execute(
@@ -182,10 +187,14 @@ async def test_status_prints_campaigns_queues_dead_syncs_and_birthdays(
     assert summer < spring, "unfinished campaigns come first"
     assert "— FAILED: unknown segment 'X'" in out
     # 3 syncs owed: 2 earns and the birthday gift; nothing claimed (no daemon runs)
-    [syncs] = [line for line in lines if line.startswith("  Pass syncs")]
+    [syncs] = [line for line in lines if line.startswith("  Pass syncs") and "pending" in line]
     assert syncs.split()[2:5] == ["pending", "3", "(oldest"]
     assert "claimed 0" in syncs
     assert "  Campaign sends pending 0  claimed 0" in lines
+    assert "PassKit retries: work waiting after transient failures" in out
+    [retrying] = [line for line in lines if line.startswith("  Pass syncs") and "waiting" in line]
+    assert retrying.startswith("  Pass syncs     1 waiting, next try in 1m 5")
+    assert retrying.endswith(": PassKit set_points answered 503: unavailable")
     assert "Dead pass syncs: 1 (newest 1 below;" in out
     [dead] = [line for line in lines if "M-DEAD-1" in line]
     assert dead.endswith(
@@ -214,6 +223,11 @@ async def test_status_json_is_machine_readable(
         ("campaign", "pending"): 0,
         ("campaign", "claimed"): 0,
     }
+    retrying = {r["queue"]: (r["rows"], r["latest_error"]) for r in report["retrying"]}
+    assert retrying == {
+        "sync": (1, "PassKit set_points answered 503: unavailable"),
+        "campaign": (0, None),
+    }
     assert report["dead_syncs"]["count"] == 1
     assert report["dead_syncs"]["recent"][0]["member_id"] == "M-DEAD-1"
     [birthdays] = report["birthdays_today"]
@@ -234,6 +248,8 @@ async def test_status_of_an_empty_database(
         "Queues\n"
         "  Pass syncs     pending 0  claimed 0\n"
         "  Campaign sends pending 0  claimed 0\n"
+        "\n"
+        "PassKit retries: none waiting\n"
         "\n"
         "Dead pass syncs: none\n"
         "\n"

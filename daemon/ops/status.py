@@ -198,9 +198,24 @@ class BirthdaysToday:
 
 
 @dataclass(frozen=True)
+class Retrying:
+    """Rows of one queue waiting for another try after a transient PassKit failure."""
+
+    queue: str
+    rows: int
+    next_in: float
+    latest_error: str | None
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Retrying:
+        return cls(row["queue"], row["rows"], max(0.0, row["next_in"]), row["latest_error"])
+
+
+@dataclass(frozen=True)
 class StatusReport:
     campaigns: tuple[CampaignProgress, ...] = ()
     queues: tuple[QueueDepth, ...] = ()
+    retrying: tuple[Retrying, ...] = ()
     dead_syncs: tuple[DeadSync, ...] = ()
     birthdays: tuple[BirthdaysToday, ...] = ()
 
@@ -212,6 +227,7 @@ class StatusReport:
         data = {
             "campaigns": [asdict(c) for c in self.campaigns],
             "queues": [asdict(d) for d in self.queues],
+            "retrying": [asdict(r) for r in self.retrying],
             "dead_syncs": {
                 "count": self.dead_sync_count,
                 "recent": [asdict(d) for d in self.dead_syncs],
@@ -226,9 +242,11 @@ async def status_report(pool: asyncpg.Pool, *, campaigns: int, dead: int) -> Sta
     recent = await pool.fetch(q("ops_recent_campaigns"), campaigns)
     dead_rows = await pool.fetch(q("ops_dead_syncs"), dead)
     birthdays = await pool.fetch(q("ops_birthdays_today"))
+    retrying = await pool.fetch(q("ops_retrying"))
     return StatusReport(
         campaigns=tuple(CampaignProgress.from_row(r) for r in recent),
         queues=tuple(await queue_depths(pool)),
+        retrying=tuple(Retrying.from_row(r) for r in retrying),
         dead_syncs=tuple(DeadSync.from_row(r) for r in dead_rows),
         birthdays=tuple(BirthdaysToday.from_row(r) for r in birthdays),
     )

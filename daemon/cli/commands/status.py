@@ -15,13 +15,14 @@ from daemon.ops.status import (
     CampaignProgress,
     DeadSync,
     QueueDepth,
+    Retrying,
     StatusReport,
     status_report,
 )
 
 HELP = (
-    "Show campaigns with their progress, queue depths, dead pass syncs and today's birthday "
-    "gifts, for every daemon on the database."
+    "Show campaigns with their progress, queue depths, work waiting on PassKit retries, dead "
+    "pass syncs and today's birthday gifts, for every daemon on the database."
 )
 BAR_WIDTH = 10
 ERROR_WIDTH = 120
@@ -59,6 +60,7 @@ def render(report: StatusReport) -> str:
     sections = [
         _campaigns(report.campaigns),
         _queues(report.queues),
+        _retrying(report.retrying),
         _dead_syncs(report.dead_sync_count, report.dead_syncs),
         _birthdays(report.birthdays),
     ]
@@ -115,6 +117,23 @@ def _queues(depths: tuple[QueueDepth, ...]) -> str:
 
 def _depth(d: QueueDepth) -> str:
     return f"{d.state} {d.rows:,}" + (f" (oldest {age(d.oldest_age)})" if d.rows else "")
+
+
+def _retrying(retrying: tuple[Retrying, ...]) -> str:
+    waiting = [r for r in retrying if r.rows]
+    if not waiting:
+        return "PassKit retries: none waiting\n"
+    lines = [
+        "PassKit retries: work waiting after transient failures (PassKit down, slow or "
+        "rate-limiting); it is retried with back-off until LOYALTYD_RETRY_MAX_AGE_SECONDS"
+    ]
+    for r in waiting:
+        title = QUEUE_TITLES.get(r.queue, r.queue)
+        lines.append(
+            f"  {title:<15}{r.rows:,} waiting, next try in {age(r.next_in)}: "
+            f"{_clip(r.latest_error or 'no error recorded')}"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _dead_syncs(count: int, recent: tuple[DeadSync, ...]) -> str:

@@ -95,3 +95,20 @@ SELECT l.id AS program_id, l.name AS program_name, l.timezone, l.timezone_known,
  GROUP BY l.id, l.name, l.timezone, l.timezone_known, l.birthday_bot_enabled, l.local_date
 HAVING l.birthday_bot_enabled OR count(b.id) > 0
  ORDER BY l.name, l.id;
+
+-- name: ops_retrying
+-- No parameters. Per queue ('sync', 'campaign'): rows waiting for another try after a
+-- transient failure (a failed attempt left its error), seconds until the soonest is due again,
+-- and the newest of those errors. Many rows here while PassKit is failing is the outage seen
+-- from the database, by every daemon on it.
+SELECT 'sync' AS queue, count(*) AS rows,
+       coalesce(extract(epoch FROM min(next_attempt_at) - now()), 0)::float8 AS next_in,
+       (array_agg(last_error ORDER BY updated_at DESC))[1] AS latest_error
+  FROM loyaltyd.pass_syncs
+ WHERE state = 'pending' AND last_error IS NOT NULL
+UNION ALL
+SELECT 'campaign', count(*),
+       coalesce(extract(epoch FROM min(available_at) - now()), 0)::float8,
+       (array_agg(error ORDER BY available_at DESC))[1]
+  FROM loyaltyd.campaign_deliveries
+ WHERE state = 'pending' AND error IS NOT NULL;
