@@ -15,6 +15,7 @@ import pytest
 import pytest_asyncio
 
 from daemon.core.errors import PermanentPassKitError, TransientPassKitError, Unauthorized
+from daemon.passkit import routes
 from daemon.passkit.client import PassKitClient, visible_text
 from daemon.testing.fakepasskit import (
     NO_ANSWER,
@@ -28,6 +29,7 @@ from daemon.testing.fakepasskit import (
     FakePassKit,
     Faults,
     LatencyModel,
+    _route_of,
 )
 from tests.passkit_fixtures import (
     API_KEY,
@@ -411,3 +413,14 @@ def test_faults_are_drawn_at_their_rates() -> None:
     assert drawn.count(429) / 20_000 == pytest.approx(0.05, abs=0.01)
     assert drawn.count("timeout") / 20_000 == pytest.approx(0.02, abs=0.005)
     assert drawn.count(500) == 0
+
+
+def test_the_fake_answers_exactly_the_routes_the_client_calls() -> None:
+    """One table: every route the client can build is one the fake serves, with its id."""
+    for endpoint in routes.ALL:
+        served, path_id = _route_of(endpoint.method, endpoint.url("", "pk1"))
+        assert served == endpoint.route
+        assert path_id == ("pk1" if "{id}" in endpoint.path else None)
+    assert _route_of("DELETE", "/members/member") == (None, None)
+    assert _route_of("GET", "/members/member/id/a/b") == (None, None)
+    assert _route_of("PUT", "/members/member/points/earn") == (None, None)

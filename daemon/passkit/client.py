@@ -25,7 +25,6 @@ from datetime import UTC
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, Final
-from urllib.parse import quote
 
 import aiohttp
 import jwt
@@ -42,7 +41,9 @@ from daemon.core.errors import (
 from daemon.core.logs import SecretScrubber, get_logger
 from daemon.core.metrics import Metrics
 from daemon.engine.retry import backoff
+from daemon.passkit import routes
 from daemon.passkit.health import PassKitHealth
+from daemon.passkit.routes import Endpoint
 from daemon.passkit.throttle import Clock, Sleep, Throttle
 
 log = get_logger(__name__)
@@ -51,7 +52,6 @@ log = get_logger(__name__)
 MAX_PAYLOAD_BYTES: Final = 10_000
 # Absorbs clock skew between us and PassKit, as PassKit's own PHP SDK does.
 JWT_BACKDATE_SECONDS: Final = 10
-PROTOCOLS: Final = ("MEMBERSHIP", "COUPON", "EVENT_TICKET")
 
 # The one quick retry inside a request: only for a transient failure that asks for at most this
 # long, after 250 ms to 1 s (PassKit documents "503: back off for 250 ms and repeat").
@@ -159,53 +159,6 @@ def warn_if_mock(settings: Settings, logger: structlog.typing.FilteringBoundLogg
         "every call is logged and counted as sent",
     )
     return True
-
-
-# --- routes ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Endpoint:
-    operation: str  # metric label and log field
-    method: str
-    path: str  # "{id}" is replaced by the URL-quoted PassKit id
-
-    def url(self, base_url: str, passkit_id: str) -> str:
-        return base_url + self.path.replace("{id}", quote(passkit_id, safe=""))
-
-
-@dataclass(frozen=True, slots=True)
-class _MessageRoutes:
-    read: _Endpoint
-    write: _Endpoint
-
-
-_SET_POINTS = _Endpoint("set_points", "PUT", "/members/member/points/set")
-_REDEEM_COUPON = _Endpoint("redeem_coupon", "PUT", "/coupon/singleUse/coupon/redeem")
-_VALIDATE_TICKET = _Endpoint("check_in_ticket", "PUT", "/eventTickets/ticket/validate")
-_MESSAGE_ROUTES: Final[Mapping[str, _MessageRoutes]] = {
-    "MEMBERSHIP": _MessageRoutes(
-        _Endpoint("get_member", "GET", "/members/member/id/{id}"),
-        _Endpoint("write_message", "PUT", "/members/member"),
-    ),
-    "COUPON": _MessageRoutes(
-        _Endpoint("get_coupon", "GET", "/coupon/singleUse/coupon/{id}"),
-        _Endpoint("write_message", "PUT", "/coupon/singleUse/coupon"),
-    ),
-    "EVENT_TICKET": _MessageRoutes(
-        _Endpoint("get_ticket", "GET", "/eventTickets/ticket/id/{id}"),
-        _Endpoint("write_message", "PUT", "/eventTickets/ticket"),
-    ),
-}
-
-
-def _message_routes(protocol: str) -> _MessageRoutes:
-    try:
-        return _MESSAGE_ROUTES[protocol]
-    except KeyError:
-        raise ValueError(
-            f"unknown pass protocol {protocol!r}; expected one of {PROTOCOLS}"
-        ) from None
 
 
 def _message_body(
@@ -421,7 +374,7 @@ class PassKitClient:
         if points == 0:
             # proto3 drops a zero, so "set to 0" has its own flag.
             body["resetPoints"] = True
-        await self._call(_SET_POINTS, passkit_id, body)
+        await self._call(routes.SET_POINTS, passkit_id, body)
 
     async def write_message(
         self,
@@ -437,19 +390,19 @@ class PassKitClient:
         Returns the exact value written: `text` plus an invisible suffix that differs from
         the previous write, because Apple alerts only when the value changes.
         """
-        routes = _message_routes(protocol)
+        endpoints = routes.message_routes(protocol)
         field = self._settings.passkit_message_field
-        metadata = await self._metadata_to_send(routes.read, passkit_id)
+        metadata = await self._metadata_to_send(endpoints.read, passkit_id)
         value = self._fresh_value(text, metadata.get(field))
         metadata[field] = value
         body = _message_body(protocol, passkit_id, metadata, program_id, tier_id)
-        await self._call(routes.write, passkit_id, body)
+        await self._call(endpoints.write, passkit_id, body)
         return value
 
     async def redeem_coupon(self, passkit_id: str) -> None:
         """Redeem a single-use coupon; one that is already redeemed counts as done."""
         body = {"id": passkit_id}
-        await self._call(_REDEEM_COUPON, passkit_id, body, already_done=is_already_redeemed)
+        await self._call(routes.REDEEM_COUPON, passkit_id, body, already_done=is_already_redeemed)
 
     async def check_in_ticket(self, passkit_id: str) -> None:
         """Check a ticket in by validating it; an already redeemed ticket counts as done.
@@ -464,15 +417,15 @@ class PassKitClient:
         if max_validations:
             body["maxNumberOfValidations"] = max_validations
         reply = await self._call(
-            _VALIDATE_TICKET, passkit_id, body, already_done=is_already_redeemed
+            routes.VALIDATE_TICKET, passkit_id, body, already_done=is_already_redeemed
         )
-        if reply and _json_object(_VALIDATE_TICKET.operation, reply).get("valid") is False:
+        if reply and _json_object(routes.VALIDATE_TICKET.operation, reply).get("valid") is False:
             # Already used up, or not valid (expired, voided): nothing to retry either way.
             log.info("passkit_ticket_not_valid", passkit_id=passkit_id)
 
     # --- message helpers -----------------------------------------------------------------------
 
-    async def _metadata_to_send(self, read: _Endpoint, passkit_id: str) -> JsonObject:
+    async def _metadata_to_send(self, read: Endpoint, passkit_id: str) -> JsonObject:
         """The metaData map to send: just our field, or (read_modify_write) the whole map,
         since whether PassKit merges a partial map is undocumented."""
         if self._settings.passkit_metadata_mode != "read_modify_write":
@@ -491,7 +444,7 @@ class PassKitClient:
 
     async def _call(
         self,
-        endpoint: _Endpoint,
+        endpoint: Endpoint,
         passkit_id: str,
         body: JsonObject | None,
         *,
@@ -532,7 +485,7 @@ class PassKitClient:
             return body_out
 
     def _quick_retry_delay(
-        self, endpoint: _Endpoint, passkit_id: str, exc: TransientPassKitError
+        self, endpoint: Endpoint, passkit_id: str, exc: TransientPassKitError
     ) -> float:
         delay = backoff(1, self._rng, base=_QUICK_RETRY_BASE_SECONDS, cap=QUICK_RETRY_MAX_SECONDS)
         delay = max(delay, exc.retry_after or 0.0)
@@ -546,7 +499,7 @@ class PassKitClient:
         )
         return delay
 
-    async def _send(self, endpoint: _Endpoint, url: str, data: bytes | None) -> _Reply:
+    async def _send(self, endpoint: Endpoint, url: str, data: bytes | None) -> _Reply:
         """One attempt: a slot and a token, the request, aiohttp errors mapped to ours."""
         session = self._require_session()
         assert self._signer is not None
@@ -568,7 +521,7 @@ class PassKitClient:
 
     def _interpret(
         self,
-        endpoint: _Endpoint,
+        endpoint: Endpoint,
         passkit_id: str,
         reply: _Reply,
         already_done: AlreadyDone | None,
@@ -592,7 +545,7 @@ class PassKitClient:
         )
         raise error
 
-    def _resign(self, endpoint: _Endpoint, passkit_id: str) -> None:
+    def _resign(self, endpoint: Endpoint, passkit_id: str) -> None:
         assert self._signer is not None
         self._signer.invalidate()
         self._count(endpoint, "permanent")
@@ -601,7 +554,7 @@ class PassKitClient:
             "passkit_unauthorized_resigning", operation=endpoint.operation, passkit_id=passkit_id
         )
 
-    def _mock_reply(self, endpoint: _Endpoint, passkit_id: str) -> bytes:
+    def _mock_reply(self, endpoint: Endpoint, passkit_id: str) -> bytes:
         self._count(endpoint, "mock")
         log.info(
             "passkit_mock_call",
@@ -619,15 +572,15 @@ class PassKitClient:
 
     # --- metrics -------------------------------------------------------------------------------
 
-    def _count(self, endpoint: _Endpoint, outcome: str) -> None:
+    def _count(self, endpoint: Endpoint, outcome: str) -> None:
         if self._metrics is not None:
             self._metrics.passkit_requests.labels(endpoint.operation, outcome).inc()
 
-    def _count_retry(self, endpoint: _Endpoint, reason: str) -> None:
+    def _count_retry(self, endpoint: Endpoint, reason: str) -> None:
         if self._metrics is not None:
             self._metrics.passkit_retries.labels(endpoint.operation, reason).inc()
 
-    def _observe_latency(self, endpoint: _Endpoint, seconds: float) -> None:
+    def _observe_latency(self, endpoint: Endpoint, seconds: float) -> None:
         if self._metrics is not None:
             self._metrics.passkit_latency.labels(endpoint.operation).observe(seconds)
 

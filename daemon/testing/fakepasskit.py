@@ -29,15 +29,17 @@ from typing import Any, Final, Literal
 import jwt
 from aiohttp import web
 
-ROUTE_SET_POINTS: Final = "PUT /members/member/points/set"
-ROUTE_UPDATE_MEMBER: Final = "PUT /members/member"
-ROUTE_GET_MEMBER: Final = "GET /members/member/id/{id}"
-ROUTE_UPDATE_COUPON: Final = "PUT /coupon/singleUse/coupon"
-ROUTE_REDEEM_COUPON: Final = "PUT /coupon/singleUse/coupon/redeem"
-ROUTE_GET_COUPON: Final = "GET /coupon/singleUse/coupon/{id}"
-ROUTE_UPDATE_TICKET: Final = "PUT /eventTickets/ticket"
-ROUTE_VALIDATE_TICKET: Final = "PUT /eventTickets/ticket/validate"
-ROUTE_GET_TICKET: Final = "GET /eventTickets/ticket/id/{id}"
+from daemon.passkit import routes
+
+ROUTE_SET_POINTS: Final = routes.SET_POINTS.route
+ROUTE_UPDATE_MEMBER: Final = routes.UPDATE_MEMBER.route
+ROUTE_GET_MEMBER: Final = routes.GET_MEMBER.route
+ROUTE_UPDATE_COUPON: Final = routes.UPDATE_COUPON.route
+ROUTE_REDEEM_COUPON: Final = routes.REDEEM_COUPON.route
+ROUTE_GET_COUPON: Final = routes.GET_COUPON.route
+ROUTE_UPDATE_TICKET: Final = routes.UPDATE_TICKET.route
+ROUTE_VALIDATE_TICKET: Final = routes.VALIDATE_TICKET.route
+ROUTE_GET_TICKET: Final = routes.GET_TICKET.route
 
 # p99 of a standard normal: turns "median and p99" into a lognormal's sigma.
 _Z99 = 2.3263478740408408
@@ -470,32 +472,13 @@ class FakePassKit:
 
 # --- plumbing ----------------------------------------------------------------------------------
 
-_PUT_ROUTES: Final[dict[str, str]] = {
-    route.removeprefix("PUT "): route
-    for route in (
-        ROUTE_SET_POINTS,
-        ROUTE_UPDATE_MEMBER,
-        ROUTE_UPDATE_COUPON,
-        ROUTE_REDEEM_COUPON,
-        ROUTE_UPDATE_TICKET,
-        ROUTE_VALIDATE_TICKET,
-    )
-}
-_GET_PREFIXES: Final[tuple[tuple[str, str], ...]] = (
-    ("/members/member/id/", ROUTE_GET_MEMBER),
-    ("/coupon/singleUse/coupon/", ROUTE_GET_COUPON),
-    ("/eventTickets/ticket/id/", ROUTE_GET_TICKET),
-)
-
 
 def _route_of(method: str, path: str) -> tuple[str | None, str | None]:
-    if method == "PUT":
-        return _PUT_ROUTES.get(path), None
-    if method == "GET":
-        for prefix, route in _GET_PREFIXES:
-            if path.startswith(prefix) and "/" not in path[len(prefix) :]:
-                return route, path[len(prefix) :]
-    return None, None
+    found = routes.endpoint_of(method, path)
+    if found is None:
+        return None, None
+    endpoint, path_id = found
+    return endpoint.route, path_id or None
 
 
 # Handlers answer 400 to anything that is not a JSON object, this included.
