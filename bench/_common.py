@@ -12,9 +12,9 @@ from pathlib import Path
 
 import asyncpg
 
-from daemon.core.dsn import with_database
 from daemon.store.embedded import EmbeddedPostgres
 from daemon.store.migrate import migrate
+from daemon.testing.databases import with_database
 
 
 @asynccontextmanager

@@ -19,9 +19,9 @@ import asyncpg
 import pytest
 
 from daemon.core.config import Settings
-from daemon.core.dsn import with_database
 from daemon.store.embedded import EmbeddedPostgres
 from daemon.store.migrate import migrate
+from daemon.testing.databases import with_database
 from tests.passkit_fixtures import settings_of
 
 TEST_DSN_ENV = "LOYALTYD_TEST_DATABASE_URL"

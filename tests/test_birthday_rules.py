@@ -12,7 +12,6 @@ from daemon.birthday.rules import (
     birthday_keys,
     clip_message,
     gift_year,
-    is_birthday,
     local_date,
     manual_date_refusal,
     program_zone,
@@ -83,8 +82,11 @@ def test_birthday_keys_of_a_day(today: date, keys: tuple[int, ...]) -> None:
         (date(1990, 7, 14), date(2024, 7, 15), False),
     ],
 )
-def test_is_birthday(born: date, today: date, celebrated: bool) -> None:
-    assert is_birthday(born, today) is celebrated
+def test_a_birth_date_is_celebrated_on_the_days_whose_keys_hold_its_key(
+    born: date, today: date, celebrated: bool
+) -> None:
+    """What birthday_passes_due asks of the index: key(birth date) = ANY(keys(today))."""
+    assert (birthday_key(born) in birthday_keys(today)) is celebrated
 
 
 def test_birthday_key_matches_the_indexed_expression() -> None:

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from daemon.core.dsn import with_database
+from daemon.testing.databases import with_database
 from tests.harness import REPO
 
 

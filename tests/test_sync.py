@@ -197,7 +197,9 @@ async def test_killed_listener_connection_is_replaced_and_nothing_is_missed(
         settings = settings_for(make_settings, fake.url, loyaltyd_poll_interval_seconds=2.0)
         async with running_daemon(settings, database_url) as daemon:
             assert daemon.listener is not None
-            await pool.execute("SELECT pg_terminate_backend($1)", daemon.listener.backend_pid)
+            assert await pool.fetchval(
+                "SELECT pg_terminate_backend($1)", daemon.listener.backend_pid
+            ), "the listener's connection was not there to kill"
             await pool.execute(EARN, pass_id, 9, "EARN", None)  # notified while deaf
             await wait_until(lambda: fake.points_of(pk) == 9, timeout=4)
             await wait_until(
@@ -213,10 +215,11 @@ async def test_killed_pool_connections_do_not_lose_work(
     async with fake_passkit() as fake:
         settings = settings_for(make_settings, fake.url, loyaltyd_poll_interval_seconds=2.0)
         async with running_daemon(settings, database_url):
-            await pool.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            killed = await pool.fetchval(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
                 "WHERE application_name = 'loyaltyd' AND datname = current_database()"
             )
+            assert killed >= 1, "no pool connection of the daemon was killed"
             await pool.execute(EARN, pass_id, 4, "EARN", None)
             await wait_until(lambda: fake.points_of(pk) == 4, timeout=4)
 

@@ -59,10 +59,6 @@ def birthday_keys(today: date) -> tuple[int, ...]:
     return (key,)
 
 
-def is_birthday(birth_date: date, today: date) -> bool:
-    return birthday_key(birth_date) in birthday_keys(today)
-
-
 def gift_year(today: date) -> int:
     """The year a gift on `today` counts for: one gift per pass per local calendar year."""
     return today.year

@@ -57,8 +57,6 @@ CHANNEL: Final = "loyaltyd_campaigns"
 QUEUE_NAME: Final = "campaign"
 # Campaigns looked at per planner pass; more are picked up by the next pass right away.
 DUE_BATCH: Final = 20
-# Unknown member ids stored with a CSV campaign (the count is always stored).
-UNKNOWN_SAMPLE: Final = 100
 # After a failed planner pass (database unreachable…), wait at most this long before the next.
 _ERROR_BACKOFF_SECONDS: Final = 5.0
 # Never spin faster than this when a scheduled campaign is about to become due.

@@ -3,15 +3,9 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 _REDACTED = "[redacted]"
-
-
-def with_database(dsn: str, database: str) -> str:
-    """The same server and credentials, another database."""
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(path="/" + database))
 
 
 def database_of(dsn: str) -> str:
