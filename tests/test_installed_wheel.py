@@ -122,23 +122,24 @@ def test_installed_loyaltyd_runs_on_its_embedded_default_until_sigterm(
 ) -> None:
     """No DATABASE_URL, no PassKit keys: embedded Postgres in ./.loyaltyd, mock mode; ready,
     then SIGTERM exits 0; `status` then works on the same embedded data."""
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [str(installed), "run"],
         cwd=tmp_path,
         env=_clean_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-    )
-    try:
-        lines = _read_until(proc, "daemon_ready", timeout=90)
-        assert any("passkit_mock_mode" in line for line in lines), lines
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    ) as proc:
+        try:
+            lines = _read_until(proc, "daemon_ready", timeout=90)
+            assert any("passkit_mock_mode" in line for line in lines), lines
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=30)  # drains and closes its stderr
+            assert proc.returncode == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
     assert (tmp_path / ".loyaltyd" / "postgres" / "PG_VERSION").exists()
     status = _loyaltyd(installed, "status", cwd=tmp_path)
     assert status.returncode == 0, status.stderr
