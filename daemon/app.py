@@ -20,8 +20,7 @@ import structlog
 
 from daemon.birthday.bot import BirthdayBot
 from daemon.campaigns.delivery import DeliveryHandler
-from daemon.campaigns.planner import CHANNEL as CAMPAIGNS_CHANNEL
-from daemon.campaigns.planner import CampaignPlanner
+from daemon.campaigns.planner import CampaignPlanner, planner_config, planner_store
 from daemon.core.clock import utc_now
 from daemon.core.config import Settings
 from daemon.core.logs import get_logger
@@ -53,7 +52,6 @@ class Daemon:
     stopping: asyncio.Event
     doorbells: dict[str, asyncio.Event] = field(default_factory=dict)
     workers: list[Worker[Any]] = field(default_factory=list)
-    planner: CampaignPlanner | None = None
     birthdays: BirthdayBot | None = None
     listener: Listener | None = None
 
@@ -82,13 +80,18 @@ def worker_config(settings: Settings) -> WorkerConfig:
     )
 
 
-def _add_worker(daemon: Daemon, store: Store[Any], handler: Handler[Any]) -> None:
+def _add_worker(
+    daemon: Daemon,
+    store: Store[Any],
+    handler: Handler[Any],
+    config: WorkerConfig | None = None,
+) -> None:
     doorbell = daemon.doorbells.setdefault(store.channel, asyncio.Event())
     daemon.workers.append(
         Worker(
             store,
             handler,
-            worker_config(daemon.settings),
+            config or worker_config(daemon.settings),
             owner=daemon.owner,
             doorbell=doorbell,
             metrics=daemon.metrics,
@@ -97,8 +100,9 @@ def _add_worker(daemon: Daemon, store: Store[Any], handler: Handler[Any]) -> Non
 
 
 def _build_workers(daemon: Daemon) -> None:
-    """Pass syncs and campaign deliveries, each on its own worker, sharing the PassKit client
-    (and so its throttle); the planner turns campaign rows into deliveries."""
+    """Three queues on one engine: pass syncs, campaign deliveries (sharing the PassKit client
+    and so its throttle), and the campaigns themselves, which the planner turns into
+    deliveries and finishes."""
     s, lease = daemon.settings, daemon.settings.loyaltyd_lease_seconds
     _add_worker(
         daemon,
@@ -110,10 +114,15 @@ def _build_workers(daemon: Daemon) -> None:
         DeliveryStore(daemon.pool, lease_seconds=lease, metrics=daemon.metrics),
         DeliveryHandler(daemon.client),
     )
-    daemon.planner = CampaignPlanner(
-        daemon.pool, daemon.client, s, daemon.metrics, utc_now, owner=daemon.owner
+    campaigns = planner_store(daemon.pool, s, daemon.metrics)
+    planner = CampaignPlanner(
+        campaigns,
+        s,
+        owner=daemon.owner,
+        mock_mode=daemon.client.mock_mode,
+        metrics=daemon.metrics,
     )
-    daemon.doorbells.setdefault(CAMPAIGNS_CHANNEL, asyncio.Event())
+    _add_worker(daemon, campaigns, planner, planner_config(worker_config(s)))
     daemon.birthdays = BirthdayBot(daemon.pool, s, utc_now)
 
 
@@ -131,11 +140,6 @@ async def _supervise(daemon: Daemon) -> None:
             tg.create_task(
                 worker.run(daemon.stopping, s.loyaltyd_shutdown_grace_seconds),
                 name=f"worker-{worker.name}",
-            )
-        if daemon.planner is not None:
-            tg.create_task(
-                daemon.planner.run(daemon.stopping, daemon.doorbells[CAMPAIGNS_CHANNEL]),
-                name="campaign-planner",
             )
         if daemon.birthdays is not None:
             # Its gifts reach PassKit through the sync queue like any other transaction.

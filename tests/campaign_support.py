@@ -16,10 +16,12 @@ from daemon.app import worker_config
 from daemon.campaigns.csv_audience import CsvFetcher
 from daemon.campaigns.delivery import DeliveryHandler
 from daemon.campaigns.planner import CHANNEL as CAMPAIGNS_CHANNEL
-from daemon.campaigns.planner import CampaignPlanner
+from daemon.campaigns.planner import CampaignPlanner, planner_config, planner_store
 from daemon.core.config import Settings
+from daemon.core.metrics import Metrics
 from daemon.engine.worker import Worker
 from daemon.passkit.client import PassKitClient, visible_text
+from daemon.store.campaigns import CampaignJob
 from daemon.store.deliveries import CHANNEL as DELIVERIES_CHANNEL
 from daemon.store.deliveries import DeliveryStore
 from daemon.store.listener import Listener
@@ -99,11 +101,54 @@ def texts_sent(fake: FakePassKit, passkit_id: str) -> list[str]:
     return [visible_text(m) for m in fake.messages_for(passkit_id)]
 
 
+def planner_worker(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    *,
+    metrics: Metrics | None = None,
+    csv_fetcher: CsvFetcher | None = None,
+    doorbell: asyncio.Event | None = None,
+    mock_mode: bool = True,
+) -> Worker[CampaignJob]:
+    """The campaign planner on the engine, as the composition root wires it."""
+    owner = uuid.uuid4()
+    store = planner_store(pool, settings, metrics)
+    planner = CampaignPlanner(
+        store, settings, owner=owner, mock_mode=mock_mode, metrics=metrics, csv_fetcher=csv_fetcher
+    )
+    return Worker(
+        store,
+        planner,
+        planner_config(worker_config(settings)),
+        owner=owner,
+        doorbell=doorbell or asyncio.Event(),
+        metrics=metrics,
+    )
+
+
+async def plan(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    *,
+    metrics: Metrics | None = None,
+    csv_fetcher: CsvFetcher | None = None,
+) -> int:
+    """Everything the planner can do now, done (claims until none is left); how many jobs."""
+    worker = planner_worker(pool, settings, metrics=metrics, csv_fetcher=csv_fetcher)
+    total = 0
+    for _ in range(50):
+        done = await worker.work_once()
+        total += done
+        if not done:
+            return total
+    raise AssertionError("the planner still had work after 50 claims")
+
+
 @dataclass
 class Rig:
     pool: asyncpg.Pool
     settings: Settings
-    planner: CampaignPlanner
+    planner: Worker[CampaignJob]
     queue: DeliveryStore
     workers: list[Worker[Any]]
     listener: Listener
@@ -140,7 +185,13 @@ async def campaign_rig(
     doorbells = {CAMPAIGNS_CHANNEL: asyncio.Event(), DELIVERIES_CHANNEL: asyncio.Event()}
     listener = Listener(dsn, doorbells, probe_interval=0.5)
     async with PassKitClient(settings) as client:
-        planner = CampaignPlanner(pool, client, settings, csv_fetcher=csv_fetcher)
+        planner = planner_worker(
+            pool,
+            settings,
+            csv_fetcher=csv_fetcher,
+            doorbell=doorbells[CAMPAIGNS_CHANNEL],
+            mock_mode=client.mock_mode,
+        )
         queue = DeliveryStore(pool, lease_seconds=settings.loyaltyd_lease_seconds)
         crew: list[Worker[Any]] = [
             Worker(
@@ -153,7 +204,7 @@ async def campaign_rig(
         ]
         tasks = [
             asyncio.create_task(listener.run(stopping)),
-            asyncio.create_task(planner.run(stopping, doorbells[CAMPAIGNS_CHANNEL])),
+            asyncio.create_task(planner.run(stopping, 5.0)),
             *(asyncio.create_task(w.run(stopping, 5.0)) for w in crew),
         ]
 

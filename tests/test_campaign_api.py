@@ -11,10 +11,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from daemon.campaigns.planner import CampaignPlanner, campaign_status, create_campaign
+from daemon.campaigns.planner import campaign_status, create_campaign
 from daemon.core.config import Settings
 from daemon.core.errors import CampaignInputError, LoyaltydError
-from tests.campaign_support import campaign, insert_campaign
+from tests.campaign_support import campaign, insert_campaign, plan
 from tests.factories import make_pass, make_program
 
 
@@ -39,7 +39,7 @@ async def test_create_campaign_inserts_a_pending_campaign_the_planner_sends(
         800,
         "Whales",
     )
-    await CampaignPlanner(pool, None, make_settings()).plan_due()
+    await plan(pool, make_settings())
     assert (await campaign(pool, campaign_id))["recipient_count"] == 1
 
 

@@ -13,13 +13,12 @@ import asyncpg
 import pytest
 
 from daemon.campaigns.delivery import DeliveryHandler, TemplateCache
-from daemon.campaigns.planner import CampaignPlanner
 from daemon.core.config import Settings
 from daemon.engine.outcomes import Failed, RetryLater, Skipped, Succeeded
 from daemon.passkit.client import PassKitClient
 from daemon.store.deliveries import DeliveryStore
 from daemon.store.queries import q
-from tests.campaign_support import campaign, insert_campaign
+from tests.campaign_support import campaign, insert_campaign, plan
 from tests.factories import make_pass, make_program, make_user
 
 
@@ -36,7 +35,7 @@ async def handler(make_settings: Callable[..., Settings]) -> AsyncIterator[Deliv
 
 async def _started(pool: asyncpg.Pool, settings: Settings, **cols: object) -> uuid.UUID:
     campaign_id = await insert_campaign(pool, **cols)
-    await CampaignPlanner(pool, None, settings).plan_due()
+    await plan(pool, settings)
     assert (await campaign(pool, campaign_id))["status"] == "PROCESSING"
     return campaign_id
 

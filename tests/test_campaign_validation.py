@@ -10,7 +10,6 @@ from typing import Any
 import asyncpg
 import pytest
 
-from daemon.campaigns.planner import CampaignPlanner
 from daemon.core.config import Settings
 from tests.campaign_support import (
     bulk_audience,
@@ -18,6 +17,7 @@ from tests.campaign_support import (
     campaign_rig,
     insert_campaign,
     insert_slipped_in,
+    plan,
 )
 from tests.factories import make_program
 from tests.harness import fake_passkit, messages_by_pass, settings_for
@@ -177,8 +177,7 @@ async def test_bad_draft_fails_too_and_a_fixed_one_is_counted(
     draft = await insert_campaign(
         pool, program_id=program, status="DRAFT", message_text="{points} pts, {nickname}"
     )
-    planner = CampaignPlanner(pool, None, make_settings())
-    await planner.tick()
+    await plan(pool, make_settings())
     row = await campaign(pool, draft)
     assert (row["status"], row["audience_counted_at"]) == ("FAILED", None)
     assert "unknown placeholder {nickname}" in row["error"]
@@ -186,7 +185,7 @@ async def test_bad_draft_fails_too_and_a_fixed_one_is_counted(
         "UPDATE push_campaigns SET status = 'DRAFT', message_text = '{points} pts' WHERE id = $1",
         draft,
     )
-    await planner.tick()
+    await plan(pool, make_settings())
     row = await campaign(pool, draft)
     assert (row["status"], row["error"], row["recipient_count"]) == ("DRAFT", None, 3)
 
@@ -198,7 +197,7 @@ async def test_a_started_campaign_keeps_its_message_and_is_never_sent_again(
     async with pool.acquire() as conn:
         await bulk_audience(conn, program, 3)
     campaign_id = await insert_campaign(pool, program_id=program)
-    await CampaignPlanner(pool, None, make_settings()).tick()
+    await plan(pool, make_settings())
     with pytest.raises(asyncpg.CheckViolationError) as edited:
         await pool.execute(
             "UPDATE push_campaigns SET message_text = 'changed' WHERE id = $1", campaign_id

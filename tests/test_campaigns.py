@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from daemon.campaigns.delivery import DeliveryHandler
-from daemon.campaigns.planner import CampaignPlanner
 from daemon.core.config import Settings
 from daemon.core.metrics import Metrics
 from daemon.passkit.client import PassKitClient
@@ -22,6 +21,8 @@ from tests.campaign_support import (
     campaign,
     campaign_rig,
     insert_campaign,
+    plan,
+    planner_worker,
     status_of,
     texts_sent,
 )
@@ -283,8 +284,7 @@ async def test_processing_rows_the_daemon_never_claimed_are_left_alone(
     program = await make_program(pool)
     await make_pass(pool, program)
     campaign_id = await insert_campaign(pool, program_id=program, status="PROCESSING")
-    planner = CampaignPlanner(pool, None, make_settings())
-    await planner.tick()
+    await plan(pool, make_settings())
     row = await campaign(pool, campaign_id)
     assert (row["status"], row["started_at"]) == ("PROCESSING", None)
 
@@ -297,10 +297,10 @@ async def test_two_planners_settling_at_once_write_one_audit_row(
         await make_pass(pool, program)
     campaign_id = await insert_campaign(pool, program_id=program)
     settings = make_settings()
-    planners = [CampaignPlanner(pool, None, settings) for _ in range(2)]
-    await planners[0].plan_due()
+    await plan(pool, settings)
     await _send_all_by_hand(pool, settings)
-    await asyncio.gather(*(p.settle() for p in planners))
+    planners = [planner_worker(pool, settings) for _ in range(2)]
+    await asyncio.gather(*(p.work_once() for p in planners))
     assert await status_of(pool, campaign_id) == "COMPLETED"
     assert await pool.fetchval("SELECT count(*) FROM notification_logs") == 1
 
@@ -321,8 +321,6 @@ async def test_planner_reports_how_many_recipients_are_still_waiting(
         await make_pass(pool, program)
     await insert_campaign(pool, program_id=program)
     metrics = Metrics()
-    planner = CampaignPlanner(pool, None, make_settings(), metrics)
-    await planner.tick()  # starts it
-    await planner.tick()
+    await plan(pool, make_settings(), metrics=metrics)  # starts it
     depth = metrics.registry.get_sample_value("loyaltyd_queue_depth", {"queue": "campaign"})
     assert depth == 3

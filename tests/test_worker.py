@@ -105,6 +105,9 @@ class MemoryStore:
             else:
                 row.outcome = outcome
 
+    async def seconds_to_next(self) -> float | None:
+        return None
+
     async def extend(self, owner: uuid.UUID, jobs: Sequence[Job]) -> None:
         self.extended.append([j.key for j in jobs])
 

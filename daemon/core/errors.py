@@ -5,9 +5,10 @@
      │    └── DatabaseUnusable            DATABASE_URL (or the embedded server) cannot serve
      ├── WorkRefused                      a job that cannot be done as stored (no PassKit id,
      │                                    a template that does not render…): failed, not retried
+     ├── TransientError                   worth another try later (`retry_after`: a hint, s)
+     │    └── TransientPassKitError       timeouts, connection errors, 429, 500/502/503/504
      └── PassKitError                     anything PassKit (or the road to it) said no to
-          ├── TransientPassKitError       worth retrying: timeouts, connection errors, 429,
-          │                               500/502/503/504 (`status`, `retry_after`)
+          ├── TransientPassKitError       (also a TransientError; `status`)
           └── PermanentPassKitError       retrying cannot help: 400/403/404/409/other 4xx
                ├── PayloadTooLarge        refused here, before sending (> 10,000 bytes)
                └── Unauthorized           401 that persisted after one re-signed retry
@@ -40,6 +41,15 @@ class WorkRefused(LoyaltydError):
     the row's error."""
 
 
+class TransientError(LoyaltydError):
+    """The same work may succeed later (a service down, a connection lost): it goes back to
+    its queue with back-off. `retry_after` is the other side's hint in seconds, if any."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 # --- PassKit ---------------------------------------------------------------------------------
 
 
@@ -51,13 +61,13 @@ class PassKitError(LoyaltydError):
         self.status = status
 
 
-class TransientPassKitError(PassKitError):
+class TransientPassKitError(PassKitError, TransientError):
     """The same request may succeed later; `retry_after` is PassKit's hint in seconds."""
 
     def __init__(
         self, message: str, *, status: int | None = None, retry_after: float | None = None
     ) -> None:
-        super().__init__(message, status=status)
+        PassKitError.__init__(self, message, status=status)
         self.retry_after = retry_after
 
 

@@ -1,6 +1,7 @@
 """The one retry decision: what becomes of a unit of work whose handler failed.
 
-Transient failures (5xx, 429, timeouts, connection errors) come back later, after jittered
+Transient failures (`TransientError`: PassKit's 5xx, 429, timeouts, connection errors; a
+database connection lost mid-work) come back later, after jittered
 exponential back-off capped at `cap` seconds, or after PassKit's `Retry-After` if that is
 longer, whatever its length; the worker's slot is free meanwhile. They go on until the work
 has been owed for `max_age` seconds. Only a permanent answer, or that age, ends the work as
@@ -15,7 +16,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from daemon.core.errors import TransientPassKitError
+from daemon.core.errors import TransientError
 from daemon.engine.outcomes import Failed, RetryLater
 
 # 2**32 × base is already years; beyond it the float maths would only overflow.
@@ -50,7 +51,7 @@ def decide(
     policy: RetryPolicy,
 ) -> RetryLater | Failed:
     """After the `attempts`-th try (1-based) of work owed for `owed_seconds` failed."""
-    if not isinstance(error, TransientPassKitError):
+    if not isinstance(error, TransientError):
         return Failed(str(error))
     if owed_seconds >= policy.max_age:
         return Failed(f"gave up after {attempts} attempts over {_duration(owed_seconds)}: {error}")

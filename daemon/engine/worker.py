@@ -12,7 +12,6 @@ delays work by at most one poll interval and loses nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import uuid
 from collections.abc import Mapping, Sequence
@@ -21,6 +20,7 @@ from typing import Generic, Protocol, TypeVar
 
 import structlog
 
+from daemon.core.clock import wait_any
 from daemon.core.errors import LoyaltydError
 from daemon.core.logs import get_logger
 from daemon.core.metrics import Metrics
@@ -28,6 +28,8 @@ from daemon.engine.outcomes import Failed, Outcome, RetryLater, Skipped, Succeed
 from daemon.engine.retry import RetryPolicy, decide
 
 log = get_logger(__name__)
+# Never spin faster than this when a row is about to become due.
+_MIN_IDLE_SECONDS = 0.01
 
 
 class Job(Protocol):
@@ -76,6 +78,11 @@ class Store(Protocol[J]):
 
     async def release(self, owner: uuid.UUID, jobs: Sequence[J]) -> None:
         """Give rows back for immediate pickup (shutdown)."""
+        ...
+
+    async def seconds_to_next(self) -> float | None:
+        """When a row not due yet becomes due, if the store knows cheaply (None: the poll
+        interval is soon enough)."""
         ...
 
 
@@ -150,6 +157,20 @@ class Worker(Generic[J]):
                 raise
         log.info("worker_stopped", queue=self.name)
 
+    async def work_once(self) -> int:
+        """One claim, its jobs run one after another, their outcomes recorded together: for
+        one-shot runs and tests.
+        Returns how many jobs there were."""
+        jobs = await self.store.claim(self.owner, self.config.slots)
+        results = [(job, await self._outcome_of_bound(job)) for job in jobs]
+        if results:
+            await self.store.record(self.owner, results)
+        return len(jobs)
+
+    async def _outcome_of_bound(self, job: J) -> Outcome:
+        with structlog.contextvars.bound_contextvars(**job.log_fields()):
+            return await self._outcome_of(job)
+
     # --- claiming -------------------------------------------------------------------------
 
     async def _claim_loop(self, stopping: asyncio.Event) -> None:
@@ -175,8 +196,17 @@ class Worker(Generic[J]):
         self.wake.set()
 
     async def _sleep(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.wake.wait(), self.config.poll_interval)
+        await wait_any(self.wake, within=await self._idle_for())
+
+    async def _idle_for(self) -> float:
+        try:
+            due = await self.store.seconds_to_next()
+        except Exception as exc:  # only a hint; the poll interval still applies
+            log.warning("next_due_unknown", queue=self.name, error=repr(exc))
+            due = None
+        if due is None:
+            return self.config.poll_interval
+        return max(_MIN_IDLE_SECONDS, min(self.config.poll_interval, due))
 
     async def _claim(self, limit: int) -> int:
         try:
@@ -200,8 +230,7 @@ class Worker(Generic[J]):
     # --- working --------------------------------------------------------------------------
 
     async def _work(self, job: J) -> None:
-        with structlog.contextvars.bound_contextvars(**job.log_fields()):
-            outcome = await self._outcome_of(job)
+        outcome = await self._outcome_of_bound(job)
         self._results.append((job, outcome))
         if self.metrics is not None:
             self.metrics.deliveries.labels(self.name, code(outcome)).inc()

@@ -134,6 +134,10 @@ class DeliveryStore:
             self._lease_seconds,
         )
 
+    async def seconds_to_next(self) -> None:
+        """Retries come due on their own time; the poll interval finds them."""
+        return None
+
     async def release(self, owner: uuid.UUID, jobs: Sequence[Delivery]) -> None:
         await self._pool.execute(
             q("release_deliveries"),

@@ -102,6 +102,10 @@ class PassSyncStore:
             q("extend_pass_sync_leases"), owner, [j.pass_id for j in jobs], self._lease_seconds
         )
 
+    async def seconds_to_next(self) -> None:
+        """Retries come due on their own time; the poll interval finds them."""
+        return None
+
     async def release(self, owner: uuid.UUID, jobs: Sequence[PassSyncJob]) -> None:
         await self._pool.execute(q("release_pass_syncs"), owner, [j.pass_id for j in jobs])
 

@@ -22,6 +22,8 @@ from daemon.core.logs import get_logger
 from daemon.store.embedded import DATABASE_NAME, EmbeddedPostgres
 
 log = get_logger(__name__)
+# What the layers above hold without importing the driver themselves.
+Pool = asyncpg.Pool
 SERVER_SETTINGS = {"application_name": "loyaltyd"}
 CONNECT_TIMEOUT_SECONDS = 10.0
 # How long the LISTEN/NOTIFY self-test waits for its own notification.

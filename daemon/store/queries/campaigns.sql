@@ -4,38 +4,61 @@
 -- --- planner: campaigns ----------------------------------------------------------------------
 
 -- name: due_campaigns
--- $1 = at most this many rows, $2 / $3 = the most member ids / zip codes a campaign may list. Campaigns the planner has work on, with what validation needs:
--- PENDING ones whose time has come, DRAFTs to count, and PROCESSING ones a crashed daemon was
--- still planning (lease_owner set by us: a row some older tool left PROCESSING is not ours to
--- resend). `version` (the row's xmin) lets the claim refuse a row edited since it was read.
-SELECT c.id, c.xmin::text AS version, c.status, c.program_id, c.name, c.message_text,
+-- $1 = at most this many, $2 / $3 = the most member ids / zip codes a campaign may list. The
+-- campaigns the planner has work on, as read (no lock), each with its kind of work:
+--   'plan'   PENDING ones whose time has come, DRAFTs to count, and PROCESSING ones a crashed
+--            daemon was still planning (lease_owner set: a row some older tool left
+--            PROCESSING is not ours to resend);
+--   'finish' started, unfinished campaigns that are CANCELLED with recipients to skip or
+--            nothing in flight any more, or PROCESSING with every recipient's outcome in.
+-- A lease that has not run out keeps a row from everyone else (and after a retry decision,
+-- from everyone until then). `version` (the row's xmin) lets the claim refuse a row edited
+-- since it was read.
+SELECT c.id, c.xmin::text AS version,
+       CASE WHEN c.started_at IS NULL THEN 'plan' ELSE 'finish' END AS kind,
+       c.lease_owner IS NOT NULL AS lease_expired,
+       c.status, c.program_id, c.name, c.message_text,
        c.segment, c.min_tier_points, c.min_points, c.inactive_days,
        -- a list over its limit is not read at all: its count fails the campaign
        CASE WHEN coalesce(cardinality(c.zip_codes), 0) <= $3 THEN c.zip_codes END AS zip_codes,
        cardinality(c.zip_codes) AS zip_code_count,
        CASE WHEN coalesce(cardinality(c.member_ids), 0) <= $2 THEN c.member_ids END AS member_ids,
        cardinality(c.member_ids) AS member_id_count,
-       c.csv_upload_url, g.id IS NOT NULL AS program_exists
+       c.csv_upload_url, g.id IS NOT NULL AS program_exists,
+       extract(epoch FROM now() - coalesce(c.scheduled_at, c.created_at, now()))::float8
+           AS owed_seconds
   FROM push_campaigns c
   LEFT JOIN programs g ON g.id = c.program_id
- WHERE ((c.status = 'PENDING' AND (c.scheduled_at IS NULL OR c.scheduled_at <= now()))
-     OR (c.status = 'DRAFT' AND c.audience_counted_at IS NULL)
-     OR (c.status = 'PROCESSING' AND c.started_at IS NULL AND c.lease_owner IS NOT NULL))
-   AND (c.lease_expires_at IS NULL OR c.lease_expires_at <= now())
+ WHERE (c.lease_expires_at IS NULL OR c.lease_expires_at <= now())
    -- rows an earlier tool left behind are history, never sent (sql/006)
    AND NOT c.predates_loyaltyd
+   AND ((c.status = 'PENDING' AND (c.scheduled_at IS NULL OR c.scheduled_at <= now()))
+     OR (c.status = 'DRAFT' AND c.audience_counted_at IS NULL)
+     OR (c.status = 'PROCESSING' AND c.started_at IS NULL AND c.lease_owner IS NOT NULL)
+     OR (c.started_at IS NOT NULL AND c.finished_at IS NULL AND c.status = 'CANCELLED'
+         AND (EXISTS (SELECT 1 FROM loyaltyd.campaign_deliveries d
+                       WHERE d.campaign_id = c.id
+                         AND (d.state = 'pending'
+                           OR (d.state = 'claimed' AND d.available_at <= now())))
+           OR NOT EXISTS (SELECT 1 FROM loyaltyd.campaign_deliveries d
+                           WHERE d.campaign_id = c.id AND d.state = 'claimed')))
+     OR (c.started_at IS NOT NULL AND c.finished_at IS NULL AND c.status = 'PROCESSING'
+         AND NOT EXISTS (SELECT 1 FROM loyaltyd.campaign_deliveries d
+                          WHERE d.campaign_id = c.id AND d.state IN ('pending', 'claimed'))))
  ORDER BY coalesce(c.scheduled_at, c.created_at), c.id
  LIMIT $1;
 
 -- name: claim_campaign
 -- $1 = campaign id, $2 = its version as read, $3 = owner, $4 = lease length in seconds.
--- Leases a validated campaign to $3 (PENDING becomes PROCESSING; a DRAFT stays a DRAFT).
--- Returns nothing when another daemon has it or an admin changed it since it was read.
+-- Leases the campaign to $3 (a PENDING one becomes PROCESSING). Returns nothing when another
+-- daemon has it or an admin changed it since it was read. A row breaking a rule that a NOT
+-- VALID constraint let in cannot be updated (CHECKs hold for every new row version): that
+-- check_violation tells the caller to fail it, which a FAILED row may be.
 WITH unchanged AS (
     SELECT id FROM push_campaigns WHERE id = $1 AND xmin::text = $2 FOR UPDATE SKIP LOCKED
 )
 UPDATE push_campaigns c
-   SET status = CASE WHEN c.status = 'DRAFT' THEN 'DRAFT' ELSE 'PROCESSING' END,
+   SET status = CASE WHEN c.status = 'PENDING' THEN 'PROCESSING' ELSE c.status END,
        lease_owner = $3,
        lease_expires_at = now() + make_interval(secs => $4)
   FROM unchanged
@@ -50,13 +73,50 @@ UPDATE push_campaigns
  WHERE id = $1 AND xmin::text = $2 AND started_at IS NULL
 RETURNING id;
 
--- name: fail_claimed_campaign
--- $1 = campaign id, $2 = owner holding its lease, $3 = error for the admin. Nothing was sent.
+-- name: record_campaigns
+-- $1 = owner; $2 campaign ids, $3 outcomes ('sent'|'skipped'|'retry'|'failed'), $4 seconds until
+-- the next try (retry), $5 errors. The lease is dropped, only by its holder. A failed campaign
+-- that never started is FAILED with the error for the admin; one that started keeps its
+-- status (messages went out) and is looked at again in a minute. A retry keeps everyone off it
+-- until its time.
+WITH r AS (
+    SELECT * FROM unnest($2::uuid[], $3::text[], $4::float8[], $5::text[])
+        AS r (id, outcome, retry_in, error)
+)
+UPDATE push_campaigns c
+   SET status = CASE WHEN r.outcome = 'failed' AND c.started_at IS NULL THEN 'FAILED'
+                     ELSE c.status END,
+       error = CASE WHEN r.outcome = 'failed' AND c.started_at IS NULL THEN r.error
+                    ELSE c.error END,
+       finished_at = CASE WHEN r.outcome = 'failed' AND c.started_at IS NULL THEN now()
+                          ELSE c.finished_at END,
+       lease_owner = NULL,
+       lease_expires_at = CASE
+           WHEN r.outcome = 'retry' THEN now() + make_interval(secs => r.retry_in)
+           WHEN r.outcome = 'failed' AND c.started_at IS NOT NULL THEN now() + interval '1 min'
+       END
+  FROM r
+ WHERE c.id = r.id AND c.lease_owner = $1;
+
+-- name: extend_campaign_leases
+-- $1 = owner, $2 = campaign ids being worked on, $3 = lease length in seconds.
 UPDATE push_campaigns
-   SET status = 'FAILED', error = $3, finished_at = now(),
-       lease_owner = NULL, lease_expires_at = NULL
- WHERE id = $1 AND lease_owner = $2 AND started_at IS NULL
-RETURNING id;
+   SET lease_expires_at = now() + make_interval(secs => $3)
+ WHERE id = ANY($2::uuid[]) AND lease_owner = $1;
+
+-- name: release_campaigns
+-- $1 = owner, $2 = campaign ids to give back (shutdown): anyone may take them at once. A
+-- PROCESSING campaign not started yet stays PROCESSING with its owner cleared only by the next
+-- claim, which recognises it by lease_owner.
+UPDATE push_campaigns
+   SET lease_expires_at = now()
+ WHERE id = ANY($2::uuid[]) AND lease_owner = $1;
+
+-- name: seconds_to_next_campaign
+-- Seconds until the next scheduled PENDING campaign is due (NULL: none scheduled).
+SELECT extract(epoch FROM min(scheduled_at) - now())::float8
+  FROM push_campaigns
+ WHERE status = 'PENDING' AND scheduled_at > now() AND NOT predates_loyaltyd;
 
 -- name: count_audience
 -- $1 = program id, $2 = segment, $3 min_tier_points, $4 min_points, $5 inactive_days,
@@ -111,12 +171,13 @@ WITH started AS (
 SELECT pg_notify('loyaltyd_deliveries', id::text) FROM started;
 
 -- name: skip_cancelled_deliveries
--- Recipients of CANCELLED campaigns not reached yet become skipped ('campaign cancelled'),
--- counted in the same statement. Rows in flight finish and count as what they became; rows
--- whose daemon died (lease expired) are skipped too, or the campaign could never settle.
+-- $1 = campaign id. If it is CANCELLED, its recipients not reached yet become skipped
+-- ('campaign cancelled'), counted in the same statement. Rows in flight finish and count as
+-- what they became; rows whose daemon died (lease expired) are skipped too, or the campaign
+-- could never settle.
 WITH cancelled AS (
     SELECT id FROM push_campaigns
-     WHERE status = 'CANCELLED' AND started_at IS NOT NULL AND finished_at IS NULL
+     WHERE id = $1 AND status = 'CANCELLED' AND started_at IS NOT NULL AND finished_at IS NULL
 ),
 skipped AS (
     UPDATE loyaltyd.campaign_deliveries d
@@ -135,15 +196,17 @@ UPDATE push_campaigns c
  WHERE c.id = t.campaign_id
 RETURNING c.id, t.n AS skipped;
 
--- name: settle_campaigns
--- Campaigns every recipient of which has an outcome: PROCESSING becomes COMPLETED (a
--- CANCELLED one stays CANCELLED), finished_at is set, and the seeds' audit row written once
--- (notification_logs is unique per campaign_id, whichever daemon gets here first).
+-- name: settle_campaign
+-- $1 = campaign id, $2 = owner holding its lease. If every recipient has an outcome:
+-- PROCESSING becomes COMPLETED (a CANCELLED one stays CANCELLED), finished_at is set, the
+-- lease dropped, and the seeds' audit row written once (notification_logs is unique per
+-- campaign_id).
 WITH finished AS (
     UPDATE push_campaigns c
        SET status = CASE WHEN c.status = 'PROCESSING' THEN 'COMPLETED' ELSE c.status END,
-           finished_at = now()
-     WHERE c.started_at IS NOT NULL AND c.finished_at IS NULL
+           finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
+     WHERE c.id = $1 AND c.lease_owner = $2
+       AND c.started_at IS NOT NULL AND c.finished_at IS NULL
        AND c.status IN ('PROCESSING', 'CANCELLED')
        AND NOT EXISTS (SELECT 1 FROM loyaltyd.campaign_deliveries d
                         WHERE d.campaign_id = c.id AND d.state IN ('pending', 'claimed'))
@@ -161,12 +224,6 @@ logged AS (
 SELECT id, program_id, status, recipient_count, sent_count, failed_count, skipped_count,
        extract(epoch FROM finished_at - started_at)::float8 AS seconds
   FROM finished;
-
--- name: seconds_to_next_campaign
--- Seconds until the next scheduled PENDING campaign is due (NULL: none scheduled).
-SELECT extract(epoch FROM min(scheduled_at) - now())::float8
-  FROM push_campaigns
- WHERE status = 'PENDING' AND scheduled_at > now() AND NOT predates_loyaltyd;
 
 -- --- delivery queue ----------------------------------------------------------------------------
 

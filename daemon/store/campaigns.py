@@ -1,0 +1,346 @@
+"""The push_campaigns table as the planner's queue, and every campaign statement the planner and
+the HTTP API need (queries/campaigns.sql), one typed function each.
+
+A campaign is claimed with a lease like any queue row: to be planned (validated, its audience
+resolved, counted or started) or to be finished (a cancel applied, COMPLETED once every
+recipient has an outcome). Database trouble leaves here as the engine's errors: a broken rule
+is a `CampaignInputError` (the campaign fails with it), a lost connection a transient error
+(tried again later).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final, Literal
+
+import asyncpg
+
+from daemon.core.errors import CampaignInputError, TransientError
+from daemon.core.logs import get_logger
+from daemon.core.metrics import Metrics
+from daemon.engine.outcomes import Outcome, code, error_of, retry_in
+from daemon.store.queries import q
+
+log = get_logger(__name__)
+
+CHANNEL: Final = "loyaltyd_campaigns"
+QUEUE_NAME: Final = "planner"
+# The work on one campaign is one try; its retries back off from the policy's base.
+_ATTEMPTS: Final = 1
+
+Kind = Literal["plan", "finish"]
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignJob:
+    """A campaign leased to this daemon, with the fields validation reads."""
+
+    id: uuid.UUID
+    version: str
+    kind: Kind
+    status: str  # after the claim: PROCESSING (to start), DRAFT (to count), CANCELLED…
+    program_id: uuid.UUID | None
+    program_exists: bool
+    lease_expired: bool
+    owed_seconds: float
+    fields: Mapping[str, object]
+    # Set when the row breaks this rule and could not be leased: it is only to be failed.
+    refused_by: str | None = None
+    attempts: int = _ATTEMPTS
+
+    @property
+    def leased(self) -> bool:
+        return self.refused_by is None
+
+    @classmethod
+    def from_row(
+        cls, row: asyncpg.Record, status: str | None = None, refused_by: str | None = None
+    ) -> CampaignJob:
+        return cls(
+            id=row["id"],
+            version=row["version"],
+            kind=row["kind"],
+            status=status or row["status"],
+            refused_by=refused_by,
+            program_id=row["program_id"],
+            program_exists=row["program_exists"],
+            lease_expired=row["lease_expired"],
+            owed_seconds=row["owed_seconds"],
+            fields=dict(row),
+        )
+
+    def log_fields(self) -> Mapping[str, str]:
+        return {"campaign_id": str(self.id), "program_id": str(self.program_id)}
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownMembers:
+    count: int | None = None
+    sample: list[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Recipients:
+    """Who a campaign goes to, as the audience function takes it (validated, defaults in)."""
+
+    segment: str
+    min_tier_points: int
+    min_points: int
+    inactive_days: int
+    zip_codes: Sequence[str]
+    member_ids: Sequence[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    status: str
+    recipients: int
+    sent: int
+    failed: int
+    skipped: int
+    seconds: float
+
+
+@asynccontextmanager
+async def database_errors() -> AsyncIterator[None]:
+    """Postgres trouble as the engine reads it: a broken rule is the campaign's fault, a lost
+    connection or any other database error is worth another try."""
+    try:
+        yield
+    except asyncpg.CheckViolationError as exc:
+        raise CampaignInputError(f"the campaign breaks rule {exc.constraint_name}") from exc
+    except (OSError, asyncpg.InterfaceError, asyncpg.PostgresError) as exc:
+        # A lost connection, a server shutting down, a deadlock, a timeout: another try may
+        # work, and a campaign is never failed on the database's account.
+        raise TransientError(f"database: {exc!r}") from exc
+
+
+class CampaignStore:
+    name: Final = QUEUE_NAME
+    channel: Final = CHANNEL
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        lease_seconds: float,
+        max_member_ids: int,
+        max_zip_codes: int,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._pool = pool
+        self._lease_seconds = lease_seconds
+        self._limits = (max_member_ids, max_zip_codes)
+        self._metrics = metrics
+
+    # --- the queue ---------------------------------------------------------------------------
+
+    async def claim(self, owner: uuid.UUID, limit: int) -> list[CampaignJob]:
+        """Read the due campaigns, then lease each unless another daemon or an admin got to it
+        first. A row that breaks a rule cannot be leased; it comes back refused, to be
+        failed with the reason."""
+        rows = await self._pool.fetch(q("due_campaigns"), limit, *self._limits)
+        jobs: list[CampaignJob] = []
+        for row in rows:
+            try:
+                status = await self._pool.fetchval(
+                    q("claim_campaign"), row["id"], row["version"], owner, self._lease_seconds
+                )
+            except asyncpg.CheckViolationError as exc:
+                jobs.append(CampaignJob.from_row(row, refused_by=exc.constraint_name or "?"))
+                continue
+            if status is not None:
+                jobs.append(CampaignJob.from_row(row, status=status))
+        expired = sum(1 for j in jobs if j.lease_expired and j.kind == "plan")
+        if expired:
+            log.warning("campaign_leases_reclaimed", count=expired)
+            if self._metrics is not None:
+                self._metrics.leases_expired.labels(self.name).inc(expired)
+        return jobs
+
+    async def record(
+        self, owner: uuid.UUID, results: Sequence[tuple[CampaignJob, Outcome]]
+    ) -> None:
+        leased = [(job, outcome) for job, outcome in results if job.leased]
+        for job, outcome in results:
+            error = error_of(outcome)
+            if not job.leased and code(outcome) == "failed" and error is not None:
+                # Failed as read: an admin's edit since then wins.
+                await self._pool.execute(q("fail_unclaimed_campaign"), job.id, job.version, error)
+        if not leased:
+            return
+        await self._pool.execute(
+            q("record_campaigns"),
+            owner,
+            [job.id for job, _ in leased],
+            [code(outcome) for _, outcome in leased],
+            [retry_in(outcome) for _, outcome in leased],
+            [error_of(outcome) for _, outcome in leased],
+        )
+
+    async def extend(self, owner: uuid.UUID, jobs: Sequence[CampaignJob]) -> None:
+        await self._pool.execute(
+            q("extend_campaign_leases"),
+            owner,
+            [j.id for j in jobs if j.leased],
+            self._lease_seconds,
+        )
+
+    async def release(self, owner: uuid.UUID, jobs: Sequence[CampaignJob]) -> None:
+        await self._pool.execute(q("release_campaigns"), owner, [j.id for j in jobs if j.leased])
+
+    async def seconds_to_next(self) -> float | None:
+        """Until the next scheduled campaign is due: the planner wakes for it on time."""
+        value = await self._pool.fetchval(q("seconds_to_next_campaign"))
+        return None if value is None else float(value)
+
+    # --- planning ----------------------------------------------------------------------------
+
+    async def save_draft_count(
+        self,
+        campaign_id: uuid.UUID,
+        *,
+        program_id: uuid.UUID | None,
+        owner: uuid.UUID,
+        recipients: Recipients,
+    ) -> int | None:
+        """Count a DRAFT's audience and store it; None when the lease was lost meanwhile."""
+        async with database_errors(), self._pool.acquire() as conn:
+            count: int = await conn.fetchval(
+                q("count_audience"), program_id, *_audience(recipients)
+            )
+            unknown = await _unknown_members(conn, program_id, recipients)
+            saved = await conn.fetchval(
+                q("save_draft_count"), campaign_id, owner, count, unknown.count, unknown.sample
+            )
+        return count if saved is not None else None
+
+    async def start(
+        self,
+        campaign_id: uuid.UUID,
+        *,
+        program_id: uuid.UUID | None,
+        owner: uuid.UUID,
+        recipients: Recipients,
+    ) -> tuple[int, UnknownMembers] | None:
+        """Fix the recipients and start sending, in one transaction holding the campaign row;
+        None when the lease was lost, or the admin cancelled or re-drafted it meanwhile."""
+        async with database_errors(), self._pool.acquire() as conn, conn.transaction():
+            if await conn.fetchval(q("lock_campaign_to_start"), campaign_id, owner) is None:
+                return None
+            unknown = await _unknown_members(conn, program_id, recipients)
+            status = await conn.execute(
+                q("create_deliveries"), campaign_id, program_id, *_audience(recipients)
+            )
+            count = int(status.split()[-1])
+            await conn.execute(
+                q("start_campaign"), campaign_id, count, unknown.count, unknown.sample
+            )
+        return count, unknown
+
+    # --- finishing ---------------------------------------------------------------------------
+
+    async def skip_cancelled(self, campaign_id: uuid.UUID) -> int:
+        """A CANCELLED campaign's recipients not reached yet become skipped; how many."""
+        async with database_errors():
+            skipped = await self._pool.fetchval(q("skip_cancelled_deliveries"), campaign_id)
+        return int(skipped or 0)
+
+    async def settle(self, campaign_id: uuid.UUID, *, owner: uuid.UUID) -> Settled | None:
+        """COMPLETED (or CANCELLED, finished) once every recipient has an outcome."""
+        async with database_errors():
+            row = await self._pool.fetchrow(q("settle_campaign"), campaign_id, owner)
+        if row is None:
+            return None
+        return Settled(
+            status=row["status"],
+            recipients=row["recipient_count"],
+            sent=row["sent_count"],
+            failed=row["failed_count"],
+            skipped=row["skipped_count"],
+            seconds=row["seconds"],
+        )
+
+    async def delivery_depth(self) -> tuple[int, float]:
+        """Recipients of running campaigns without an outcome, and the oldest one's age."""
+        row = await self._pool.fetchrow(q("campaign_delivery_depth"))
+        return int(row["waiting"]), float(row["oldest_age"])
+
+
+def _audience(r: Recipients) -> tuple[str, int, int, int, list[str], list[str]]:
+    """The audience function's arguments in its order: segment, min_tier_points, min_points,
+    inactive_days, zip_codes, member_ids (sql/024 push_campaign_audience)."""
+    return (
+        r.segment,
+        r.min_tier_points,
+        r.min_points,
+        r.inactive_days,
+        list(r.zip_codes),
+        list(r.member_ids),
+    )
+
+
+async def _unknown_members(
+    conn: asyncpg.Connection, program_id: uuid.UUID | None, recipients: Recipients
+) -> UnknownMembers:
+    """CSV segment: the given member ids that match no pass of the program (reported, not
+    fatal: the campaign goes to the others)."""
+    if recipients.segment != "CSV":
+        return UnknownMembers()
+    row = await conn.fetchrow(q("unknown_member_ids"), program_id, list(recipients.member_ids))
+    return UnknownMembers(row["unknown_count"], row["sample"] or [])
+
+
+# --- the HTTP API --------------------------------------------------------------------------------
+
+
+async def program_exists(pool: asyncpg.Pool, program_id: uuid.UUID) -> bool:
+    return bool(await pool.fetchval(q("program_exists"), program_id))
+
+
+async def insert_campaign(
+    pool: asyncpg.Pool,
+    *,
+    program_id: uuid.UUID,
+    name: str | None,
+    message: str,
+    segment: str,
+    min_tier_points: object,
+    min_points: object,
+    inactive_days: object,
+    zip_codes: object,
+    member_ids: object,
+    csv_upload_url: object,
+    scheduled_at: datetime | None,
+    draft: bool,
+) -> uuid.UUID:
+    """Insert a campaign as validated; the trigger rings the planner."""
+    try:
+        campaign_id: uuid.UUID = await pool.fetchval(
+            q("insert_campaign"),
+            program_id,
+            name,
+            message,
+            segment,
+            min_tier_points,
+            min_points,
+            inactive_days,
+            zip_codes,
+            member_ids,
+            csv_upload_url,
+            scheduled_at,
+            "DRAFT" if draft else "PENDING",
+        )
+    except asyncpg.CheckViolationError as exc:
+        raise CampaignInputError(f"refused by rule {exc.constraint_name}") from exc
+    return campaign_id
+
+
+async def campaign_progress(pool: asyncpg.Pool, campaign_id: uuid.UUID) -> dict[str, Any] | None:
+    """The campaign's row of the push_campaign_progress view, or None."""
+    row = await pool.fetchrow(q("campaign_progress"), campaign_id)
+    return None if row is None else dict(row.items())
