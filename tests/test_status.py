@@ -14,8 +14,9 @@ from structlog.testing import capture_logs
 
 from daemon.birthday.bot import run_birthdays
 from daemon.cli.commands import status
-from daemon.cli.commands.status import age, campaign_line, progress_bar
+from daemon.cli.commands.status import age, campaign_line
 from daemon.cli.main import build_parser
+from daemon.cli.progress import progress_bar
 from daemon.core.config import Settings
 from daemon.ops.status import CampaignProgress
 from tests.campaign_support import insert_campaign

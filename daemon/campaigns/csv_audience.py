@@ -21,12 +21,14 @@ import aiohttp
 
 from daemon.campaigns.rules import check_csv_url, check_member_ids
 from daemon.core.config import Settings
+from daemon.core.csvtext import delimiter_for, header_names
 from daemon.core.errors import CampaignInputError
 
 MEMBER_ID_COLUMN: Final = "member_id"
-_DELIMITERS: Final = (",", ";", "\t", "|")
 _CHUNK_BYTES: Final = 64 * 1024
 _MAX_HEADER_CHARS: Final = 10_000
+# The csv module's own default limit, held to whatever another reader in the process set.
+_MAX_CELL_CHARS: Final = 131_072
 
 
 class CsvFetcher:
@@ -124,29 +126,31 @@ def _parse(data: bytes) -> tuple[str, ...]:
 
 
 def _find_member_column(header: str) -> tuple[str, int]:
-    for delimiter in _DELIMITERS:
-        names = [_normalise(n) for n in next(csv.reader([header], delimiter=delimiter), [])]
-        if MEMBER_ID_COLUMN in names:
-            return delimiter, names.index(MEMBER_ID_COLUMN)
+    delimiter = delimiter_for(header, MEMBER_ID_COLUMN, dashes=True)
+    if delimiter is not None:
+        names = header_names(header, delimiter, dashes=True)
+        return delimiter, names.index(MEMBER_ID_COLUMN)
     found = header.strip()[:120] or "nothing"
     raise CampaignInputError(
         f"the CSV has no {MEMBER_ID_COLUMN} column in its first line (found: {found})"
     )
 
 
-def _normalise(name: str) -> str:
-    return name.strip().strip('"').lower().replace(" ", "_").replace("-", "_")
-
-
 def _column_values(text: str, delimiter: str, column: int) -> list[str]:
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    values: list[str] = []
     try:
         next(reader, None)  # the header
-        return [row[column] for row in reader if len(row) > column]
+        for row in reader:
+            if any(len(cell) > _MAX_CELL_CHARS for cell in row):
+                raise csv.Error("field larger than field limit")
+            if len(row) > column:
+                values.append(row[column])
     except csv.Error as exc:
         reason = str(exc)
         if "field larger than field limit" in reason:
-            reason = f"a cell is longer than {csv.field_size_limit():,} characters"
+            reason = f"a cell is longer than {_MAX_CELL_CHARS:,} characters"
         raise CampaignInputError(
             f"the CSV is malformed at line {reader.line_num}: {reason}"
         ) from exc
+    return values

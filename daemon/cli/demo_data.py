@@ -27,6 +27,7 @@ from pydantic import SecretStr
 
 from daemon.app import Daemon, run_daemon
 from daemon.birthday.bot import run_birthdays
+from daemon.cli.progress import ProgressLine
 from daemon.core.config import Settings
 from daemon.passkit.client import visible_text
 from daemon.store.embedded import DATABASE_NAME, EmbeddedPostgres
@@ -55,27 +56,16 @@ class Screen:
 
     def __init__(self, out: TextIO) -> None:
         self.out = out
-        self.tty = out.isatty()
-        self._last_quarter = -1
+        self._line = ProgressLine(out)
 
     def say(self, text: str = "") -> None:
         print(text, file=self.out, flush=True)
 
     def progress(self, done: int, total: int, suffix: str) -> None:
-        share = done / total if total else 1.0
-        filled = round(share * 30)
-        line = f"  [{'#' * filled}{'.' * (30 - filled)}] {share * 100:5.1f}% {suffix}"
-        if self.tty:
-            print("\r" + line, end="", file=self.out, flush=True)
-            return
-        quarter = int(share * 4)
-        if quarter != self._last_quarter:
-            self._last_quarter = quarter
-            self.say(line)
+        self._line.show(done, total, suffix)
 
     def end_progress(self) -> None:
-        if self.tty:
-            self.say()
+        self._line.finish()
 
 
 async def _start_database(options: DemoOptions, workdir: Path) -> DatabaseTarget:

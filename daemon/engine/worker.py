@@ -25,7 +25,7 @@ from daemon.core.errors import LoyaltydError
 from daemon.core.logs import get_logger
 from daemon.core.metrics import Metrics
 from daemon.engine.outcomes import Failed, Outcome, RetryLater, Skipped, Succeeded, code
-from daemon.engine.retry import RetryPolicy, decide
+from daemon.engine.retry import RetryPolicy, backoff, decide
 
 log = get_logger(__name__)
 # Never spin faster than this when a row is about to become due.
@@ -223,7 +223,7 @@ class Worker(Generic[J]):
 
     async def _claim_failed(self, exc: Exception) -> None:
         self._claim_failures += 1
-        delay = min(5.0, 0.1 * 2**self._claim_failures) * (0.5 + self._rng.random())
+        delay = backoff(self._claim_failures, self._rng, base=0.1, cap=5.0)
         log.warning("claim_failed", queue=self.name, error=repr(exc), retry_in=round(delay, 2))
         await asyncio.sleep(delay)
 

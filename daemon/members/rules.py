@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
+from daemon.core.csvtext import column_name, delimiter_for
+
 COLUMNS = (
     "email",
     "first_name",
@@ -29,7 +31,6 @@ COLUMNS = (
     "passkit_internal_id",
 )
 REQUIRED_COLUMN = "email"
-DELIMITERS = (",", ";", "\t")
 OLDEST_BIRTH_YEAR = 1900
 # Generous limits that still catch a shifted column or a pasted paragraph.
 MAX_LENGTH = {
@@ -100,15 +101,11 @@ class Rejected:
 def choose_delimiter(header_line: str) -> str:
     """Comma, unless the header only makes sense split on ';' or a tab (spreadsheets in many
     locales save "CSV" with semicolons)."""
-    for delimiter in DELIMITERS:
-        names = [_column_name(n) for n in header_line.split(delimiter)]
-        if REQUIRED_COLUMN in names:
-            return delimiter
-    return ","
+    return delimiter_for(header_line, REQUIRED_COLUMN) or ","
 
 
 def read_header(names: Sequence[str]) -> Header:
-    cleaned = [_column_name(n) for n in names]
+    cleaned = [column_name(n) for n in names]
     if REQUIRED_COLUMN not in cleaned:
         found = ", ".join(n for n in cleaned if n) or "none"
         raise ImportAborted(
@@ -123,10 +120,6 @@ def read_header(names: Sequence[str]) -> Header:
     positions = {name: i for i, name in enumerate(cleaned) if name in COLUMNS}
     ignored = tuple(n for n in cleaned if n and n not in COLUMNS)
     return Header(positions=positions, width=len(cleaned), ignored=ignored)
-
-
-def _column_name(raw: str) -> str:
-    return raw.strip().strip('"').strip().lower().replace(" ", "_")
 
 
 # --- cells -------------------------------------------------------------------------------

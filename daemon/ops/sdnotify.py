@@ -11,13 +11,13 @@ Outside systemd NOTIFY_SOCKET is unset and all of this does nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
 import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
 
+from daemon.core.clock import sleep_or_stop
 from daemon.core.logs import get_logger
 from daemon.ops.status import Running, database_ok, listener_alive
 
@@ -159,6 +159,5 @@ async def _healthy(running: Running, *, lag: float, interval: float) -> bool:
 
 
 async def _stopped_within(stopping: asyncio.Event, seconds: float) -> bool:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stopping.wait(), seconds)
+    await sleep_or_stop(stopping, seconds)
     return stopping.is_set()

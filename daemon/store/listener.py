@@ -20,6 +20,7 @@ import asyncpg
 from daemon.core.clock import sleep_or_stop, wait_any
 from daemon.core.logs import get_logger
 from daemon.core.metrics import Metrics
+from daemon.engine.retry import backoff
 
 log = get_logger(__name__)
 
@@ -65,8 +66,7 @@ class Listener:
                 await sleep_or_stop(stopping, self._backoff(1))
 
     def _backoff(self, failures: int) -> float:
-        delay: float = min(10.0, 0.2 * 2 ** min(failures, 6)) * (0.5 + self._rng.random())
-        return delay
+        return backoff(failures, self._rng, base=0.2, cap=10.0)
 
     async def _open(self) -> asyncpg.Connection | None:
         try:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TextIO
 
 from daemon.cli.commands._common import pool
+from daemon.cli.progress import ProgressLine
 from daemon.core.config import Settings
 from daemon.members.importer import ImportReport, RowResult, import_users
 from daemon.members.rules import COLUMNS, ImportAborted
@@ -127,23 +128,13 @@ def _write_rows(report: ImportReport, handle: TextIO) -> None:
 
 
 class _ProgressBar:
-    """One self-overwriting line on a terminal; no dependency for something this small."""
-
-    WIDTH = 30
+    """One self-overwriting line on a terminal."""
 
     def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
-        self._shown = False
+        self._line = ProgressLine(stream, prefix="importing ", quarters=False)
 
     def __call__(self, done: int, total: int) -> None:
-        share = done / total if total else 1.0
-        filled = round(share * self.WIDTH)
-        bar = "#" * filled + "-" * (self.WIDTH - filled)
-        self._stream.write(f"\rimporting [{bar}] {share:4.0%} {done:,}/{total:,} rows")
-        self._stream.flush()
-        self._shown = True
+        self._line.show(done, total, f"{done:,}/{total:,} rows")
 
     def finish(self) -> None:
-        if self._shown:
-            self._stream.write("\n")
-            self._shown = False
+        self._line.finish()

@@ -8,6 +8,7 @@ import json
 import sys
 
 from daemon.cli.commands._common import pool
+from daemon.cli.progress import progress_bar
 from daemon.core.config import Settings
 from daemon.ops.status import (
     OUTSTANDING,
@@ -24,7 +25,6 @@ HELP = (
     "Show campaigns with their progress, queue depths, work waiting on PassKit retries, dead "
     "pass syncs and today's birthday gifts, for every daemon on the database."
 )
-BAR_WIDTH = 10
 ERROR_WIDTH = 120
 QUEUE_TITLES = {"sync": "Pass syncs", "campaign": "Campaign sends"}
 
@@ -65,11 +65,6 @@ def render(report: StatusReport) -> str:
         _birthdays(report.birthdays),
     ]
     return "\n".join(sections)
-
-
-def progress_bar(percent: float, width: int = BAR_WIDTH) -> str:
-    filled = max(0, min(width, int(percent * width // 100)))
-    return "[" + "#" * filled + "." * (width - filled) + "]"
 
 
 def campaign_line(c: CampaignProgress) -> str:
