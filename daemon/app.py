@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
 import structlog
 
 from daemon.birthday.bot import BirthdayBot
@@ -34,7 +33,7 @@ from daemon.passkit.client import PassKitClient, warn_if_mock
 from daemon.store.deliveries import DeliveryStore
 from daemon.store.listener import Listener
 from daemon.store.passes import PassSyncStore
-from daemon.store.pool import create_pool
+from daemon.store.pool import Pool, create_pool
 
 log = get_logger(__name__)
 
@@ -45,7 +44,7 @@ class Daemon:
 
     settings: Settings
     dsn: str
-    pool: asyncpg.Pool
+    pool: Pool
     client: PassKitClient
     metrics: Metrics
     owner: uuid.UUID

@@ -32,7 +32,7 @@ Client = TestClient[web.Request, web.Application]
 
 @dataclass
 class Running:
-    """What the HTTP server reads of a running daemon (`daemon.ops.status.Running`)."""
+    """What the HTTP server reads of a running daemon (`daemon.ops.readiness.Running`)."""
 
     settings: Settings
     pool: asyncpg.Pool

@@ -18,7 +18,7 @@ from daemon.cli.commands.status import age, campaign_line
 from daemon.cli.main import build_parser
 from daemon.cli.progress import progress_bar
 from daemon.core.config import Settings
-from daemon.ops.status import CampaignProgress
+from daemon.store.status import CampaignProgress
 from tests.campaign_support import insert_campaign
 from tests.factories import make_pass, make_program
 

@@ -23,14 +23,12 @@ Who gets what:
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-import asyncpg
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.interval import IntervalTrigger
@@ -41,7 +39,10 @@ from daemon.core.clock import wait_any
 from daemon.core.config import Settings
 from daemon.core.logs import get_logger
 from daemon.core.templating import Template, TemplateError, parse_template
-from daemon.store.queries import q
+from daemon.store import birthdays as store
+from daemon.store.pool import Pool
+
+Row = Mapping[str, Any]
 
 log = get_logger(__name__)
 
@@ -124,7 +125,7 @@ class _Plan:
     def has_gift(self) -> bool:
         return self.points > 0 or self.template is not None
 
-    def message(self, member: asyncpg.Record, balance: int) -> str | None:
+    def message(self, member: Row, balance: int) -> str | None:
         if self.template is None or not member["installed"]:
             return None
         values = {
@@ -150,7 +151,7 @@ class _Counts:
 
 
 async def run_birthdays(
-    pool: asyncpg.Pool,
+    pool: Pool,
     *,
     now: datetime,
     program_id: uuid.UUID | None = None,
@@ -163,21 +164,21 @@ async def run_birthdays(
     `on_date` celebrates that date instead of each program's local today; it is refused in a
     program whose local today differs unless `force` is set (a hand-run by an operator).
     """
-    rows = await pool.fetch(q("birthday_programs"), program_id)
+    rows = await store.programs(pool, program_id)
     if program_id is not None and not rows:
         return BirthdaySummary(now=now, error=f"no program with id {program_id}")
     results = [await _run_program(pool, row, now, on_date, force) for row in rows]
     return BirthdaySummary(now=now, programs=tuple(results))
 
 
-async def birthday_tick(pool: asyncpg.Pool, clock: Callable[[], datetime]) -> BirthdaySummary:
+async def birthday_tick(pool: Pool, clock: Callable[[], datetime]) -> BirthdaySummary:
     """One scheduled run. Database trouble is logged and left to the next tick (each program
     and each gift already keeps its own trouble to itself); anything else is a bug and
     escapes, so the supervisor stops the daemon with a non-zero exit."""
     now = clock()
     try:
         summary = await run_birthdays(pool, now=now)
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+    except store.DatabaseError as exc:
         log.error("birthday_tick_failed", error=str(exc))
         return BirthdaySummary(now=now, error=str(exc))
     log.info(
@@ -223,9 +224,7 @@ class BirthdayBot:
     once `stopping` is set and a tick in progress has finished (or `grace` ran out), and
     raises what a tick raised, so a crash ends the daemon instead of going silent."""
 
-    def __init__(
-        self, pool: asyncpg.Pool, settings: Settings, clock: Callable[[], datetime]
-    ) -> None:
+    def __init__(self, pool: Pool, settings: Settings, clock: Callable[[], datetime]) -> None:
         self._pool = pool
         self._settings = settings
         self._clock = clock
@@ -271,8 +270,8 @@ class BirthdayBot:
 
 
 async def _run_program(
-    pool: asyncpg.Pool,
-    program: asyncpg.Record,
+    pool: Pool,
+    program: Row,
     now: datetime,
     on_date: date | None,
     force: bool,
@@ -299,7 +298,7 @@ async def _run_program(
         return _result(plan, counts)
 
 
-def _plan(program: asyncpg.Record, now: datetime, on_date: date | None, force: bool) -> _Plan:
+def _plan(program: Row, now: datetime, on_date: date | None, force: bool) -> _Plan:
     if not program["birthday_bot_enabled"]:
         raise _Refused("the birthday bot is not enabled for this program")
     today = rules.local_date(now, rules.program_zone(program["timezone"]))
@@ -334,17 +333,17 @@ def _result(plan: _Plan, counts: _Counts, error: str | None = None) -> ProgramBi
     )
 
 
-async def _celebrate(pool: asyncpg.Pool, plan: _Plan) -> _Counts:
+async def _celebrate(pool: Pool, plan: _Plan) -> _Counts:
     counts = _Counts()
     if not plan.has_gift:
         log.warning("birthday_program_has_nothing_to_give")
         return counts
-    members = await pool.fetch(
-        q("birthday_passes_due"),
-        plan.program_id,
-        list(rules.birthday_keys(plan.today)),
-        plan.year,
-        plan.points > 0,
+    members = await store.passes_due(
+        pool,
+        program_id=plan.program_id,
+        birthday_keys=rules.birthday_keys(plan.today),
+        year=plan.year,
+        points_only=plan.points > 0,
     )
     counts.due = len(members)
     for member in members:
@@ -364,38 +363,35 @@ def _count(counts: _Counts, outcome: str) -> None:
             counts.messaged += 1
 
 
-async def _gift_safely(pool: asyncpg.Pool, plan: _Plan, member: asyncpg.Record) -> str:
+async def _gift_safely(pool: Pool, plan: _Plan, member: Row) -> str:
     """'gifted', 'messaged', 'already_gifted' or 'failed'; a refused gift is rolled back and
     left for the next tick, it never stops the rest of the program."""
     with bound_contextvars(pass_id=str(member["pass_id"])):
         try:
             return await _gift(pool, plan, member)
-        except asyncpg.PostgresError as exc:
+        except store.DatabaseError as exc:
             log.error("birthday_gift_failed", error=str(exc))
             return "failed"
 
 
-async def _gift(pool: asyncpg.Pool, plan: _Plan, member: asyncpg.Record) -> str:
-    pass_id: uuid.UUID = member["pass_id"]
-    async with pool.acquire() as conn, conn.transaction():
-        log_id = await conn.fetchval(
-            q("birthday_log_gift"), pass_id, plan.program_id, plan.year, plan.today
-        )
-        if log_id is None:
-            return "already_gifted"
-        balance = await conn.fetchval(q("birthday_balance_for_update"), pass_id) or 0
-        message = plan.message(member, balance + plan.points)
-        ref = f"birthday:{plan.year}:{pass_id}"
-        raw = await conn.fetchval(q("birthday_give_points"), pass_id, plan.points, message, ref)
-        result = json.loads(raw)
-        await conn.execute(
-            q("birthday_link_transaction"), log_id, uuid.UUID(result["transaction_id"])
-        )
+async def _gift(pool: Pool, plan: _Plan, member: Row) -> str:
+    gifted = await store.gift(
+        pool,
+        pass_id=member["pass_id"],
+        program_id=plan.program_id,
+        year=plan.year,
+        local_date=plan.today,
+        points=plan.points,
+        message_for=lambda balance: plan.message(member, balance),
+    )
+    if gifted is None:
+        return "already_gifted"
+    message = gifted.message
     log.info(
         "birthday_gifted",
         points=plan.points,
-        new_balance=result["new_balance"],
+        new_balance=gifted.new_balance,
         with_message=message is not None,
-        replayed=result["replayed"],
+        replayed=gifted.replayed,
     )
     return "messaged" if message is not None else "gifted"

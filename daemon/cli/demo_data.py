@@ -32,7 +32,7 @@ from daemon.core.config import Settings
 from daemon.passkit.client import visible_text
 from daemon.store.embedded import DATABASE_NAME, EmbeddedPostgres
 from daemon.store.migrate import migrate
-from daemon.store.pool import DatabaseTarget, connect, ensure_database
+from daemon.store.pool import DatabaseTarget, ensure_database, session
 from daemon.testing.fakepasskit import FakePassKit, Faults, LatencyModel
 
 DEMO_KEY = "demo-api-key"
@@ -288,12 +288,9 @@ async def run_demo(options: DemoOptions) -> int:
     )
     target = await _start_database(options, workdir)
     try:
-        conn = await connect(target.dsn)
-        try:
+        async with session(target) as conn:
             await migrate(conn)
             seed = await _seed(conn, options.members, random.Random(1))
-        finally:
-            await conn.close()
         screen.say(f"   seeded 2 programs and {options.members:,} members with installed passes")
         return await _run_steps(screen, options, target.dsn, seed, began)
     finally:

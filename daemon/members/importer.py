@@ -24,8 +24,6 @@ from datetime import date
 from pathlib import Path
 from typing import IO
 
-import asyncpg
-
 from daemon.core.logs import get_logger
 from daemon.members.rules import (
     CreatePass,
@@ -44,7 +42,9 @@ from daemon.members.rules import (
     row_outcome,
     validate_row,
 )
-from daemon.store.queries import q
+from daemon.store import members as store
+from daemon.store.members import ImportWriter
+from daemon.store.pool import Pool
 
 log = get_logger(__name__)
 
@@ -93,7 +93,7 @@ class ImportReport:
 
 
 async def import_users(
-    pool: asyncpg.Pool,
+    pool: Pool,
     path: Path,
     program_id: uuid.UUID,
     *,
@@ -105,16 +105,15 @@ async def import_users(
     the program cannot be used. `today` bounds birth dates (none in the future)."""
     expected = await asyncio.to_thread(check_file, path)
     results: list[RowResult] = []
-    async with pool.acquire() as conn:
-        if not await conn.fetchval(q("import_program_exists"), program_id):
+    async with store.import_transaction(pool, program_id) as writer:
+        if writer is None:
             raise ImportAborted(f"no program with id {program_id}")
-        async with conn.transaction():
-            with _open(path) as handle:
-                rows = await asyncio.to_thread(_RowReader, handle, today)
-                while batch := await asyncio.to_thread(rows.next_batch, batch_size):
-                    results.extend(await _write_batch(conn, program_id, batch))
-                    if progress is not None:
-                        progress(len(results), max(expected, len(results)))
+        with _open(path) as handle:
+            rows = await asyncio.to_thread(_RowReader, handle, today)
+            while batch := await asyncio.to_thread(rows.next_batch, batch_size):
+                results.extend(await _write_batch(writer, program_id, batch))
+                if progress is not None:
+                    progress(len(results), max(expected, len(results)))
     report = ImportReport(rows=tuple(results), ignored_columns=rows.header.ignored)
     log.info("import_finished", program_id=str(program_id), **report.counts, warned=report.warned)
     return report
@@ -217,25 +216,25 @@ class _UserRow:
 
 
 async def _write_batch(
-    conn: asyncpg.Connection, program_id: uuid.UUID, batch: Sequence[Member | Rejected]
+    writer: ImportWriter, program_id: uuid.UUID, batch: Sequence[Member | Rejected]
 ) -> list[RowResult]:
     members = [row for row in batch if isinstance(row, Member)]
-    plans = await _plan_passes(conn, program_id, members)
+    plans = await _plan_passes(writer, program_id, members)
     accepted = [m for m in members if not isinstance(plans[m.line], Rejected)]
-    users = await _upsert_users(conn, program_id, accepted)
-    pass_outcomes = await _write_passes(conn, program_id, accepted, plans, users)
+    users = await _upsert_users(writer, program_id, accepted)
+    pass_outcomes = await _write_passes(writer, program_id, accepted, plans, users)
     return [_result(row, plans, users, pass_outcomes) for row in batch]
 
 
 async def _plan_passes(
-    conn: asyncpg.Connection, program_id: uuid.UUID, members: Sequence[Member]
+    writer: ImportWriter, program_id: uuid.UUID, members: Sequence[Member]
 ) -> dict[int, PassPlan | Rejected]:
     member_ids = [m.member_id for m in members if m.member_id]
     passkit_ids = [m.passkit_internal_id for m in members if m.passkit_internal_id]
     if not member_ids:
         return {m.line: None for m in members}
-    rows = await conn.fetch(q("import_existing_passes"), program_id, member_ids, passkit_ids)
-    existing = [ExistingPass(**dict(r)) for r in rows]
+    rows = await writer.existing_passes(program_id, member_ids=member_ids, passkit_ids=passkit_ids)
+    existing = [ExistingPass(**r) for r in rows]
     by_member_id = {
         p.external_id: p for p in existing if p.program_id == program_id and p.external_id
     }
@@ -244,25 +243,24 @@ async def _plan_passes(
 
 
 async def _upsert_users(
-    conn: asyncpg.Connection, program_id: uuid.UUID, members: Sequence[Member]
+    writer: ImportWriter, program_id: uuid.UUID, members: Sequence[Member]
 ) -> dict[str, _UserRow]:
     if not members:
         return {}
-    rows = await conn.fetch(
-        q("import_upsert_users"),
-        [m.email for m in members],
-        [m.first_name for m in members],
-        [m.last_name for m in members],
-        [m.birth_date for m in members],
-        [m.phone_number for m in members],
-        [m.zip for m in members],
+    rows = await writer.upsert_users(
         program_id,
+        emails=[m.email for m in members],
+        first_names=[m.first_name for m in members],
+        last_names=[m.last_name for m in members],
+        birth_dates=[m.birth_date for m in members],
+        phone_numbers=[m.phone_number for m in members],
+        zips=[m.zip for m in members],
     )
     return {r["email_key"]: _UserRow(r["user_id"], r["outcome"], r["withheld"]) for r in rows}
 
 
 async def _write_passes(
-    conn: asyncpg.Connection,
+    writer: ImportWriter,
     program_id: uuid.UUID,
     members: Sequence[Member],
     plans: dict[int, PassPlan | Rejected],
@@ -275,8 +273,8 @@ async def _write_passes(
     links: list[tuple[Member, LinkPass]] = [
         (m, plan) for m in with_user if isinstance(plan := plans[m.line], LinkPass)
     ]
-    outcomes = await _create_passes(conn, program_id, creates, users)
-    outcomes.update(await _link_passes(conn, links, users))
+    outcomes = await _create_passes(writer, program_id, creates, users)
+    outcomes.update(await _link_passes(writer, links, users))
     return outcomes
 
 
@@ -286,38 +284,34 @@ def _user_id(users: dict[str, _UserRow], member: Member) -> uuid.UUID | None:
 
 
 async def _create_passes(
-    conn: asyncpg.Connection,
+    writer: ImportWriter,
     program_id: uuid.UUID,
     creates: Sequence[Member],
     users: dict[str, _UserRow],
 ) -> dict[int, str]:
     if not creates:
         return {}
-    rows = await conn.fetch(
-        q("import_create_passes"),
+    made = await writer.create_passes(
         program_id,
-        [m.member_id for m in creates],
-        [_user_id(users, m) for m in creates],
-        [m.passkit_internal_id for m in creates],
+        member_ids=[m.member_id for m in creates],
+        user_ids=[_user_id(users, m) for m in creates],
+        passkit_ids=[m.passkit_internal_id for m in creates],
     )
-    made = {r["external_id"] for r in rows}
     return {m.line: "created" if m.member_id in made else LOST for m in creates}
 
 
 async def _link_passes(
-    conn: asyncpg.Connection,
+    writer: ImportWriter,
     links: Sequence[tuple[Member, LinkPass]],
     users: dict[str, _UserRow],
 ) -> dict[int, str]:
     if not links:
         return {}
-    rows = await conn.fetch(
-        q("import_link_passes"),
-        [plan.existing.id for _, plan in links],
-        [_user_id(users, m) for m, _ in links],
-        [m.passkit_internal_id for m, _ in links],
+    changed = await writer.link_passes(
+        pass_ids=[plan.existing.id for _, plan in links],
+        user_ids=[_user_id(users, m) for m, _ in links],
+        passkit_ids=[m.passkit_internal_id for m, _ in links],
     )
-    changed = {r["id"] for r in rows}
     return {m.line: "updated" if plan.existing.id in changed else "unchanged" for m, plan in links}
 
 

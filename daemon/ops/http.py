@@ -40,7 +40,8 @@ from daemon.ops.api_models import (
     parse_campaign_id,
 )
 from daemon.ops.http_guard import ConnectionLimits, GuardedAppRunner
-from daemon.ops.status import Running, readiness, refresh_queue_gauges
+from daemon.ops.readiness import Running, readiness
+from daemon.store.status import refresh_queue_gauges
 
 log = get_logger(__name__)
 

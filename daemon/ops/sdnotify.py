@@ -19,7 +19,8 @@ from types import TracebackType
 
 from daemon.core.clock import sleep_or_stop
 from daemon.core.logs import get_logger
-from daemon.ops.status import Running, database_ok, listener_alive
+from daemon.ops.readiness import Running, listener_alive
+from daemon.store.status import database_ok
 
 log = get_logger(__name__)
 

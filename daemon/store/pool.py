@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -193,3 +195,16 @@ def _reason(exc: BaseException) -> tuple[str, str]:  # noqa: C901 - one branch p
     if isinstance(exc, asyncpg.PostgresError):
         return text, "check the user's privileges on that database"
     return text, "check it"
+
+
+@asynccontextmanager
+async def session(target: DatabaseTarget) -> AsyncIterator[asyncpg.Connection]:
+    """One connection to the target, once it is known to keep sessions (a transaction-mode
+    pooler cannot hold LISTEN, advisory locks or prepared statements): what migrations and
+    the commands' checks run on."""
+    await check_session_pooling(target.dsn, target.source)
+    conn = await connect(target.dsn, source=target.source)
+    try:
+        yield conn
+    finally:
+        await conn.close()

@@ -5,18 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import asyncpg
-
 from daemon.core.config import Settings
 from daemon.core.errors import ConfigError
 from daemon.store.migrate import migrate, pending
-from daemon.store.pool import (
-    DatabaseTarget,
-    check_session_pooling,
-    connect,
-    create_pool,
-    resolve_database,
-)
+from daemon.store.pool import DatabaseTarget, Pool, create_pool, resolve_database, session
 
 
 @asynccontextmanager
@@ -24,9 +16,7 @@ async def database(settings: Settings, *, auto_migrate: bool) -> AsyncIterator[D
     """The database target, migrated first (`auto_migrate`) or checked to be up to date."""
     target = await resolve_database(settings)
     try:
-        await check_session_pooling(target.dsn, target.source)
-        conn = await connect(target.dsn, source=target.source)
-        try:
+        async with session(target) as conn:
             if auto_migrate:
                 await migrate(conn)
             else:
@@ -35,15 +25,13 @@ async def database(settings: Settings, *, auto_migrate: bool) -> AsyncIterator[D
                     raise ConfigError(
                         f"database schema is behind ({', '.join(missing)}): run `loyaltyd migrate`"
                     )
-        finally:
-            await conn.close()
         yield target
     finally:
         target.close()
 
 
 @asynccontextmanager
-async def pool(settings: Settings, *, auto_migrate: bool = True) -> AsyncIterator[asyncpg.Pool]:
+async def pool(settings: Settings, *, auto_migrate: bool = True) -> AsyncIterator[Pool]:
     async with database(settings, auto_migrate=auto_migrate) as target:
         p = await create_pool(target.dsn, settings.loyaltyd_pool_size, source=target.source)
         try:

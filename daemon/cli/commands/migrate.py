@@ -7,7 +7,7 @@ import argparse
 from daemon.core.config import Settings
 from daemon.core.logs import get_logger
 from daemon.store.migrate import migrate, pending
-from daemon.store.pool import check_session_pooling, connect, resolve_database
+from daemon.store.pool import resolve_database, session
 
 HELP = "Apply pending SQL migrations in order, once, under an advisory lock."
 log = get_logger(__name__)
@@ -22,10 +22,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 async def run(settings: Settings, args: argparse.Namespace) -> int:
     target = await resolve_database(settings)
     try:
-        # Session advisory locks need a session, as the daemon's LISTEN does.
-        await check_session_pooling(target.dsn, target.source)
-        conn = await connect(target.dsn, source=target.source)
-        try:
+        async with session(target) as conn:  # advisory locks need a session
             if args.check:
                 missing = await pending(conn)
                 log.info("migrations_pending", versions=missing)
@@ -33,7 +30,5 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
             applied = await migrate(conn)
             log.info("migrate_finished", applied=applied, count=len(applied))
             return 0
-        finally:
-            await conn.close()
     finally:
         target.close()

@@ -10,7 +10,7 @@ import sys
 from daemon.cli.commands._common import pool
 from daemon.cli.progress import progress_bar
 from daemon.core.config import Settings
-from daemon.ops.status import (
+from daemon.store.status import (
     OUTSTANDING,
     BirthdaysToday,
     CampaignProgress,

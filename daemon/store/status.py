@@ -1,9 +1,6 @@
-"""Operations, the read side (queries/ops.sql): is this daemon ready, how deep are the queues,
-and the snapshot `loyaltyd status` prints.
-
-`Running` is what the HTTP server and the systemd notifier see of the running daemon
-(`daemon.app.Daemon` is one); taking a protocol keeps them from importing the composition root.
-"""
+"""What the database says about the work (queries/ops.sql): does it answer, how deep are the
+queues, and the snapshot `loyaltyd status` prints. Read-only; every daemon on the database
+reports the same."""
 
 from __future__ import annotations
 
@@ -11,14 +8,12 @@ import asyncio
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
-from typing import Any, Protocol
+from typing import Any
 
 import asyncpg
 
-from daemon.core.config import Settings
 from daemon.core.logs import get_logger
 from daemon.core.metrics import Metrics
-from daemon.store.listener import Listener
 from daemon.store.passes import PassSyncStore
 from daemon.store.queries import q
 
@@ -27,31 +22,6 @@ log = get_logger(__name__)
 # States of work still to do ('dead' rows wait for an operator, not for a worker).
 OUTSTANDING = ("pending", "claimed")
 SYNC_QUEUE = PassSyncStore.name
-
-
-class Running(Protocol):
-    settings: Settings
-    pool: asyncpg.Pool
-    metrics: Metrics
-    stopping: asyncio.Event
-    listener: Listener | None
-
-
-# --- readiness -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Readiness:
-    database: bool
-    listener: bool
-    stopping: bool
-
-    @property
-    def ready(self) -> bool:
-        return self.database and self.listener and not self.stopping
-
-    def to_dict(self) -> dict[str, bool]:
-        return {"ready": self.ready, **asdict(self)}
 
 
 async def database_ok(pool: asyncpg.Pool, within: float) -> bool:
@@ -63,18 +33,6 @@ async def database_ok(pool: asyncpg.Pool, within: float) -> bool:
         log.warning("database_unreachable", error=repr(exc))
         return False
     return True
-
-
-def listener_alive(running: Running) -> bool:
-    return running.listener is not None and running.listener.alive
-
-
-async def readiness(running: Running, within: float = 2.0) -> Readiness:
-    return Readiness(
-        database=await database_ok(running.pool, within),
-        listener=listener_alive(running),
-        stopping=running.stopping.is_set(),
-    )
 
 
 # --- queue depths ----------------------------------------------------------------------------

@@ -1,0 +1,73 @@
+"""The birthday bot's statements (queries/birthday.sql), one typed function each. A gift is
+one transaction: its log row (unique per pass and year), the ledger's points and message
+through the transaction function, and the link between the two."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import asyncpg
+
+from daemon.store.queries import q
+
+# What a failed gift or a failed tick may raise from here: the database's trouble.
+DatabaseError = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+
+@dataclass(frozen=True, slots=True)
+class Gifted:
+    new_balance: int
+    message: str | None
+    replayed: bool
+
+
+async def programs(pool: asyncpg.Pool, program_id: uuid.UUID | None) -> list[dict[str, Any]]:
+    """Programs with the bot enabled (or the one asked for, enabled or not)."""
+    return [dict(r) for r in await pool.fetch(q("birthday_programs"), program_id)]
+
+
+async def passes_due(
+    pool: asyncpg.Pool,
+    *,
+    program_id: uuid.UUID,
+    birthday_keys: Sequence[int],
+    year: int,
+    points_only: bool,
+) -> list[dict[str, Any]]:
+    """The program's passes whose birthday is one of `birthday_keys`, not gifted in `year`."""
+    rows = await pool.fetch(
+        q("birthday_passes_due"), program_id, list(birthday_keys), year, points_only
+    )
+    return [dict(r) for r in rows]
+
+
+async def gift(
+    pool: asyncpg.Pool,
+    *,
+    pass_id: uuid.UUID,
+    program_id: uuid.UUID,
+    year: int,
+    local_date: date,
+    points: int,
+    message_for: Callable[[int], str | None],
+) -> Gifted | None:
+    """Give the gift once (None: this pass already had this year's); `message_for` gets the
+    balance after the gift and returns the message, if any."""
+    async with pool.acquire() as conn, conn.transaction():
+        log_id = await conn.fetchval(q("birthday_log_gift"), pass_id, program_id, year, local_date)
+        if log_id is None:
+            return None
+        balance = await conn.fetchval(q("birthday_balance_for_update"), pass_id) or 0
+        message = message_for(balance + points)
+        ref = f"birthday:{year}:{pass_id}"
+        raw = await conn.fetchval(q("birthday_give_points"), pass_id, points, message, ref)
+        result = json.loads(raw)
+        await conn.execute(
+            q("birthday_link_transaction"), log_id, uuid.UUID(result["transaction_id"])
+        )
+    return Gifted(result["new_balance"], message, result["replayed"])
