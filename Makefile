@@ -32,7 +32,7 @@ check: lint types test
 # The unit under a real systemd (PID 1 in a systemd-nspawn container); needs root,
 # systemd-container and debootstrap. CI runs it as its own step.
 test-systemd: install
-	$(BIN)/pytest -q -m systemd tests/test_systemd_boot.py
+	$(BIN)/pytest -q -m systemd tests/system/test_systemd_boot.py
 
 # Every benchmark, with its printed figures; LOYALTYD_BENCH_DATABASE_URL (an admin DSN) to use a
 # server instead of an embedded Postgres.

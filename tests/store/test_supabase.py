@@ -31,7 +31,7 @@ from tests.conftest import AS_DAEMON
 from tests.harness import REPO, fake_passkit, running_daemon, settings_for, wait_until
 
 SUPABASE = REPO.parent / "shared" / "supabase"
-USER_SCHEMA = Path(__file__).parent / "fixtures" / "supabase_user_schema.sql"
+USER_SCHEMA = Path(__file__).resolve().parent.parent / "fixtures" / "supabase_user_schema.sql"
 pytestmark = pytest.mark.skipif(
     not (SUPABASE / "01_platform.sql").exists(), reason=f"no Supabase bootstrap in {SUPABASE}"
 )

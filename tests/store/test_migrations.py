@@ -12,7 +12,7 @@ import pytest
 
 from daemon.store.migrate import load_migrations, migrate, pending
 
-SEED_SCHEMA = Path(__file__).parent / "fixtures" / "seed_schema.sql"
+SEED_SCHEMA = Path(__file__).resolve().parent.parent / "fixtures" / "seed_schema.sql"
 ALL_VERSIONS = [m.version for m in load_migrations()]
 EXPECTED_TABLES = {
     "programs",

@@ -21,7 +21,7 @@ from daemon.core.config import Settings
 from daemon.core.dsn import database_of
 from daemon.ops.sdnotify import SdNotifier, socket_address, watchdog_timeout
 from tests.harness import DaemonProcess, fake_passkit, running_daemon, settings_for, wait_until
-from tests.test_http_daemon import free_port
+from tests.ops.test_http_daemon import free_port
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import pytest
 from daemon.core.config import Settings
 from daemon.ops.http import SHUTDOWN_SECONDS
 
-SYSTEMD = Path(__file__).resolve().parent.parent / "systemd"
+SYSTEMD = Path(__file__).resolve().parent.parent.parent / "systemd"
 UNIT = SYSTEMD / "loyaltyd.service"
 ENV_EXAMPLE = SYSTEMD / "loyaltyd.env.example"
 INSTALLED_EXEC = "/opt/loyaltyd/bin/loyaltyd"

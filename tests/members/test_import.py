@@ -24,7 +24,7 @@ from daemon.members.importer import ImportReport, import_users
 from daemon.members.rules import ImportAborted
 from tests.factories import make_pass, make_program, make_user
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 MEMBERS = FIXTURES / "import_members.csv"
 TODAY = date(2024, 6, 15)
 

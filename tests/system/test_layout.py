@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "daemon"
+PACKAGE = Path(__file__).resolve().parent.parent.parent / "daemon"
 
 # Lowest first. A folder may import from the layers below its own, never from its own layer's
 # other folders or from above.
