@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import NoReturn
@@ -101,10 +102,34 @@ def _fail(sentence: str) -> NoReturn:
     raise SystemExit(2)
 
 
+# Settings that no longer exist, and what replaced them: still set, they would silently do
+# nothing, so a warning says so.
+RETIRED_SETTINGS = {
+    "PASSKIT_MAX_ATTEMPTS": "a request gets one quick retry; every other retry is the queue's",
+    "LOYALTYD_MAX_JOB_ATTEMPTS": "work is retried until LOYALTYD_RETRY_MAX_AGE_SECONDS",
+}
+
+
+def warn_retired(env_file: Path | None, environ: Mapping[str, str] = os.environ) -> list[str]:
+    """Names of retired settings found in the environment or the settings file (warned)."""
+    names = {k.upper() for k in environ}
+    path = env_file if env_file is not None else Path(".env")
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            key, sep, _ = line.strip().removeprefix("export ").partition("=")
+            if sep:
+                names.add(key.strip().upper())
+    found = sorted(names & RETIRED_SETTINGS.keys())
+    for name in found:
+        log.warning("setting_retired", setting=name, detail=RETIRED_SETTINGS[name])
+    return found
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     settings = _settings(args.env_file)
     configure_logging(settings.loyaltyd_log_level, settings.loyaltyd_log_format, settings.secrets())
+    warn_retired(args.env_file)
     try:
         code: int = asyncio.run(args._module.run(settings, args))
     except KeyboardInterrupt:

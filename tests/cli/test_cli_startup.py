@@ -15,7 +15,9 @@ from threading import Thread
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from structlog.testing import capture_logs
 
+from daemon.cli.main import warn_retired
 from daemon.testing.databases import with_database
 from tests.harness import REPO
 
@@ -208,3 +210,15 @@ def test_the_demo_refuses_fewer_than_one_member(members: str) -> None:
 def test_no_subcommand_shows_the_commands() -> None:
     result = _loyaltyd()
     assert result.returncode == 2 and "COMMAND" in result.stderr
+
+
+def test_a_retired_setting_is_named_in_a_warning(tmp_path: Path) -> None:
+    env_file = tmp_path / "loyaltyd.env"
+    env_file.write_text("PASSKIT_API_KEY=\nexport LOYALTYD_MAX_JOB_ATTEMPTS=5\n")
+    with capture_logs() as logs:
+        found = warn_retired(env_file, environ={"PASSKIT_MAX_ATTEMPTS": "8", "PATH": "/bin"})
+    assert found == ["LOYALTYD_MAX_JOB_ATTEMPTS", "PASSKIT_MAX_ATTEMPTS"]
+    assert [e["setting"] for e in logs if e["event"] == "setting_retired"] == found
+    with capture_logs() as logs:
+        assert warn_retired(tmp_path / "missing.env", environ={}) == []
+    assert logs == []
