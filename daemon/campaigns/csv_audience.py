@@ -19,7 +19,7 @@ from typing import Final
 
 import aiohttp
 
-from daemon.campaigns.rules import check_csv_url, check_member_ids
+from daemon.campaigns.rules import CsvUrl, check_member_ids
 from daemon.core.config import Settings
 from daemon.core.csvtext import delimiter_for, header_names
 from daemon.core.errors import CampaignInputError
@@ -36,16 +36,15 @@ class CsvFetcher:
     (tests serve https with a self-signed certificate)."""
 
     def __init__(self, settings: Settings, *, ssl_context: ssl.SSLContext | None = None) -> None:
-        self._allowed_hosts = tuple(settings.loyaltyd_csv_allowed_hosts)
         self._max_bytes = settings.loyaltyd_csv_max_bytes
         self._timeout = settings.loyaltyd_csv_timeout_seconds
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
 
-    async def member_ids(self, url: str) -> tuple[str, ...]:
-        url = check_csv_url(url, self._allowed_hosts)
+    async def member_ids(self, url: CsvUrl) -> tuple[str, ...]:
+        """The member ids of the CSV at `url`, which campaign validation checked."""
         return parse_member_csv(await self._download(url))
 
-    async def _download(self, url: str) -> bytes:
+    async def _download(self, url: CsvUrl) -> bytes:
         timeout = aiohttp.ClientTimeout(total=self._timeout)
         try:
             async with (

@@ -144,7 +144,7 @@ class CampaignPlanner:
     async def _count_draft(self, job: CampaignJob, audience: Audience) -> Succeeded | Skipped:
         started = utc_now()
         count = await self._store.save_draft_count(
-            job.id, program_id=job.program_id, owner=self._owner, recipients=_recipients(audience)
+            job.id, program_id=job.program_id, owner=self._owner, recipients=recipients_of(audience)
         )
         if count is None:
             return Skipped("lease lost, or the draft changed")
@@ -154,7 +154,7 @@ class CampaignPlanner:
     async def _start(self, job: CampaignJob, audience: Audience) -> Succeeded | Skipped:
         started = utc_now()
         result = await self._store.start(
-            job.id, program_id=job.program_id, owner=self._owner, recipients=_recipients(audience)
+            job.id, program_id=job.program_id, owner=self._owner, recipients=recipients_of(audience)
         )
         if result is None:
             log.info("campaign_start_abandoned", reason="lease lost, cancelled or edited")
@@ -198,7 +198,7 @@ class CampaignPlanner:
         self._metrics.queue_oldest_age.labels(DELIVERIES_QUEUE).set(oldest_age)
 
 
-def _recipients(audience: Audience) -> Recipients:
+def recipients_of(audience: Audience) -> Recipients:
     return Recipients(
         segment=audience.segment,
         min_tier_points=audience.min_tier_points,

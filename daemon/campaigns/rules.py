@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Final, TypeGuard
+from typing import Final, NewType, TypeGuard
 from urllib.parse import urlsplit
 
 from daemon.core.errors import CampaignInputError
@@ -59,7 +59,7 @@ class Audience:
     inactive_days: int = DEFAULT_INACTIVE_DAYS
     zip_codes: tuple[str, ...] = ()
     member_ids: tuple[str, ...] = ()
-    csv_url: str | None = None
+    csv_url: CsvUrl | None = None
 
     @property
     def needs_csv(self) -> bool:
@@ -67,17 +67,6 @@ class Audience:
 
     def with_member_ids(self, member_ids: Sequence[str]) -> Audience:
         return replace(self, member_ids=tuple(member_ids), csv_url=None)
-
-    def sql_args(self) -> tuple[str, int, int, int, list[str], list[str]]:
-        """Arguments 2… of `push_campaign_audience(program_id, …)`, in order."""
-        return (
-            self.segment,
-            self.min_tier_points,
-            self.min_points,
-            self.inactive_days,
-            list(self.zip_codes),
-            list(self.member_ids),
-        )
 
 
 @dataclass(frozen=True)
@@ -293,8 +282,12 @@ def _clean_strings(value: object, name: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(v.strip() for v in value if v.strip()))
 
 
-def check_csv_url(url: str, allowed_hosts: Sequence[str]) -> str:
+CsvUrl = NewType("CsvUrl", str)
+
+
+def check_csv_url(url: str, allowed_hosts: Sequence[str]) -> CsvUrl:
     """The URL, stripped, if it is https and its host is allowed; CampaignInputError if not.
+    Only a URL checked here can be downloaded (`CsvFetcher.member_ids` takes a `CsvUrl`).
 
     An allowed host matches exactly (case-insensitive); an entry starting with a dot
     (`.supabase.co`) also matches every subdomain.
@@ -316,7 +309,7 @@ def check_csv_url(url: str, allowed_hosts: Sequence[str]) -> str:
         raise CampaignInputError(
             f"csv_upload_url host {host!r} is not allowed; allowed hosts: {allowed}"
         )
-    return url
+    return CsvUrl(url)
 
 
 def host_is_allowed(host: str, allowed_hosts: Sequence[str]) -> bool:

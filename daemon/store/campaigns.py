@@ -211,7 +211,7 @@ class CampaignStore:
         """Count a DRAFT's audience and store it; None when the lease was lost meanwhile."""
         async with database_errors(), self._pool.acquire() as conn:
             count: int = await conn.fetchval(
-                q("count_audience"), program_id, *_audience(recipients)
+                q("count_audience"), program_id, *audience_args(recipients)
             )
             unknown = await _unknown_members(conn, program_id, recipients)
             saved = await conn.fetchval(
@@ -234,7 +234,7 @@ class CampaignStore:
                 return None
             unknown = await _unknown_members(conn, program_id, recipients)
             status = await conn.execute(
-                q("create_deliveries"), campaign_id, program_id, *_audience(recipients)
+                q("create_deliveries"), campaign_id, program_id, *audience_args(recipients)
             )
             count = int(status.split()[-1])
             await conn.execute(
@@ -271,7 +271,7 @@ class CampaignStore:
         return int(row["waiting"]), float(row["oldest_age"])
 
 
-def _audience(r: Recipients) -> tuple[str, int, int, int, list[str], list[str]]:
+def audience_args(r: Recipients) -> tuple[str, int, int, int, list[str], list[str]]:
     """The audience function's arguments in its order: segment, min_tier_points, min_points,
     inactive_days, zip_codes, member_ids (sql/024 push_campaign_audience)."""
     return (

@@ -9,6 +9,7 @@ import pytest
 
 from daemon.campaigns.rules import (
     Audience,
+    CsvUrl,
     check_csv_url,
     host_is_allowed,
     normalise_segment,
@@ -46,7 +47,7 @@ def _campaign(**fields: Any) -> dict[str, Any]:
         ),
         (
             {"segment": "CSV", "member_ids": [], "csv_upload_url": "https://x.supabase.co/a.csv"},
-            Audience("CSV", csv_url="https://x.supabase.co/a.csv"),
+            Audience("CSV", csv_url=CsvUrl("https://x.supabase.co/a.csv")),
         ),
         # Parameters of other segments are ignored, whatever they hold.
         ({"segment": "ALL", "min_points": -5, "zip_codes": []}, Audience("ALL")),
@@ -182,7 +183,11 @@ def test_segment_names_are_case_and_blank_insensitive() -> None:
 
 def test_sql_arguments_follow_the_function_signature() -> None:
     audience = Audience("LOCAL", zip_codes=("1", "2"))
-    assert audience.sql_args() == ("LOCAL", 1000, 500, 30, ["1", "2"], [])
-    assert Audience("CSV", csv_url="https://x").with_member_ids(["a"]) == Audience(
+    assert (audience.min_tier_points, audience.min_points, audience.inactive_days) == (
+        1000,
+        500,
+        30,
+    )
+    assert Audience("CSV", csv_url=CsvUrl("https://x")).with_member_ids(["a"]) == Audience(
         "CSV", member_ids=("a",)
     )

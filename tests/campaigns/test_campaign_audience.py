@@ -9,7 +9,9 @@ from typing import Any
 import asyncpg
 import pytest
 
+from daemon.campaigns.planner import recipients_of
 from daemon.campaigns.rules import validate_audience
+from daemon.store.campaigns import audience_args
 from daemon.store.queries import q
 from tests.factories import make_pass, make_program, make_user
 
@@ -101,7 +103,7 @@ async def world(conn: asyncpg.Connection) -> World:
 
 
 async def _audience(conn: asyncpg.Connection, world: World, **fields: Any) -> set[str]:
-    args = validate_audience(fields, ()).sql_args()
+    args = audience_args(recipients_of(validate_audience(fields, ())))
     rows = await conn.fetch(
         "SELECT pass_id FROM loyaltyd.push_campaign_audience($1, $2, $3, $4, $5, $6, $7)",
         world.program,

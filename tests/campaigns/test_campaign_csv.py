@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 
 from daemon.campaigns.csv_audience import CsvFetcher, parse_member_csv
+from daemon.campaigns.rules import CsvUrl, check_csv_url
 from daemon.core.config import Settings
 from daemon.core.errors import CampaignInputError
 from tests.campaign_support import bulk_audience, campaign_rig, insert_campaign
@@ -194,7 +195,7 @@ async def test_csv_is_downloaded_over_https_from_an_allowed_host(
     csv_server: str, tls: Tls, make_settings: Callable[..., Settings]
 ) -> None:
     fetcher = CsvFetcher(_settings(make_settings), ssl_context=tls.client_context())
-    assert await fetcher.member_ids(f"{csv_server}/members.csv") == (
+    assert await fetcher.member_ids(_checked(f"{csv_server}/members.csv")) == (
         "M-csv-1",
         "M-csv-3",
         "M-nobody",
@@ -217,7 +218,7 @@ async def test_a_bad_download_is_refused_with_the_reason(
 ) -> None:
     fetcher = CsvFetcher(_settings(make_settings), ssl_context=tls.client_context())
     with pytest.raises(CampaignInputError) as caught:
-        await fetcher.member_ids(csv_server + path)
+        await fetcher.member_ids(_checked(csv_server + path))
     assert error in str(caught.value)
 
 
@@ -226,16 +227,17 @@ async def test_a_certificate_the_system_does_not_trust_is_refused(
 ) -> None:
     fetcher = CsvFetcher(_settings(make_settings))
     with pytest.raises(CampaignInputError, match=r"could not download the CSV: .*certificate"):
-        await fetcher.member_ids(f"{csv_server}/members.csv")
+        await fetcher.member_ids(_checked(f"{csv_server}/members.csv"))
 
 
-async def test_the_host_is_checked_before_anything_is_downloaded(
-    csv_server: str, tls: Tls, make_settings: Callable[..., Settings]
-) -> None:
-    settings = _settings(make_settings, loyaltyd_csv_allowed_hosts="localhost")
-    fetcher = CsvFetcher(settings, ssl_context=tls.client_context())
+async def test_the_host_is_checked_before_anything_is_downloaded(csv_server: str) -> None:
+    """Only a checked URL can be fetched (`CsvUrl`); the check refuses a host not allowed."""
     with pytest.raises(CampaignInputError, match=r"host '127\.0\.0\.1' is not allowed"):
-        await fetcher.member_ids(f"{csv_server}/members.csv")
+        check_csv_url(f"{csv_server}/members.csv", ("localhost",))
+
+
+def _checked(url: str) -> CsvUrl:
+    return check_csv_url(url, (HOST,))
 
 
 # --- campaigns -------------------------------------------------------------------------------
