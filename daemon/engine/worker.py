@@ -4,7 +4,8 @@ work back on shutdown.
 
     Store.claim → Handler.handle → retry.decide (on failure) → Store.record
 
-It runs any `Store` (pass syncs, campaign deliveries) with its `Handler`. NOTIFY only rings
+It runs any `Store` (pass syncs, campaign deliveries, the campaigns themselves) with its
+`Handler`. NOTIFY only rings
 the doorbell; the engine always claims from the table, and also polls, so a lost notification
 delays work by at most one poll interval and loses nothing.
 """
@@ -56,7 +57,7 @@ class Store(Protocol[J]):
 
     @property
     def name(self) -> str:
-        """Metrics label and log field: "sync", "campaign"."""
+        """Metrics label and log field: "sync", "campaign", "planner"."""
         ...
 
     @property
@@ -158,9 +159,8 @@ class Worker(Generic[J]):
         log.info("worker_stopped", queue=self.name)
 
     async def work_once(self) -> int:
-        """One claim, its jobs run one after another, their outcomes recorded together: for
-        one-shot runs and tests.
-        Returns how many jobs there were."""
+        """One claim, its jobs run one after another, their outcomes recorded together; how
+        many jobs there were. For one-shot runs and tests."""
         jobs = await self.store.claim(self.owner, self.config.slots)
         results = [(job, await self._outcome_of_bound(job)) for job in jobs]
         if results:
