@@ -12,6 +12,7 @@ from daemon.core.errors import WorkRefused
 from daemon.core.templating import Template, TemplateError, parse_template
 from daemon.engine.outcomes import Skipped, Succeeded
 from daemon.passkit.client import PassKitClient
+from daemon.passkit.throttle import bulk
 from daemon.store.deliveries import Delivery
 
 # Parsed message templates kept per campaign; a handful of campaigns run at once at most.
@@ -57,13 +58,14 @@ class DeliveryHandler:
         except TemplateError as exc:
             raise WorkRefused(str(exc)) from exc
         try:
-            await self._client.write_message(
-                job.protocol,
-                job.passkit_id,
-                text,
-                program_id=job.passkit_program_id,
-                tier_id=job.passkit_tier_id,
-            )
+            with bulk():  # a pass sync goes first for the next PassKit slot
+                await self._client.write_message(
+                    job.protocol,
+                    job.passkit_id,
+                    text,
+                    program_id=job.passkit_program_id,
+                    tier_id=job.passkit_tier_id,
+                )
         except ValueError as exc:  # a protocol the client does not know
             raise WorkRefused(str(exc)) from exc
         return Succeeded(sent=text)

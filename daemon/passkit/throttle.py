@@ -1,14 +1,22 @@
 """Requests-per-second and in-flight limits for everything that calls PassKit.
 
+Transactional work (pass syncs, birthday gifts) has strict priority over campaign sends for
+the in-flight slots: a sync waits for the next free slot, never behind a queue of campaign
+requests. A campaign send marks itself with `bulk()`; everything else is transactional.
+
 Pure asyncio: the clock and the sleep are parameters, so tests run on virtual time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar
+from enum import IntEnum
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -73,6 +81,61 @@ class TokenBucket:
         return wait
 
 
+class Priority(IntEnum):
+    TRANSACTIONAL = 0
+    BULK = 1
+
+
+_priority: ContextVar[Priority] = ContextVar("passkit_priority", default=Priority.TRANSACTIONAL)
+
+
+@contextlib.contextmanager
+def bulk() -> Iterator[None]:
+    """PassKit requests made inside wait behind transactional ones for a slot."""
+    token = _priority.set(Priority.BULK)
+    try:
+        yield
+    finally:
+        _priority.reset(token)
+
+
+class PrioritySlots:
+    """A semaphore whose waiters are served by priority, then in arrival order."""
+
+    def __init__(self, count: int) -> None:
+        self._free = count
+        self._waiters: tuple[deque[asyncio.Future[None]], ...] = tuple(deque() for _ in Priority)
+
+    def waiting(self, priority: Priority) -> int:
+        return sum(1 for f in self._waiters[priority] if not f.done())
+
+    async def acquire(self, priority: Priority) -> None:
+        if self._free > 0 and not any(self._waiters):
+            self._free -= 1
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue = self._waiters[priority]
+        queue.append(future)
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()  # granted just as we were cancelled: pass it on
+            else:
+                with contextlib.suppress(ValueError):
+                    queue.remove(future)
+            raise
+
+    def release(self) -> None:
+        for queue in self._waiters:
+            while queue:
+                future = queue.popleft()
+                if not future.done():
+                    future.set_result(None)
+                    return
+        self._free += 1
+
+
 class Throttle:
     """A concurrency slot plus a rate token, taken together for one request.
 
@@ -95,7 +158,7 @@ class Throttle:
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
         self.max_concurrency = max_concurrency
-        self._slots = asyncio.Semaphore(max_concurrency)
+        self._slots = PrioritySlots(max_concurrency)
         self._bucket = TokenBucket(rate, burst, clock=clock, sleep=sleep)
         self._in_flight = 0
 
@@ -116,7 +179,7 @@ class Throttle:
         return self._in_flight
 
     async def __aenter__(self) -> float:
-        await self._slots.acquire()
+        await self._slots.acquire(_priority.get())
         try:
             waited = await self._bucket.acquire()
         except BaseException:

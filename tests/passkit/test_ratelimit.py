@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 
 import pytest
 
-from daemon.passkit.throttle import Throttle, TokenBucket
+from daemon.passkit.throttle import Priority, PrioritySlots, Throttle, TokenBucket, bulk
 from tests.passkit_fixtures import VirtualTime, make_settings
 
 
@@ -146,7 +147,7 @@ async def test_throttle_gives_the_slot_back_when_cancelled_waiting_for_a_token()
     with pytest.raises(asyncio.CancelledError):
         await waiter
     assert throttle.in_flight == 0
-    await asyncio.wait_for(throttle._slots.acquire(), 1)  # the slot is free again
+    await asyncio.wait_for(throttle._slots.acquire(Priority.BULK), 1)  # the slot is free again
 
 
 def test_throttle_from_settings_uses_the_passkit_limits() -> None:
@@ -161,3 +162,46 @@ def test_throttle_from_settings_uses_the_passkit_limits() -> None:
 def test_throttle_rejects_zero_concurrency() -> None:
     with pytest.raises(ValueError):
         Throttle(0)
+
+
+async def test_a_transactional_request_takes_the_next_slot_before_waiting_campaign_sends() -> None:
+    throttle = Throttle(1)
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def request(name: str, *, as_bulk: bool) -> None:
+        with bulk() if as_bulk else contextlib.nullcontext():
+            async with throttle:
+                order.append(name)
+                if name == "first":
+                    await release.wait()
+
+    first = asyncio.create_task(request("first", as_bulk=True))
+    await asyncio.sleep(0)
+    sends = [asyncio.create_task(request(f"send{i}", as_bulk=True)) for i in range(3)]
+    await asyncio.sleep(0)
+    sync = asyncio.create_task(request("sync", as_bulk=False))
+    await asyncio.sleep(0)
+    release.set()
+    await asyncio.gather(first, *sends, sync)
+    assert order == ["first", "sync", "send0", "send1", "send2"]
+
+
+async def test_a_waiter_cancelled_or_granted_at_once_loses_no_slot() -> None:
+    slots = PrioritySlots(1)
+    await slots.acquire(Priority.BULK)
+    waiter = asyncio.create_task(slots.acquire(Priority.BULK))
+    await asyncio.sleep(0)
+    waiter.cancel()
+    await asyncio.gather(waiter, return_exceptions=True)
+    granted = asyncio.create_task(slots.acquire(Priority.TRANSACTIONAL))
+    await asyncio.sleep(0)
+    slots.release()  # goes to the live waiter, not the cancelled one
+    await asyncio.wait_for(granted, 1)
+    racing = asyncio.create_task(slots.acquire(Priority.BULK))
+    await asyncio.sleep(0)
+    slots.release()
+    racing.cancel()  # granted and cancelled in the same turn: the slot is passed on
+    await asyncio.gather(racing, return_exceptions=True)
+    await asyncio.wait_for(slots.acquire(Priority.BULK), 1)
+    assert slots.waiting(Priority.BULK) == slots.waiting(Priority.TRANSACTIONAL) == 0

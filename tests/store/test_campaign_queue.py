@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
@@ -18,7 +19,7 @@ from daemon.engine.outcomes import Failed, RetryLater, Skipped, Succeeded
 from daemon.passkit.client import PassKitClient
 from daemon.store.deliveries import DeliveryStore
 from daemon.store.queries import q
-from tests.campaign_support import campaign, insert_campaign, plan
+from tests.campaign_support import bulk_audience, campaign, insert_campaign, plan
 from tests.factories import make_pass, make_program, make_user
 
 
@@ -285,3 +286,44 @@ def test_templates_are_parsed_once_per_campaign_text() -> None:
     for _ in range(3):
         cache.get(uuid.uuid4(), "x")
     assert cache.get(campaign_id, "Bye {first_name}").text == "Bye {first_name}"
+
+
+async def test_claims_take_turns_across_programs_then_across_their_campaigns(
+    pool: asyncpg.Pool, queue: DeliveryStore, make_settings: Callable[..., Settings]
+) -> None:
+    """Round robin: program A (two campaigns), B and C, 60 due recipients each. A claim of 30
+    takes 10 of each program, A's split 5 and 5; a program with less work leaves its share."""
+    settings = make_settings()
+    a = await make_program(pool, name="A")
+    b = await make_program(pool, name="B")
+    c = await make_program(pool, name="C")
+    async with pool.acquire() as conn:
+        for program, prefix in ((a, "a1"), (a, "a2"), (b, "b"), (c, "c")):
+            await bulk_audience(conn, program, 60, prefix=prefix)
+    # A's two campaigns go to different members (a pass gets one message per claim).
+    a1, a2 = [
+        await _started(
+            pool,
+            settings,
+            program_id=a,
+            message_text=f"A {prefix}",
+            segment="CSV",
+            member_ids=[f"M-{prefix}-{n}" for n in range(1, 61)],
+        )
+        for prefix in ("a1", "a2")
+    ]
+    b1 = await _started(pool, settings, program_id=b, message_text="B")
+    c1 = await _started(pool, settings, program_id=c, message_text="C")
+    await pool.execute(  # C has only 4 recipients still due; the rest were sent already
+        "UPDATE loyaltyd.campaign_deliveries SET state = 'sent', finished_at = now()"
+        " WHERE campaign_id = $1 AND pass_id NOT IN (SELECT pass_id FROM"
+        " loyaltyd.campaign_deliveries WHERE campaign_id = $1 ORDER BY pass_id LIMIT 4)",
+        c1,
+    )
+    jobs = await queue.claim(uuid.uuid4(), 30)
+    per_campaign = Counter(job.campaign_id for job in jobs)
+    assert len(jobs) == 30
+    assert per_campaign[c1] == 4, "C has only four to send"
+    assert per_campaign[b1] in (13, 14), per_campaign  # B and A share what C leaves
+    assert abs(per_campaign[a1] - per_campaign[a2]) <= 1, per_campaign
+    assert per_campaign[a1] + per_campaign[a2] in (12, 13), per_campaign

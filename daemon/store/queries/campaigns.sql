@@ -236,22 +236,46 @@ SELECT pg_advisory_xact_lock(hashtextextended('loyaltyd:claim_deliveries', 0));
 -- $1 = owner, $2 = at most this many rows, $3 = lease length in seconds. Returns the rows
 -- claimed, with everything the message needs, and the rows skipped here (state 'skipped':
 -- already final and counted) so the caller can count them too.
-WITH due AS (
-    -- Due recipients of campaigns being sent: pending rows whose time has come, and claimed
-    -- rows whose lease ran out (their daemon died). A cancelled campaign is not PROCESSING,
-    -- so its recipients stop being claimed the moment the admin's update commits.
-    -- SKIP LOCKED: daemons claim side by side without waiting on each other.
-    SELECT d.campaign_id, d.pass_id, d.state = 'claimed' AS lease_expired
+WITH running AS MATERIALIZED (
+    -- Campaigns being sent (a cancelled one is not PROCESSING, so its recipients stop being
+    -- claimed the moment the admin's update commits), numbered for the turns below: programs
+    -- among themselves, a program's campaigns within it.
+    SELECT c.id, c.program_id,
+           dense_rank() OVER (ORDER BY c.program_id) AS program_turn,
+           row_number() OVER (PARTITION BY c.program_id ORDER BY c.started_at, c.id)
+               AS campaign_turn,
+           count(*) OVER (PARTITION BY c.program_id) AS campaigns
       FROM push_campaigns c
+     WHERE c.status = 'PROCESSING'
+),
+candidates AS (
+    -- Each campaign's due recipients, oldest due first: pending rows whose time has come,
+    -- and claimed rows whose lease ran out (their daemon died). SKIP LOCKED: daemons claim
+    -- side by side without waiting on each other.
+    SELECT d.campaign_id, d.pass_id, d.state = 'claimed' AS lease_expired, d.available_at,
+           r.program_turn, r.campaign_turn, r.campaigns
+      FROM running r
      CROSS JOIN LATERAL (
-           SELECT d.campaign_id, d.pass_id, d.state
+           SELECT d.campaign_id, d.pass_id, d.state, d.available_at
              FROM loyaltyd.campaign_deliveries d
-            WHERE d.campaign_id = c.id AND d.state IN ('pending', 'claimed')
+            WHERE d.campaign_id = r.id AND d.state IN ('pending', 'claimed')
               AND d.available_at <= now()
             ORDER BY d.available_at
             LIMIT $2
               FOR UPDATE SKIP LOCKED) d
-     WHERE c.status = 'PROCESSING'
+),
+due AS (
+    -- Round robin, like Hatchet's GROUP_ROUND_ROBIN: one recipient of every program with
+    -- work, then the next of each; within a program, its campaigns take turns the same way.
+    -- A program with little work leaves its share to the others. Candidates not taken stay
+    -- pending (their row locks end with this statement's transaction).
+    SELECT campaign_id, pass_id, lease_expired
+      FROM (SELECT c.*,
+                   (row_number() OVER (PARTITION BY c.campaign_id
+                                       ORDER BY c.available_at, c.pass_id) - 1)
+                       * c.campaigns + c.campaign_turn AS program_round
+              FROM candidates c) ranked
+     ORDER BY program_round, program_turn
      LIMIT $2
 ),
 one_per_pass AS (
