@@ -31,6 +31,7 @@ from daemon.ops.sdnotify import notify_systemd
 from daemon.passes.sync import PassSyncHandler
 from daemon.passkit.client import PassKitClient, warn_if_mock
 from daemon.store.deliveries import DeliveryStore
+from daemon.store.instances import Heartbeat
 from daemon.store.listener import Listener
 from daemon.store.passes import PassSyncStore
 from daemon.store.pool import Pool, create_pool
@@ -49,6 +50,7 @@ class Daemon:
     metrics: Metrics
     owner: uuid.UUID
     stopping: asyncio.Event
+    heartbeat: Heartbeat
     doorbells: dict[str, asyncio.Event] = field(default_factory=dict)
     workers: list[Worker[Any]] = field(default_factory=list)
     birthdays: BirthdayBot | None = None
@@ -102,15 +104,16 @@ def _build_workers(daemon: Daemon) -> None:
     """Three queues on one engine: pass syncs, campaign deliveries (sharing the PassKit client
     and so its throttle), and the campaigns themselves, which the planner turns into
     deliveries and finishes."""
-    s, lease = daemon.settings, daemon.settings.loyaltyd_lease_seconds
+    s = daemon.settings
+    leases = {"lease_seconds": s.loyaltyd_lease_seconds, "stale_seconds": s.loyaltyd_stale_seconds}
     _add_worker(
         daemon,
-        PassSyncStore(daemon.pool, lease_seconds=lease, metrics=daemon.metrics),
+        PassSyncStore(daemon.pool, **leases, metrics=daemon.metrics),
         PassSyncHandler(daemon.client),
     )
     _add_worker(
         daemon,
-        DeliveryStore(daemon.pool, lease_seconds=lease, metrics=daemon.metrics),
+        DeliveryStore(daemon.pool, **leases, metrics=daemon.metrics),
         DeliveryHandler(daemon.client),
     )
     campaigns = planner_store(daemon.pool, s, daemon.metrics)
@@ -133,13 +136,24 @@ async def _supervise(daemon: Daemon) -> None:
         probe_interval=s.loyaltyd_listener_probe_seconds,
         metrics=daemon.metrics,
     )
+    workers_done = asyncio.Event()
+
+    async def run_workers() -> None:
+        try:
+            async with asyncio.TaskGroup() as workers:
+                for worker in daemon.workers:
+                    workers.create_task(
+                        worker.run(daemon.stopping, s.loyaltyd_shutdown_grace_seconds),
+                        name=f"worker-{worker.name}",
+                    )
+        finally:
+            workers_done.set()
+
     async with asyncio.TaskGroup() as tg:
         tg.create_task(daemon.listener.run(daemon.stopping), name="listener")
-        for worker in daemon.workers:
-            tg.create_task(
-                worker.run(daemon.stopping, s.loyaltyd_shutdown_grace_seconds),
-                name=f"worker-{worker.name}",
-            )
+        # The heartbeat outlives the workers' drain: a draining daemon is not dead.
+        tg.create_task(daemon.heartbeat.run(workers_done), name="heartbeat")
+        tg.create_task(run_workers(), name="workers")
         if daemon.birthdays is not None:
             # Its gifts reach PassKit through the sync queue like any other transaction.
             tg.create_task(
@@ -176,7 +190,15 @@ async def run_daemon(
     pool = await create_pool(dsn, settings.loyaltyd_pool_size, source=source)
     try:
         async with PassKitClient(settings, metrics) as client:
-            daemon = Daemon(settings, dsn, pool, client, metrics, owner, stopping)
+            heartbeat = Heartbeat(
+                pool,
+                owner,
+                interval=settings.loyaltyd_heartbeat_seconds,
+                stale=settings.loyaltyd_stale_seconds,
+            )
+            await heartbeat.beat()  # alive before the first claim
+            client.fence = heartbeat.fenced
+            daemon = Daemon(settings, dsn, pool, client, metrics, owner, stopping, heartbeat)
             _build_workers(daemon)
             if on_start is not None:
                 on_start(daemon)

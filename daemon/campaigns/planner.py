@@ -63,6 +63,7 @@ def planner_store(pool: Pool, settings: Settings, metrics: Metrics | None = None
         lease_seconds=settings.loyaltyd_lease_seconds + settings.loyaltyd_csv_timeout_seconds,
         max_member_ids=MAX_MEMBER_IDS,
         max_zip_codes=MAX_ZIP_CODES,
+        stale_seconds=settings.loyaltyd_stale_seconds,
         metrics=metrics,
     )
 

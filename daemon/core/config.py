@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_PASSKIT_BASE_URL = "https://api.pub1.passkit.io"
@@ -106,6 +106,19 @@ class Settings(BaseSettings):
         description="Work failing transiently is tried until it has been owed this long, then "
         "recorded as failed (pass syncs: dead). Both queues.",
     )
+    loyaltyd_heartbeat_seconds: float = Field(
+        default=1.0,
+        ge=0.1,
+        le=60,
+        description="How often each daemon writes its heartbeat to loyaltyd.instances.",
+    )
+    loyaltyd_stale_seconds: float = Field(
+        default=5.0,
+        ge=1,
+        le=3600,
+        description="A daemon whose heartbeat is this old is dead: its rows are taken over "
+        "at once. At least 3 x LOYALTYD_HEARTBEAT_SECONDS.",
+    )
     loyaltyd_birthday_interval_minutes: int = Field(default=30, ge=1, le=60)
 
     # --- campaigns --------------------------------------------------------------------------
@@ -155,6 +168,16 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @model_validator(mode="after")
+    def _stale_after_several_beats(self) -> Settings:
+        if self.loyaltyd_stale_seconds < 3 * self.loyaltyd_heartbeat_seconds:
+            raise ValueError(
+                f"LOYALTYD_STALE_SECONDS ({self.loyaltyd_stale_seconds:g}) must be at least 3 x "
+                f"LOYALTYD_HEARTBEAT_SECONDS ({self.loyaltyd_heartbeat_seconds:g}): a daemon "
+                "stops sending 2 heartbeats before it may be declared dead"
+            )
+        return self
 
     @field_validator("passkit_base_url")
     @classmethod

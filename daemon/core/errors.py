@@ -41,6 +41,11 @@ class WorkRefused(LoyaltydError):
     the row's error."""
 
 
+class Fenced(LoyaltydError):
+    """This daemon has not reached the database for so long that the others may have taken
+    its work over: it starts no PassKit call, and the job is left to whoever holds it now."""
+
+
 class TransientError(LoyaltydError):
     """The same work may succeed later (a service down, a connection lost): it goes back to
     its queue with back-off. `retry_after` is the other side's hint in seconds, if any."""

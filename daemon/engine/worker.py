@@ -22,7 +22,7 @@ from typing import Generic, Protocol, TypeVar
 import structlog
 
 from daemon.core.clock import wait_any
-from daemon.core.errors import LoyaltydError
+from daemon.core.errors import Fenced, LoyaltydError
 from daemon.core.logs import get_logger
 from daemon.core.metrics import Metrics
 from daemon.engine.outcomes import Failed, Outcome, RetryLater, Skipped, Succeeded, code
@@ -162,12 +162,13 @@ class Worker(Generic[J]):
         """One claim, its jobs run one after another, their outcomes recorded together; how
         many jobs there were. For one-shot runs and tests."""
         jobs = await self.store.claim(self.owner, self.config.slots)
-        results = [(job, await self._outcome_of_bound(job)) for job in jobs]
+        outcomes = [(job, await self._outcome_of_bound(job)) for job in jobs]
+        results = [(job, outcome) for job, outcome in outcomes if outcome is not None]
         if results:
             await self.store.record(self.owner, results)
         return len(jobs)
 
-    async def _outcome_of_bound(self, job: J) -> Outcome:
+    async def _outcome_of_bound(self, job: J) -> Outcome | None:
         with structlog.contextvars.bound_contextvars(**job.log_fields()):
             return await self._outcome_of(job)
 
@@ -231,14 +232,20 @@ class Worker(Generic[J]):
 
     async def _work(self, job: J) -> None:
         outcome = await self._outcome_of_bound(job)
+        if outcome is None:
+            return  # abandoned: its row is whoever's takes it over
         self._results.append((job, outcome))
         if self.metrics is not None:
             self.metrics.deliveries.labels(self.name, code(outcome)).inc()
         self._results_ready.set()
 
-    async def _outcome_of(self, job: J) -> Outcome:
+    async def _outcome_of(self, job: J) -> Outcome | None:
+        """What came of the job; None when it was abandoned unsent (this daemon is fenced)."""
         try:
             return await self.handler.handle(job)
+        except Fenced:
+            log.warning("job_abandoned_fenced", queue=self.name)
+            return None
         except LoyaltydError as exc:
             outcome = decide(exc, job.attempts, job.owed_seconds, self._rng, self.config.retry)
         except Exception as exc:

@@ -32,6 +32,7 @@ import structlog
 
 from daemon.core.config import Settings
 from daemon.core.errors import (
+    Fenced,
     PassKitError,
     PayloadTooLarge,
     PermanentPassKitError,
@@ -335,6 +336,9 @@ class PassKitClient:
         self._signer = None if self._mock_mode else _TokenSigner(settings, wall_clock)
         self._nonces = _NonceCounter(int(wall_clock() * 1000))
         self.health = PassKitHealth(metrics, clock=clock)
+        # Set by the daemon: True while it may not start a call (heartbeat lost, see
+        # daemon.store.instances); checked before a request and again right before it leaves.
+        self.fence: Callable[[], bool] | None = None
 
     @property
     def mock_mode(self) -> bool:
@@ -451,6 +455,7 @@ class PassKitClient:
         already_done: AlreadyDone | None = None,
     ) -> bytes:
         """Send one logical request; return the response body of the successful attempt."""
+        self._check_fence(endpoint)
         data = encode_body(body) if body is not None else None
         if self._mock_mode:
             return self._mock_reply(endpoint, passkit_id)
@@ -505,6 +510,7 @@ class PassKitClient:
         assert self._signer is not None
         async with self._throttle as waited:
             self._observe_wait(waited)
+            self._check_fence(endpoint)  # the wait for a slot and a token may have been long
             started = self._clock()
             try:
                 headers = {"Authorization": self._signer.header()}
@@ -544,6 +550,10 @@ class PassKitClient:
             endpoint, "transient" if isinstance(error, TransientPassKitError) else "permanent"
         )
         raise error
+
+    def _check_fence(self, endpoint: Endpoint) -> None:
+        if self.fence is not None and self.fence():
+            raise Fenced(f"{endpoint.operation} not sent: this daemon lost its heartbeat")
 
     def _resign(self, endpoint: Endpoint, passkit_id: str) -> None:
         assert self._signer is not None

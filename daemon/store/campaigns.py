@@ -130,10 +130,12 @@ class CampaignStore:
         lease_seconds: float,
         max_member_ids: int,
         max_zip_codes: int,
+        stale_seconds: float = 5.0,
         metrics: Metrics | None = None,
     ) -> None:
         self._pool = pool
         self._lease_seconds = lease_seconds
+        self._stale_seconds = stale_seconds
         self._limits = (max_member_ids, max_zip_codes)
         self._metrics = metrics
 
@@ -143,7 +145,7 @@ class CampaignStore:
         """Read the due campaigns, then lease each unless another daemon or an admin got to it
         first. A row that breaks a rule cannot be leased; it comes back refused, to be
         failed with the reason."""
-        rows = await self._pool.fetch(q("due_campaigns"), limit, *self._limits)
+        rows = await self._pool.fetch(q("due_campaigns"), limit, *self._limits, self._stale_seconds)
         jobs: list[CampaignJob] = []
         for row in rows:
             try:

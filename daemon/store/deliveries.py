@@ -82,10 +82,16 @@ class DeliveryStore:
     channel: Final = CHANNEL
 
     def __init__(
-        self, pool: asyncpg.Pool, *, lease_seconds: float, metrics: Metrics | None = None
+        self,
+        pool: asyncpg.Pool,
+        *,
+        lease_seconds: float,
+        stale_seconds: float = 5.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self._pool = pool
         self._lease_seconds = lease_seconds
+        self._stale_seconds = stale_seconds
         self._metrics = metrics
 
     async def claim(self, owner: uuid.UUID, limit: int) -> list[Delivery]:
@@ -95,7 +101,9 @@ class DeliveryStore:
         # run after the lock is held, sees every earlier claim committed.
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(q("serialise_delivery_claims"))
-            rows = await conn.fetch(q("claim_deliveries"), owner, limit, self._lease_seconds)
+            rows = await conn.fetch(
+                q("claim_deliveries"), owner, limit, self._lease_seconds, self._stale_seconds
+            )
         jobs = [Delivery.from_row(r) for r in rows if r["state"] == "claimed"]
         self._count_claim(len(rows) - len(jobs), sum(1 for j in jobs if j.lease_expired))
         return jobs

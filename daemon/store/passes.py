@@ -68,14 +68,22 @@ class PassSyncStore:
     channel: Final = CHANNEL
 
     def __init__(
-        self, pool: asyncpg.Pool, *, lease_seconds: float, metrics: Metrics | None = None
+        self,
+        pool: asyncpg.Pool,
+        *,
+        lease_seconds: float,
+        stale_seconds: float = 5.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self._pool = pool
         self._lease_seconds = lease_seconds
+        self._stale_seconds = stale_seconds
         self._metrics = metrics
 
     async def claim(self, owner: uuid.UUID, limit: int) -> list[PassSyncJob]:
-        rows = await self._pool.fetch(q("claim_pass_syncs"), owner, limit, self._lease_seconds)
+        rows = await self._pool.fetch(
+            q("claim_pass_syncs"), owner, limit, self._lease_seconds, self._stale_seconds
+        )
         jobs = [PassSyncJob.from_row(r) for r in rows]
         expired = sum(1 for j in jobs if j.lease_expired)
         if expired:

@@ -170,10 +170,26 @@ class Retrying:
 
 
 @dataclass(frozen=True)
+class Instance:
+    """A daemon on this database, by its heartbeat (loyaltyd.instances)."""
+
+    id: uuid.UUID
+    host: str
+    pid: int
+    started_at: datetime
+    heartbeat_age: float
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Instance:
+        return cls(row["id"], row["host"], row["pid"], row["started_at"], row["heartbeat_age"])
+
+
+@dataclass(frozen=True)
 class StatusReport:
     campaigns: tuple[CampaignProgress, ...] = ()
     queues: tuple[QueueDepth, ...] = ()
     retrying: tuple[Retrying, ...] = ()
+    instances: tuple[Instance, ...] = ()
     dead_syncs: tuple[DeadSync, ...] = ()
     birthdays: tuple[BirthdaysToday, ...] = ()
 
@@ -186,6 +202,7 @@ class StatusReport:
             "campaigns": [asdict(c) for c in self.campaigns],
             "queues": [asdict(d) for d in self.queues],
             "retrying": [asdict(r) for r in self.retrying],
+            "daemons": [asdict(i) for i in self.instances],
             "dead_syncs": {
                 "count": self.dead_sync_count,
                 "recent": [asdict(d) for d in self.dead_syncs],
@@ -201,10 +218,12 @@ async def status_report(pool: asyncpg.Pool, *, campaigns: int, dead: int) -> Sta
     dead_rows = await pool.fetch(q("ops_dead_syncs"), dead)
     birthdays = await pool.fetch(q("ops_birthdays_today"))
     retrying = await pool.fetch(q("ops_retrying"))
+    instances = await pool.fetch(q("ops_instances"))
     return StatusReport(
         campaigns=tuple(CampaignProgress.from_row(r) for r in recent),
         queues=tuple(await queue_depths(pool)),
         retrying=tuple(Retrying.from_row(r) for r in retrying),
+        instances=tuple(Instance.from_row(r) for r in instances),
         dead_syncs=tuple(DeadSync.from_row(r) for r in dead_rows),
         birthdays=tuple(BirthdaysToday.from_row(r) for r in birthdays),
     )

@@ -156,6 +156,11 @@ async def _seed(pool: asyncpg.Pool) -> dict[str, uuid.UUID]:
         "last_error = 'PassKit set_points answered 404: member not found' WHERE pass_id = $1",
         dead,
     )
+    await pool.execute(
+        "INSERT INTO loyaltyd.instances (id, host, pid, heartbeat_at) VALUES"
+        " ('00000000-0000-0000-0000-00000000000a', 'web1', 101, now()),"
+        " ('00000000-0000-0000-0000-00000000000b', 'web2', 202, now() - interval '1 min')"
+    )
     return {
         "program": program,
         "running": running,
@@ -192,6 +197,11 @@ async def test_status_prints_campaigns_queues_dead_syncs_and_birthdays(
     assert syncs.split()[2:5] == ["pending", "3", "(oldest"]
     assert "claimed 0" in syncs
     assert "  Campaign sends pending 0  claimed 0" in lines
+    assert "Daemons: 1 live of 2 known" in lines
+    assert any(
+        line.startswith("  00000000 web1 pid 101: heartbeat 0s ago (live)") for line in lines
+    )
+    assert "  00000000 web2 pid 202: heartbeat 1m 00s ago (dead, its work taken over)" in lines
     assert "PassKit retries: work waiting after transient failures" in out
     [retrying] = [line for line in lines if line.startswith("  Pass syncs") and "waiting" in line]
     assert retrying.startswith("  Pass syncs     1 waiting, next try in 1m 5")
@@ -230,6 +240,7 @@ async def test_status_json_is_machine_readable(
         "campaign": (0, None),
     }
     assert report["dead_syncs"]["count"] == 1
+    assert [(d["host"], d["pid"]) for d in report["daemons"]] == [("web1", 101), ("web2", 202)]
     assert report["dead_syncs"]["recent"][0]["member_id"] == "M-DEAD-1"
     [birthdays] = report["birthdays_today"]
     assert (birthdays["program_id"], birthdays["gifted"], birthdays["messaged"]) == (
@@ -244,6 +255,8 @@ async def test_status_of_an_empty_database(
 ) -> None:
     assert await _status(make_settings()) == 0
     assert capsys.readouterr().out == (
+        "Daemons: none running\n"
+        "\n"
         "Campaigns: none\n"
         "\n"
         "Queues\n"

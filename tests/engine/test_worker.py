@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from daemon.core.errors import PermanentPassKitError, TransientPassKitError
+from daemon.core.errors import Fenced, PermanentPassKitError, TransientPassKitError
 from daemon.engine.outcomes import Failed, Outcome, RetryLater, Skipped, Succeeded
 from daemon.engine.retry import RetryPolicy
 from daemon.engine.worker import Worker, WorkerConfig
@@ -341,3 +341,24 @@ async def test_an_outage_heals_by_itself_on_virtual_time(outage_minutes: int) ->
     tries = [k for _, k in handler.handled]
     assert all(2 <= tries.count(k) <= 12 for k in range(30))
     assert min(at for at, _ in handler.handled if at >= outage_ends) < outage_ends + 600 + 1
+
+
+async def test_a_fenced_job_is_abandoned_unrecorded_and_its_slot_freed() -> None:
+    """A daemon that lost its heartbeat sends nothing: the job is not recorded (its row is
+    whoever's takes it over), and the worker goes on with the next."""
+
+    def script(job: Job) -> Succeeded:
+        if job.key == 0:
+            raise Fenced("write_message not sent: this daemon lost its heartbeat")
+        return Succeeded()
+
+    store = MemoryStore(VirtualClock())
+    store.add(0, 1, 2)
+    worker, _ = worker_for(store, ScriptedHandler(script), slots=1)
+    stopping = asyncio.Event()
+    task = asyncio.create_task(worker.run(stopping, grace=5))
+    await wait_until(lambda: all(store.rows[k].outcome is not None for k in (1, 2)))
+    stopping.set()
+    await task
+    assert store.rows[0].outcome is None
+    assert all(job.key != 0 for batch in store.records for job, _ in batch)

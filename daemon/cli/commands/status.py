@@ -15,6 +15,7 @@ from daemon.store.status import (
     BirthdaysToday,
     CampaignProgress,
     DeadSync,
+    Instance,
     QueueDepth,
     Retrying,
     StatusReport,
@@ -49,15 +50,16 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
     else:
-        sys.stdout.write(render(report))
+        sys.stdout.write(render(report, settings.loyaltyd_stale_seconds))
     return 0
 
 
 # --- rendering (pure) --------------------------------------------------------------------------
 
 
-def render(report: StatusReport) -> str:
+def render(report: StatusReport, stale: float = 5.0) -> str:
     sections = [
+        _daemons(report.instances, stale),
         _campaigns(report.campaigns),
         _queues(report.queues),
         _retrying(report.retrying),
@@ -112,6 +114,18 @@ def _queues(depths: tuple[QueueDepth, ...]) -> str:
 
 def _depth(d: QueueDepth) -> str:
     return f"{d.state} {d.rows:,}" + (f" (oldest {age(d.oldest_age)})" if d.rows else "")
+
+
+def _daemons(instances: tuple[Instance, ...], stale: float) -> str:
+    if not instances:
+        return "Daemons: none running\n"
+    live = sum(1 for i in instances if i.heartbeat_age < stale)
+    lines = [f"Daemons: {live} live of {len(instances)} known"]
+    for i in instances:
+        state = "live" if i.heartbeat_age < stale else "dead, its work taken over"
+        beat = age(i.heartbeat_age)
+        lines.append(f"  {str(i.id)[:8]} {i.host} pid {i.pid}: heartbeat {beat} ago ({state})")
+    return "\n".join(lines) + "\n"
 
 
 def _retrying(retrying: tuple[Retrying, ...]) -> str:

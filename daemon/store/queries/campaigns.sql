@@ -4,7 +4,8 @@
 -- --- planner: campaigns ----------------------------------------------------------------------
 
 -- name: due_campaigns
--- $1 = at most this many, $2 / $3 = the most member ids / zip codes a campaign may list. The
+-- $1 = at most this many, $2 / $3 = the most member ids / zip codes a campaign may list, $4 =
+-- seconds without a heartbeat after which a daemon is dead (its leases are void). The
 -- campaigns the planner has work on, as read (no lock), each with its kind of work:
 --   'plan'   PENDING ones whose time has come, DRAFTs to count, and PROCESSING ones a crashed
 --            daemon was still planning (lease_owner set: a row some older tool left
@@ -29,7 +30,9 @@ SELECT c.id, c.xmin::text AS version,
            AS owed_seconds
   FROM push_campaigns c
   LEFT JOIN programs g ON g.id = c.program_id
- WHERE (c.lease_expires_at IS NULL OR c.lease_expires_at <= now())
+ WHERE (c.lease_expires_at IS NULL OR c.lease_expires_at <= now()
+        OR c.lease_owner IN (SELECT i.id FROM loyaltyd.instances i
+                              WHERE i.heartbeat_at < now() - make_interval(secs => $4)))
    -- rows an earlier tool left behind are history, never sent (sql/006)
    AND NOT c.predates_loyaltyd
    AND ((c.status = 'PENDING' AND (c.scheduled_at IS NULL OR c.scheduled_at <= now()))
@@ -233,10 +236,15 @@ SELECT id, program_id, status, recipient_count, sent_count, failed_count, skippe
 SELECT pg_advisory_xact_lock(hashtextextended('loyaltyd:claim_deliveries', 0));
 
 -- name: claim_deliveries
--- $1 = owner, $2 = at most this many rows, $3 = lease length in seconds. Returns the rows
--- claimed, with everything the message needs, and the rows skipped here (state 'skipped':
--- already final and counted) so the caller can count them too.
-WITH running AS MATERIALIZED (
+-- $1 = owner, $2 = at most this many rows, $3 = lease length in seconds, $4 = seconds without
+-- a heartbeat after which a daemon is dead. Returns the rows claimed, with everything the
+-- message needs, and the rows skipped here (state 'skipped': already final and counted) so
+-- the caller can count them too.
+WITH dead AS MATERIALIZED (
+    SELECT coalesce(array_agg(id), '{}') AS owners
+      FROM loyaltyd.instances WHERE heartbeat_at < now() - make_interval(secs => $4)
+),
+running AS MATERIALIZED (
     -- Campaigns being sent (a cancelled one is not PROCESSING, so its recipients stop being
     -- claimed the moment the admin's update commits), numbered for the turns below: programs
     -- among themselves, a program's campaigns within it.
@@ -248,21 +256,37 @@ WITH running AS MATERIALIZED (
       FROM push_campaigns c
      WHERE c.status = 'PROCESSING'
 ),
-candidates AS (
-    -- Each campaign's due recipients, oldest due first: pending rows whose time has come,
-    -- and claimed rows whose lease ran out (their daemon died). SKIP LOCKED: daemons claim
-    -- side by side without waiting on each other.
-    SELECT d.campaign_id, d.pass_id, d.state = 'claimed' AS lease_expired, d.available_at,
+taken_over AS (
+    -- Recipients claimed by a daemon that died (its heartbeat stopped, or its lease ran out):
+    -- the oldest work, and few (a dead daemon's slots), so they go first.
+    SELECT d.campaign_id, d.pass_id, true AS lease_expired, d.available_at,
+           r.program_turn, r.campaign_turn, r.campaigns
+      FROM running r
+     CROSS JOIN dead
+     CROSS JOIN LATERAL (
+           SELECT d.campaign_id, d.pass_id, d.available_at
+             FROM loyaltyd.campaign_deliveries d
+            WHERE d.campaign_id = r.id AND d.state = 'claimed'
+              AND (d.available_at <= now() OR d.lease_owner = ANY(dead.owners))
+            LIMIT $2
+              FOR UPDATE SKIP LOCKED) d
+),
+fresh AS (
+    -- Each campaign's pending recipients whose time has come, oldest due first. SKIP LOCKED:
+    -- daemons claim side by side without waiting on each other.
+    SELECT d.campaign_id, d.pass_id, false AS lease_expired, d.available_at,
            r.program_turn, r.campaign_turn, r.campaigns
       FROM running r
      CROSS JOIN LATERAL (
-           SELECT d.campaign_id, d.pass_id, d.state, d.available_at
+           SELECT d.campaign_id, d.pass_id, d.available_at
              FROM loyaltyd.campaign_deliveries d
-            WHERE d.campaign_id = r.id AND d.state IN ('pending', 'claimed')
-              AND d.available_at <= now()
+            WHERE d.campaign_id = r.id AND d.state = 'pending' AND d.available_at <= now()
             ORDER BY d.available_at
             LIMIT $2
               FOR UPDATE SKIP LOCKED) d
+),
+candidates AS (
+    SELECT * FROM taken_over UNION ALL SELECT * FROM fresh
 ),
 due AS (
     -- Round robin, like Hatchet's GROUP_ROUND_ROBIN: one recipient of every program with
@@ -272,7 +296,8 @@ due AS (
     SELECT campaign_id, pass_id, lease_expired
       FROM (SELECT c.*,
                    (row_number() OVER (PARTITION BY c.campaign_id
-                                       ORDER BY c.available_at, c.pass_id) - 1)
+                                       ORDER BY c.lease_expired DESC, c.available_at,
+                                                c.pass_id) - 1)
                        * c.campaigns + c.campaign_turn AS program_round
               FROM candidates c) ranked
      ORDER BY program_round, program_turn

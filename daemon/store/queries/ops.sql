@@ -112,3 +112,23 @@ SELECT 'campaign', count(*),
        (array_agg(error ORDER BY available_at DESC))[1]
   FROM loyaltyd.campaign_deliveries
  WHERE state = 'pending' AND error IS NOT NULL;
+
+-- name: instance_heartbeat
+-- $1 = this daemon's id, $2 = host, $3 = pid. Its row, created on the first beat.
+INSERT INTO loyaltyd.instances (id, host, pid) VALUES ($1, $2, $3)
+ON CONFLICT (id) DO UPDATE SET heartbeat_at = now();
+
+-- name: instance_leave
+-- $1 = this daemon's id. A clean stop: nothing of it is left to take over.
+DELETE FROM loyaltyd.instances WHERE id = $1;
+
+-- name: instances_forget
+-- $1 = seconds. Rows of daemons dead for longer than that (their work was taken over long ago).
+DELETE FROM loyaltyd.instances WHERE heartbeat_at < now() - make_interval(secs => $1);
+
+-- name: ops_instances
+-- No parameters. The daemons on this database, the newest heartbeat first, with its age.
+SELECT id, host, pid, started_at,
+       extract(epoch FROM now() - heartbeat_at)::float8 AS heartbeat_age
+  FROM loyaltyd.instances
+ ORDER BY heartbeat_at DESC;

@@ -2,18 +2,24 @@
 -- no transaction is ever held open across a PassKit call.
 
 -- name: claim_pass_syncs
--- $1 = owner (daemon instance id), $2 = at most this many rows, $3 = lease length in seconds.
--- Returns the work owed for each claimed pass with what PassKit needs to address it.
-WITH due AS (
-    -- Rows whose time has come, and rows whose lease ran out because their daemon died.
-    -- SKIP LOCKED lets several daemons claim side by side without waiting on each other.
+-- $1 = owner (daemon instance id), $2 = at most this many rows, $3 = lease length in seconds,
+-- $4 = seconds without a heartbeat after which a daemon is dead. Returns the work owed for
+-- each claimed pass with what PassKit needs to address it.
+WITH dead AS MATERIALIZED (
+    SELECT coalesce(array_agg(id), '{}') AS owners
+      FROM loyaltyd.instances WHERE heartbeat_at < now() - make_interval(secs => $4)
+),
+due AS (
+    -- Rows whose time has come, and rows whose daemon died: its heartbeat stopped, or (a
+    -- daemon that never beat) the lease ran out. SKIP LOCKED lets several daemons claim side
+    -- by side without waiting on each other.
     SELECT pass_id, state = 'claimed' AS lease_expired
-      FROM loyaltyd.pass_syncs
+      FROM loyaltyd.pass_syncs, dead
      WHERE (state = 'pending' AND next_attempt_at <= now())
-        OR (state = 'claimed' AND lease_expires_at < now())
+        OR (state = 'claimed' AND (lease_expires_at < now() OR lease_owner = ANY(dead.owners)))
      ORDER BY next_attempt_at
      LIMIT $2
-       FOR UPDATE SKIP LOCKED
+       FOR UPDATE OF pass_syncs SKIP LOCKED
 )
 UPDATE loyaltyd.pass_syncs s
    SET state = 'claimed',
