@@ -16,6 +16,7 @@ import asyncio
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 
@@ -47,9 +48,9 @@ async def _insert_campaign(conn: asyncpg.Connection, program: uuid.UUID, text: s
     return campaign_id
 
 
-async def _until(check: object, timeout: float, what: str) -> float:
+async def _until(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> float:
     started = time.monotonic()
-    while not await check():  # type: ignore[operator]
+    while not await check():
         if time.monotonic() - started > timeout:
             raise SystemExit(f"{what}: not within {timeout} s")
         await asyncio.sleep(0.02)

@@ -23,6 +23,7 @@ from daemon.core.errors import CampaignInputError, TransientError
 from daemon.core.logs import get_logger
 from daemon.core.metrics import Metrics
 from daemon.engine.outcomes import Outcome, code, error_of, retry_in
+from daemon.store.leases import LeasedTable
 from daemon.store.queries import q
 
 log = get_logger(__name__)
@@ -119,7 +120,7 @@ async def database_errors() -> AsyncIterator[None]:
         raise TransientError(f"database: {exc!r}") from exc
 
 
-class CampaignStore:
+class CampaignStore(LeasedTable):
     name: Final = QUEUE_NAME
     channel: Final = CHANNEL
 
@@ -133,11 +134,10 @@ class CampaignStore:
         stale_seconds: float = 5.0,
         metrics: Metrics | None = None,
     ) -> None:
-        self._pool = pool
-        self._lease_seconds = lease_seconds
-        self._stale_seconds = stale_seconds
+        super().__init__(
+            pool, lease_seconds=lease_seconds, stale_seconds=stale_seconds, metrics=metrics
+        )
         self._limits = (max_member_ids, max_zip_codes)
-        self._metrics = metrics
 
     # --- the queue ---------------------------------------------------------------------------
 
@@ -157,11 +157,7 @@ class CampaignStore:
                 continue
             if status is not None:
                 jobs.append(CampaignJob.from_row(row, status=status))
-        expired = sum(1 for j in jobs if j.lease_expired and j.kind == "plan")
-        if expired:
-            log.warning("campaign_leases_reclaimed", count=expired)
-            if self._metrics is not None:
-                self._metrics.leases_expired.labels(self.name).inc(expired)
+        self._count_taken_over(sum(1 for j in jobs if j.lease_expired and j.kind == "plan"))
         return jobs
 
     async def record(

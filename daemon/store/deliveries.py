@@ -17,8 +17,8 @@ from typing import Final
 import asyncpg
 
 from daemon.core.logs import get_logger
-from daemon.core.metrics import Metrics
 from daemon.engine.outcomes import Outcome, Succeeded, code, error_of, retry_in
+from daemon.store.leases import LeasedTable
 from daemon.store.queries import q
 
 log = get_logger(__name__)
@@ -77,22 +77,9 @@ class Delivery:
         }
 
 
-class DeliveryStore:
+class DeliveryStore(LeasedTable):
     name: Final = QUEUE_NAME
     channel: Final = CHANNEL
-
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        *,
-        lease_seconds: float,
-        stale_seconds: float = 5.0,
-        metrics: Metrics | None = None,
-    ) -> None:
-        self._pool = pool
-        self._lease_seconds = lease_seconds
-        self._stale_seconds = stale_seconds
-        self._metrics = metrics
 
     async def claim(self, owner: uuid.UUID, limit: int) -> list[Delivery]:
         # The frequency cap counts the recipients other daemons have claimed; two claims
@@ -105,21 +92,17 @@ class DeliveryStore:
                 q("claim_deliveries"), owner, limit, self._lease_seconds, self._stale_seconds
             )
         jobs = [Delivery.from_row(r) for r in rows if r["state"] == "claimed"]
-        self._count_claim(len(rows) - len(jobs), sum(1 for j in jobs if j.lease_expired))
+        self._count_skipped(len(rows) - len(jobs))
+        self._count_taken_over(sum(1 for j in jobs if j.lease_expired))
         return jobs
 
-    def _count_claim(self, skipped: int, expired: int) -> None:
+    def _count_skipped(self, skipped: int) -> None:
         # Skips decided by the claim never reach the Worker, which counts everything else.
-        if skipped:
-            log.info("campaign_recipients_skipped_at_claim", count=skipped)
-        if expired:
-            log.warning("campaign_delivery_leases_reclaimed", count=expired)
-        if self._metrics is None:
+        if not skipped:
             return
-        if skipped:
+        log.info("campaign_recipients_skipped_at_claim", count=skipped)
+        if self._metrics is not None:
             self._metrics.deliveries.labels(self.name, "skipped").inc(skipped)
-        if expired:
-            self._metrics.leases_expired.labels(self.name).inc(expired)
 
     async def record(self, owner: uuid.UUID, results: Sequence[tuple[Delivery, Outcome]]) -> None:
         await self._pool.execute(

@@ -47,6 +47,7 @@ class Heartbeat:
         self._interval = interval
         self._fence_after = stale - 2 * interval
         self._clock = clock
+        self._where = (socket.gethostname(), os.getpid())
         self._last_ok: float | None = None
         self._fenced_logged = False
 
@@ -59,9 +60,7 @@ class Heartbeat:
 
     async def beat(self) -> None:
         sent = self._clock()  # the database's heartbeat_at is at least this late
-        await self._pool.execute(
-            q("instance_heartbeat"), self._owner, socket.gethostname(), os.getpid()
-        )
+        await self._pool.execute(q("instance_heartbeat"), self._owner, *self._where)
         self._last_ok = sent
         if self._fenced_logged:
             log.info("heartbeat_restored")

@@ -15,8 +15,8 @@ from typing import Final
 import asyncpg
 
 from daemon.core.logs import get_logger
-from daemon.core.metrics import Metrics
 from daemon.engine.outcomes import Outcome, code, error_of, retry_in
+from daemon.store.leases import LeasedTable
 from daemon.store.queries import q
 
 log = get_logger(__name__)
@@ -63,33 +63,16 @@ class PassSyncJob:
         return {"pass_id": str(self.pass_id)}
 
 
-class PassSyncStore:
+class PassSyncStore(LeasedTable):
     name: Final = "sync"
     channel: Final = CHANNEL
-
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        *,
-        lease_seconds: float,
-        stale_seconds: float = 5.0,
-        metrics: Metrics | None = None,
-    ) -> None:
-        self._pool = pool
-        self._lease_seconds = lease_seconds
-        self._stale_seconds = stale_seconds
-        self._metrics = metrics
 
     async def claim(self, owner: uuid.UUID, limit: int) -> list[PassSyncJob]:
         rows = await self._pool.fetch(
             q("claim_pass_syncs"), owner, limit, self._lease_seconds, self._stale_seconds
         )
         jobs = [PassSyncJob.from_row(r) for r in rows]
-        expired = sum(1 for j in jobs if j.lease_expired)
-        if expired:
-            log.warning("pass_sync_leases_reclaimed", count=expired)
-            if self._metrics is not None:
-                self._metrics.leases_expired.labels(self.name).inc(expired)
+        self._count_taken_over(sum(1 for j in jobs if j.lease_expired))
         return jobs
 
     async def record(

@@ -230,8 +230,9 @@ async def test_a_certificate_the_system_does_not_trust_is_refused(
         await fetcher.member_ids(_checked(f"{csv_server}/members.csv"))
 
 
-async def test_the_host_is_checked_before_anything_is_downloaded(csv_server: str) -> None:
-    """Only a checked URL can be fetched (`CsvUrl`); the check refuses a host not allowed."""
+async def test_a_url_on_a_host_not_allowed_never_becomes_fetchable(csv_server: str) -> None:
+    """`CsvFetcher.member_ids` takes only a `CsvUrl` (mypy holds it), and the one check that
+    makes one refuses a host not allowed."""
     with pytest.raises(CampaignInputError, match=r"host '127\.0\.0\.1' is not allowed"):
         check_csv_url(f"{csv_server}/members.csv", ("localhost",))
 
