@@ -114,8 +114,10 @@ async def notify_systemd(
     with notifier:
         try:
             if await _until_ready(running):
-                notifier.send("READY=1", "STATUS=running")
+                # Logged first: the line reaches the journal before systemd's "Started",
+                # which READY=1 makes it write.
                 log.info("sd_notify_ready", watchdog_seconds=timeout)
+                notifier.send("READY=1", "STATUS=running")
                 await _watchdog(running, notifier, timeout, monotonic)
         finally:
             notifier.send("STOPPING=1", "STATUS=stopping: draining in-flight work")
