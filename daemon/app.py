@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from pydantic import SecretStr
 
 from daemon.birthday.bot import BirthdayBot
 from daemon.campaigns.delivery import DeliveryHandler
@@ -29,9 +31,12 @@ from daemon.engine.worker import Handler, Store, Worker, WorkerConfig
 from daemon.ops.http import serve_http
 from daemon.ops.sdnotify import notify_systemd
 from daemon.passes.sync import PassSyncHandler
+from daemon.passkit.budget import FleetBudget, account_key
 from daemon.passkit.client import PassKitClient, warn_if_mock
+from daemon.passkit.throttle import Throttle
 from daemon.store.deliveries import DeliveryStore
 from daemon.store.instances import Heartbeat
+from daemon.store.leases import LeasedTable
 from daemon.store.listener import Listener
 from daemon.store.passes import PassSyncStore
 from daemon.store.pool import Pool, create_pool
@@ -55,6 +60,28 @@ class Daemon:
     workers: list[Worker[Any]] = field(default_factory=list)
     birthdays: BirthdayBot | None = None
     listener: Listener | None = None
+    stores: list[LeasedTable] = field(default_factory=list)
+
+    def taken_over(self) -> int:
+        """Rows this daemon took over from dead daemons, since it started."""
+        return sum(store.taken_over for store in self.stores)
+
+
+def fleet_budget(settings: Settings, throttle: Throttle) -> FleetBudget | None:
+    """Under a rate limit, this daemon's share of it (the limit is the account's)."""
+    if settings.passkit_rate_limit <= 0:
+        return None
+    return FleetBudget(
+        settings.passkit_rate_limit,
+        settings.passkit_rate_burst,
+        throttle.bucket,
+        account=account_key(_secret(settings.passkit_api_key)),
+        clock=time.monotonic,
+    )
+
+
+def _secret(value: SecretStr | None) -> str:
+    return value.get_secret_value() if value is not None else ""
 
 
 def install_signal_handlers(stopping: asyncio.Event) -> None:
@@ -88,6 +115,8 @@ def _add_worker(
     config: WorkerConfig | None = None,
 ) -> None:
     doorbell = daemon.doorbells.setdefault(store.channel, asyncio.Event())
+    if isinstance(store, LeasedTable):
+        daemon.stores.append(store)
     daemon.workers.append(
         Worker(
             store,
@@ -189,16 +218,24 @@ async def run_daemon(
     metrics = Metrics()
     pool = await create_pool(dsn, settings.loyaltyd_pool_size, source=source)
     try:
-        async with PassKitClient(settings, metrics) as client:
+        throttle = Throttle.from_settings(settings)
+        budget = fleet_budget(settings, throttle)
+        async with PassKitClient(settings, metrics, throttle=throttle) as client:
             heartbeat = Heartbeat(
                 pool,
                 owner,
                 interval=settings.loyaltyd_heartbeat_seconds,
                 stale=settings.loyaltyd_stale_seconds,
+                budget=budget,
+                account=account_key(_secret(settings.passkit_api_key)),
             )
-            await heartbeat.beat()  # alive before the first claim
-            client.fence = heartbeat.fenced
             daemon = Daemon(settings, dsn, pool, client, metrics, owner, stopping, heartbeat)
+            heartbeat.taken_over = daemon.taken_over
+            # Alive before the first claim. The second beat publishes the share the first
+            # worked out, and starts using it (a daemon alone gets the whole limit at once).
+            await heartbeat.beat()
+            await heartbeat.beat()
+            client.fence = heartbeat.fenced
             _build_workers(daemon)
             if on_start is not None:
                 on_start(daemon)

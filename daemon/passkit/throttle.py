@@ -27,6 +27,8 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
 _EPSILON = 1e-9
+# How often a caller waiting for a token looks again at a rate that may have changed.
+RECHECK_SECONDS = 0.05
 
 
 class TokenBucket:
@@ -57,10 +59,32 @@ class TokenBucket:
         self._clock = clock
         self._sleep = sleep
         self._arrival = -math.inf
+        # Set by adjust(): the rate can change under waiting callers, and 0 then means paused.
+        self._adjustable = False
+        self._paused = False
+        self._epoch = 0
+        self._last_grant: float | None = None
+        self.granted = 0  # tokens handed out, ever
+        self.waited = 0  # of those, how many had to wait (the rate, not the caller, was short)
+        self.waiting = 0  # callers waiting for a token now
 
     @property
     def unlimited(self) -> bool:
-        return self._interval == 0.0
+        return self._interval == 0.0 and not self._paused
+
+    def adjust(self, rate: float, burst: int) -> None:
+        """Change the rate while running (this daemon's share of a fleet-wide budget); a rate
+        of 0 pauses. Waiting callers drop the slots they reserved at the old rate and reserve
+        again, so a cut takes effect at once and a raise is not held back by old slots."""
+        if rate < 0 or not math.isfinite(rate):
+            raise ValueError(f"rate must be a finite number >= 0, got {rate}")
+        self._adjustable = True
+        self._paused = rate == 0
+        self._interval = 1.0 / rate if rate else 0.0
+        self._tolerance = (max(1, burst) - 1) * self._interval
+        # The theoretical arrival time as if every token so far had been sent at the new rate.
+        self._arrival = -math.inf if self._last_grant is None else self._last_grant + self._interval
+        self._epoch += 1
 
     def reserve(self) -> float:
         """Claim the next token; return how many seconds to wait before using it."""
@@ -75,10 +99,39 @@ class TokenBucket:
 
     async def acquire(self) -> float:
         """Wait for a token; return the seconds waited (for the metrics)."""
-        wait = self.reserve()
-        if wait > 0.0:
-            await self._sleep(wait)
-        return wait
+        if not self._adjustable:
+            wait = self.reserve()
+            if wait > 0.0:
+                self.waiting += 1
+                try:
+                    await self._sleep(wait)
+                finally:
+                    self.waiting -= 1
+            return self._grant(wait)
+        started = self._clock()
+        self.waiting += 1
+        try:
+            while True:
+                epoch = self._epoch
+                deadline = math.inf if self._paused else started + self._elapsed(started)
+                # Sleep in short steps, so that a change of rate is seen within one step.
+                while epoch == self._epoch and self._clock() < deadline - _EPSILON:
+                    await self._sleep(min(RECHECK_SECONDS, deadline - self._clock()))
+                if epoch == self._epoch:
+                    return self._grant(self._clock() - started)
+        finally:
+            self.waiting -= 1
+
+    def _elapsed(self, started: float) -> float:
+        """Reserve a token; the seconds after `started` at which it may be used."""
+        return self._clock() - started + self.reserve()
+
+    def _grant(self, waited: float) -> float:
+        self.granted += 1
+        if waited > 0.0:
+            self.waited += 1
+        self._last_grant = self._clock()
+        return waited
 
 
 class Priority(IntEnum):
@@ -177,6 +230,10 @@ class Throttle:
     @property
     def in_flight(self) -> int:
         return self._in_flight
+
+    @property
+    def bucket(self) -> TokenBucket:
+        return self._bucket
 
     async def __aenter__(self) -> float:
         await self._slots.acquire(_priority.get())

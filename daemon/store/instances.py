@@ -18,13 +18,17 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import asyncpg
 
 from daemon.core.clock import sleep_or_stop
 from daemon.core.logs import get_logger
+from daemon.passkit.budget import Peer
 from daemon.store.queries import q
+
+if TYPE_CHECKING:
+    from daemon.passkit.budget import FleetBudget
 
 log = get_logger(__name__)
 
@@ -41,15 +45,23 @@ class Heartbeat:
         interval: float,
         stale: float,
         clock: Callable[[], float] = time.monotonic,
+        budget: FleetBudget | None = None,
+        account: str = "",
     ) -> None:
         self._pool = pool
         self._owner = owner
         self._interval = interval
+        self._stale = stale
+        self._budget = budget
+        self._account = account
+        # Rows this daemon took over so far, published with each beat (set by the app).
+        self.taken_over: Callable[[], int] = lambda: 0
         self._fence_after = stale - 2 * interval
         self._clock = clock
         self._where = (socket.gethostname(), os.getpid())
         self._last_ok: float | None = None
         self._fenced_logged = False
+        self._mismatch_logged = False
 
     def fenced(self) -> bool:
         """True while this daemon must start no PassKit call: its heartbeat is too old for
@@ -60,11 +72,50 @@ class Heartbeat:
 
     async def beat(self) -> None:
         sent = self._clock()  # the database's heartbeat_at is at least this late
-        await self._pool.execute(q("instance_heartbeat"), self._owner, *self._where)
+        budget = self._budget
+        want, claim = budget.publish() if budget is not None else (0.0, 0.0)
+        peers = await self._pool.fetch(
+            q("instance_heartbeat"),
+            self._owner,
+            *self._where,
+            self._account,
+            budget.rate if budget is not None else 0.0,
+            want,
+            claim,
+            budget.sent_per_second if budget is not None else 0.0,
+            self.taken_over(),
+            self._stale,
+        )
         self._last_ok = sent
+        if budget is not None:
+            self._budget_from(budget, want, peers)
+            cut = budget.cut()
+            if cut is not None:
+                await self._pool.execute(q("instance_share"), self._owner, cut)
+                budget.published(cut)
         if self._fenced_logged:
             log.info("heartbeat_restored")
             self._fenced_logged = False
+
+    def _budget_from(self, budget: FleetBudget, want: float, peers: list[asyncpg.Record]) -> None:
+        before = budget.share
+        others = [Peer(r["want"], r["share"]) for r in peers]
+        share = budget.apply(want, others)
+        if abs(share - before) >= 0.05 * budget.rate:
+            log.info(
+                "rate_budget_share",
+                share=round(share, 1),
+                rate_limit=budget.rate,
+                daemons=len(others) + 1,
+            )
+        if any(r["rate_limit"] != budget.rate for r in peers) and not self._mismatch_logged:
+            log.warning(
+                "rate_limit_mismatch",
+                rate_limit=budget.rate,
+                others=sorted({r["rate_limit"] for r in peers}),
+                detail="daemons on one PassKit account should share one PASSKIT_RATE_LIMIT",
+            )
+            self._mismatch_logged = True
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Beat until `stopping`, then leave the table (a clean stop is not a death)."""
@@ -80,10 +131,18 @@ class Heartbeat:
                         detail="no new PassKit calls until the database answers again",
                     )
                     self._fenced_logged = True
-            await sleep_or_stop(stopping, self._interval)
+            await sleep_or_stop(stopping, self.next_beat_in())
         await self._leave()
 
+    def next_beat_in(self) -> float:
+        """Seconds to the next beat: sooner while this daemon's budget share is settling."""
+        if self._budget is not None and self._budget.settling:
+            return self._interval / 4
+        return self._interval
+
     async def _leave(self) -> None:
+        if self._budget is not None:
+            self._budget.stop()  # nothing more to send: the workers have drained
         try:
             await asyncio.wait_for(self._pool.execute(q("instance_leave"), self._owner), 5)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

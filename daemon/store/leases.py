@@ -26,11 +26,13 @@ class LeasedTable:
         self._lease_seconds = lease_seconds
         self._stale_seconds = stale_seconds
         self._metrics = metrics
+        self.taken_over = 0
 
     def _count_taken_over(self, count: int) -> None:
         """Rows claimed from a dead daemon (its heartbeat stopped or its lease ran out)."""
         if not count:
             return
+        self.taken_over += count
         log.warning("leases_reclaimed", queue=self.name, count=count)
         if self._metrics is not None:
             self._metrics.leases_expired.labels(self.name).inc(count)

@@ -114,9 +114,28 @@ SELECT 'campaign', count(*),
  WHERE state = 'pending' AND error IS NOT NULL;
 
 -- name: instance_heartbeat
--- $1 = this daemon's id, $2 = host, $3 = pid. Its row, created on the first beat.
-INSERT INTO loyaltyd.instances (id, host, pid) VALUES ($1, $2, $3)
-ON CONFLICT (id) DO UPDATE SET heartbeat_at = now();
+-- $1 = this daemon's id, $2 = host, $3 = pid, $4 = its PassKit account (a hash), $5 = its
+-- PASSKIT_RATE_LIMIT, $6 = the requests/s it wants, $7 = the share it claims, $8 = requests/s
+-- sent since the last beat, $9 = rows it took over so far, $10 = LOYALTYD_STALE_SECONDS.
+-- Writes its row (created on the first beat) and returns the other live daemons budgeting the
+-- same account: the statement's snapshot shows every beat committed before it.
+WITH beat AS (
+    INSERT INTO loyaltyd.instances AS i
+           (id, host, pid, account, rate_limit, want, share, sent_per_second, taken_over)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+    ON CONFLICT (id) DO UPDATE
+       SET heartbeat_at = now(), account = EXCLUDED.account, rate_limit = EXCLUDED.rate_limit,
+           want = EXCLUDED.want, share = EXCLUDED.share,
+           sent_per_second = EXCLUDED.sent_per_second, taken_over = EXCLUDED.taken_over
+)
+SELECT want, share, rate_limit
+  FROM loyaltyd.instances
+ WHERE id <> $1 AND account = $4 AND rate_limit > 0
+   AND heartbeat_at > now() - make_interval(secs => $10);
+
+-- name: instance_share
+-- $1 = this daemon's id, $2 = its share. A cut published at once, for the others to use.
+UPDATE loyaltyd.instances SET share = $2 WHERE id = $1;
 
 -- name: instance_leave
 -- $1 = this daemon's id. A clean stop: nothing of it is left to take over.
@@ -129,6 +148,7 @@ DELETE FROM loyaltyd.instances WHERE heartbeat_at < now() - make_interval(secs =
 -- name: ops_instances
 -- No parameters. The daemons on this database, the newest heartbeat first, with its age.
 SELECT id, host, pid, started_at,
-       extract(epoch FROM now() - heartbeat_at)::float8 AS heartbeat_age
+       extract(epoch FROM now() - heartbeat_at)::float8 AS heartbeat_age,
+       rate_limit, share, sent_per_second, taken_over
   FROM loyaltyd.instances
  ORDER BY heartbeat_at DESC;
