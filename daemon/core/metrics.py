@@ -82,3 +82,42 @@ class Metrics:
             ["queue"],
             registry=r,
         )
+        # The fleet and the work per program, read from the database at each scrape (every
+        # daemon on one database reports the same); the labels are cleared each time, so a
+        # daemon that left or a program with nothing owed drops out.
+        self.fleet_heartbeat_age = Gauge(
+            "loyaltyd_fleet_heartbeat_age_seconds",
+            "Age of each daemon's last heartbeat (loyaltyd.instances).",
+            ["instance", "host"],
+            registry=r,
+        )
+        self.fleet_budget_share = Gauge(
+            "loyaltyd_fleet_budget_share",
+            "Requests per second of the account's PASSKIT_RATE_LIMIT each daemon may use.",
+            ["instance", "host"],
+            registry=r,
+        )
+        self.fleet_sent_per_second = Gauge(
+            "loyaltyd_fleet_sent_per_second",
+            "PassKit requests per second each daemon sent over its last heartbeat.",
+            ["instance", "host"],
+            registry=r,
+        )
+        self.fleet_taken_over = Gauge(
+            "loyaltyd_fleet_rows_taken_over",
+            "Rows each live daemon took over from dead daemons since it started.",
+            ["instance", "host"],
+            registry=r,
+        )
+        self.program_work = Gauge(
+            "loyaltyd_program_queue_depth",
+            "Rows owed to PassKit (pending or in flight), by program and queue.",
+            ["program", "queue"],
+            registry=r,
+        )
+        self.program_oldest_age = Gauge(
+            "loyaltyd_program_queue_oldest_age_seconds",
+            "Age of the oldest row owed, by program and queue.",
+            ["program", "queue"],
+            registry=r,
+        )

@@ -61,12 +61,42 @@ async def refresh_queue_gauges(pool: asyncpg.Pool, metrics: Metrics, within: flo
     try:
         async with asyncio.timeout(within):
             row = await pool.fetchrow(q("ops_sync_queue_gauges"))
+            instances = await pool.fetch(q("ops_instances"))
+            work = await pool.fetch(q("ops_work_by_program"))
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         log.warning("queue_gauges_stale", error=repr(exc))
         return
     metrics.queue_depth.labels(SYNC_QUEUE).set(row["rows"])
     metrics.queue_oldest_age.labels(SYNC_QUEUE).set(row["oldest_age"])
     metrics.dead_syncs.set(row["dead"])
+    _show_fleet(metrics, [Instance.from_row(r) for r in instances])
+    _show_work(metrics, [ProgramWork.from_row(r) for r in work])
+
+
+def _show_fleet(metrics: Metrics, instances: list[Instance]) -> None:
+    gauges = (
+        metrics.fleet_heartbeat_age,
+        metrics.fleet_budget_share,
+        metrics.fleet_sent_per_second,
+        metrics.fleet_taken_over,
+    )
+    for gauge in gauges:
+        gauge.clear()
+    for i in instances:
+        labels = (str(i.id), i.host)
+        metrics.fleet_heartbeat_age.labels(*labels).set(i.heartbeat_age)
+        metrics.fleet_budget_share.labels(*labels).set(i.share)
+        metrics.fleet_sent_per_second.labels(*labels).set(i.sent_per_second)
+        metrics.fleet_taken_over.labels(*labels).set(i.taken_over)
+
+
+def _show_work(metrics: Metrics, work: list[ProgramWork]) -> None:
+    metrics.program_work.clear()
+    metrics.program_oldest_age.clear()
+    for w in work:
+        labels = (str(w.program_id) if w.program_id else "none", w.queue)
+        metrics.program_work.labels(*labels).set(w.rows)
+        metrics.program_oldest_age.labels(*labels).set(w.oldest_age)
 
 
 # --- the `loyaltyd status` snapshot ----------------------------------------------------------
@@ -178,10 +208,41 @@ class Instance:
     pid: int
     started_at: datetime
     heartbeat_age: float
+    rate_limit: float  # its PASSKIT_RATE_LIMIT (0: unlimited)
+    share: float  # requests/s of the account's limit it may use
+    sent_per_second: float  # what it sent over its last heartbeat
+    taken_over: int  # rows it took over from dead daemons since it started
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Instance:
-        return cls(row["id"], row["host"], row["pid"], row["started_at"], row["heartbeat_age"])
+        return cls(
+            row["id"],
+            row["host"],
+            row["pid"],
+            row["started_at"],
+            row["heartbeat_age"],
+            row["rate_limit"],
+            row["share"],
+            row["sent_per_second"],
+            row["taken_over"],
+        )
+
+
+@dataclass(frozen=True)
+class ProgramWork:
+    """Work owed to PassKit for one program and queue; age of the oldest in seconds."""
+
+    program_id: uuid.UUID | None
+    program_name: str | None
+    queue: str
+    rows: int
+    oldest_age: float
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> ProgramWork:
+        return cls(
+            row["program_id"], row["program_name"], row["queue"], row["rows"], row["oldest_age"]
+        )
 
 
 @dataclass(frozen=True)
@@ -190,6 +251,7 @@ class StatusReport:
     queues: tuple[QueueDepth, ...] = ()
     retrying: tuple[Retrying, ...] = ()
     instances: tuple[Instance, ...] = ()
+    work: tuple[ProgramWork, ...] = ()
     dead_syncs: tuple[DeadSync, ...] = ()
     birthdays: tuple[BirthdaysToday, ...] = ()
 
@@ -203,6 +265,7 @@ class StatusReport:
             "queues": [asdict(d) for d in self.queues],
             "retrying": [asdict(r) for r in self.retrying],
             "daemons": [asdict(i) for i in self.instances],
+            "work_by_program": [asdict(w) for w in self.work],
             "dead_syncs": {
                 "count": self.dead_sync_count,
                 "recent": [asdict(d) for d in self.dead_syncs],
@@ -219,11 +282,13 @@ async def status_report(pool: asyncpg.Pool, *, campaigns: int, dead: int) -> Sta
     birthdays = await pool.fetch(q("ops_birthdays_today"))
     retrying = await pool.fetch(q("ops_retrying"))
     instances = await pool.fetch(q("ops_instances"))
+    work = await pool.fetch(q("ops_work_by_program"))
     return StatusReport(
         campaigns=tuple(CampaignProgress.from_row(r) for r in recent),
         queues=tuple(await queue_depths(pool)),
         retrying=tuple(Retrying.from_row(r) for r in retrying),
         instances=tuple(Instance.from_row(r) for r in instances),
+        work=tuple(ProgramWork.from_row(r) for r in work),
         dead_syncs=tuple(DeadSync.from_row(r) for r in dead_rows),
         birthdays=tuple(BirthdaysToday.from_row(r) for r in birthdays),
     )

@@ -157,9 +157,11 @@ async def _seed(pool: asyncpg.Pool) -> dict[str, uuid.UUID]:
         dead,
     )
     await pool.execute(
-        "INSERT INTO loyaltyd.instances (id, host, pid, heartbeat_at) VALUES"
-        " ('00000000-0000-0000-0000-00000000000a', 'web1', 101, now()),"
-        " ('00000000-0000-0000-0000-00000000000b', 'web2', 202, now() - interval '1 min')"
+        "INSERT INTO loyaltyd.instances (id, host, pid, heartbeat_at, rate_limit, share,"
+        " sent_per_second, taken_over) VALUES"
+        " ('00000000-0000-0000-0000-00000000000a', 'web1', 101, now(), 150, 75, 74.6, 12),"
+        " ('00000000-0000-0000-0000-00000000000b', 'web2', 202, now() - interval '1 min',"
+        "  150, 75, 75, 0)"
     )
     return {
         "program": program,
@@ -199,9 +201,18 @@ async def test_status_prints_campaigns_queues_dead_syncs_and_birthdays(
     assert "  Campaign sends pending 0  claimed 0" in lines
     assert "Daemons: 1 live of 2 known" in lines
     assert any(
-        line.startswith("  00000000 web1 pid 101: heartbeat 0s ago (live)") for line in lines
+        line.startswith(
+            "  00000000 web1 pid 101: heartbeat 0s ago (live), budget share 75/150 per s,"
+            " sent 75/s, took over 12 rows"
+        )
+        for line in lines
     )
-    assert "  00000000 web2 pid 202: heartbeat 1m 00s ago (dead, its work taken over)" in lines
+    assert (
+        "  00000000 web2 pid 202: heartbeat 1m 00s ago (dead, its work taken over), budget share"
+        " 75/150 per s, sent 75/s, took over 0 rows"
+    ) in lines
+    work = lines.index("Work by program (rows owed to PassKit, oldest):")
+    assert lines[work + 1].startswith("  Joe's Pizza: Pass syncs 3 (oldest ")
     assert "PassKit retries: work waiting after transient failures" in out
     [retrying] = [line for line in lines if line.startswith("  Pass syncs") and "waiting" in line]
     assert retrying.startswith("  Pass syncs     1 waiting, next try in 1m 5")
@@ -241,6 +252,8 @@ async def test_status_json_is_machine_readable(
     }
     assert report["dead_syncs"]["count"] == 1
     assert [(d["host"], d["pid"]) for d in report["daemons"]] == [("web1", 101), ("web2", 202)]
+    assert [(d["share"], d["taken_over"]) for d in report["daemons"]] == [(75, 12), (75, 0)]
+    assert [(w["queue"], w["rows"]) for w in report["work_by_program"]] == [("sync", 3)]
     assert report["dead_syncs"]["recent"][0]["member_id"] == "M-DEAD-1"
     [birthdays] = report["birthdays_today"]
     assert (birthdays["program_id"], birthdays["gifted"], birthdays["messaged"]) == (
@@ -256,6 +269,8 @@ async def test_status_of_an_empty_database(
     assert await _status(make_settings()) == 0
     assert capsys.readouterr().out == (
         "Daemons: none running\n"
+        "\n"
+        "Work by program: nothing owed to PassKit\n"
         "\n"
         "Campaigns: none\n"
         "\n"

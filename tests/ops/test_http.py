@@ -93,6 +93,35 @@ async def test_readyz_is_503_once_the_daemon_is_stopping(running: Running, api: 
     assert (await api.get("/healthz")).status == 200
 
 
+async def test_metrics_show_the_fleet_and_the_work_per_program(
+    api: Client, pool: asyncpg.Pool
+) -> None:
+    program = await make_program(pool)
+    await pool.execute(
+        "SELECT process_membership_transaction($1, 5, 'EARN', NULL, NULL)",
+        await make_pass(pool, program, points=10),
+    )
+    await pool.execute(
+        "INSERT INTO loyaltyd.instances (id, host, pid, rate_limit, share, sent_per_second,"
+        " taken_over) VALUES ('00000000-0000-0000-0000-00000000000a', 'web1', 1, 150, 50,"
+        " 49.5, 7)"
+    )
+    text = await (await api.get("/metrics")).text()
+    labels = '{host="web1",instance="00000000-0000-0000-0000-00000000000a"}'
+    assert f"loyaltyd_fleet_budget_share{labels} 50.0" in text
+    assert f"loyaltyd_fleet_sent_per_second{labels} 49.5" in text
+    assert f"loyaltyd_fleet_rows_taken_over{labels} 7.0" in text
+    assert f"loyaltyd_fleet_heartbeat_age_seconds{labels}" in text
+    assert f'loyaltyd_program_queue_depth{{program="{program}",queue="sync"}} 1.0' in text
+    assert f'loyaltyd_program_queue_oldest_age_seconds{{program="{program}",queue="sync"}}' in text
+
+    await pool.execute("DELETE FROM loyaltyd.instances")
+    await pool.execute("DELETE FROM loyaltyd.pass_syncs")
+    text = await (await api.get("/metrics")).text()
+    assert "loyaltyd_fleet_budget_share{" not in text, "a daemon that left drops out"
+    assert "loyaltyd_program_queue_depth{" not in text, "nothing owed: no series"
+
+
 async def test_readyz_reports_an_unreachable_database(running: Running, database_url: str) -> None:
     closed = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
     await closed.close()

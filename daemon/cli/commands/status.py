@@ -16,6 +16,7 @@ from daemon.store.status import (
     CampaignProgress,
     DeadSync,
     Instance,
+    ProgramWork,
     QueueDepth,
     Retrying,
     StatusReport,
@@ -24,7 +25,8 @@ from daemon.store.status import (
 
 HELP = (
     "Show campaigns with their progress, queue depths, work waiting on PassKit retries, dead "
-    "pass syncs and today's birthday gifts, for every daemon on the database."
+    "pass syncs, today's birthday gifts, the daemons with their budget shares and the work "
+    "owed per program, for every daemon on the database."
 )
 ERROR_WIDTH = 120
 QUEUE_TITLES = {"sync": "Pass syncs", "campaign": "Campaign sends"}
@@ -60,6 +62,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
 def render(report: StatusReport, stale: float = 5.0) -> str:
     sections = [
         _daemons(report.instances, stale),
+        _work(report.work),
         _campaigns(report.campaigns),
         _queues(report.queues),
         _retrying(report.retrying),
@@ -124,7 +127,22 @@ def _daemons(instances: tuple[Instance, ...], stale: float) -> str:
     for i in instances:
         state = "live" if i.heartbeat_age < stale else "dead, its work taken over"
         beat = age(i.heartbeat_age)
-        lines.append(f"  {str(i.id)[:8]} {i.host} pid {i.pid}: heartbeat {beat} ago ({state})")
+        line = f"  {str(i.id)[:8]} {i.host} pid {i.pid}: heartbeat {beat} ago ({state})"
+        if i.rate_limit > 0:
+            line += f", budget share {i.share:.0f}/{i.rate_limit:g} per s"
+        line += f", sent {i.sent_per_second:.0f}/s, took over {i.taken_over:,} rows"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def _work(work: tuple[ProgramWork, ...]) -> str:
+    if not work:
+        return "Work by program: nothing owed to PassKit\n"
+    lines = ["Work by program (rows owed to PassKit, oldest):"]
+    for w in work:
+        program = w.program_name or (str(w.program_id) if w.program_id else "(no program)")
+        title = QUEUE_TITLES.get(w.queue, w.queue)
+        lines.append(f"  {program}: {title} {w.rows:,} (oldest {age(w.oldest_age)})")
     return "\n".join(lines) + "\n"
 
 

@@ -53,6 +53,34 @@ SELECT count(*) AS rows,
         UNION ALL
         SELECT enqueued_at FROM loyaltyd.pass_syncs WHERE state = 'claimed') AS owed;
 
+-- name: ops_work_by_program
+-- No parameters. Work owed per program and queue ('sync', 'campaign'): rows pending or in
+-- flight, and the age in seconds of the oldest (a delivery's from its campaign's start).
+WITH deliveries AS (
+    SELECT campaign_id, count(*) AS rows
+      FROM loyaltyd.campaign_deliveries
+     WHERE state IN ('pending', 'claimed')
+     GROUP BY campaign_id
+),
+work AS (
+    SELECT c.program_id, 'campaign' AS queue, sum(d.rows)::bigint AS rows,
+           extract(epoch FROM now() - min(coalesce(c.started_at, c.created_at)))::float8
+               AS oldest_age
+      FROM deliveries d
+      JOIN push_campaigns c ON c.id = d.campaign_id
+     GROUP BY c.program_id
+    UNION ALL
+    SELECT program_id, 'sync', count(*),
+           extract(epoch FROM now() - min(enqueued_at))::float8
+      FROM loyaltyd.pass_syncs
+     WHERE state IN ('pending', 'claimed')
+     GROUP BY program_id
+)
+SELECT w.program_id, p.name AS program_name, w.queue, w.rows, w.oldest_age
+  FROM work w
+  LEFT JOIN programs p ON p.id = w.program_id
+ ORDER BY w.rows DESC, w.queue;
+
 -- name: ops_dead_syncs
 -- $1 = how many. The most recently failed dead pass syncs and why, newest first.
 SELECT s.pass_id, s.program_id, pr.name AS program_name, p.external_id, s.attempts,
