@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
+_DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
 # Rows of daemons dead this long are deleted (their work was taken over long before).
 FORGET_AFTER_SECONDS: Final = 86_400.0
 
@@ -118,21 +120,42 @@ class Heartbeat:
             self._mismatch_logged = True
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Beat until `stopping`, then leave the table (a clean stop is not a death)."""
+        """Beat until `stopping`, then leave the table (a clean stop is not a death).
+
+        A beat that hangs (the database unreachable behind a dead network) is left running
+        and not started again; the fence does not wait for it: it goes by the clock."""
         await self._forget_the_long_dead()
-        while not stopping.is_set():
-            try:
-                await asyncio.wait_for(self.beat(), timeout=self._interval)
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                if self.fenced() and not self._fenced_logged:
-                    log.error(
-                        "heartbeat_lost_fenced",
-                        error=repr(exc),
-                        detail="no new PassKit calls until the database answers again",
-                    )
-                    self._fenced_logged = True
-            await sleep_or_stop(stopping, self.next_beat_in())
+        beat: asyncio.Task[None] | None = None
+        try:
+            while not stopping.is_set():
+                if beat is None:
+                    beat = asyncio.create_task(self.beat(), name="heartbeat-beat")
+                await asyncio.wait({beat}, timeout=self._interval)
+                if not beat.done():
+                    self._failed(TimeoutError("heartbeat statement did not answer"))
+                    continue
+                error = beat.exception()
+                beat = None
+                if error is None:
+                    await sleep_or_stop(stopping, self.next_beat_in())
+                    continue
+                if not isinstance(error, _DATABASE_ERRORS):
+                    raise error
+                self._failed(error)
+                await sleep_or_stop(stopping, self._interval)
+        finally:
+            if beat is not None:
+                beat.cancel()
         await self._leave()
+
+    def _failed(self, error: BaseException) -> None:
+        if self.fenced() and not self._fenced_logged:
+            log.error(
+                "heartbeat_lost_fenced",
+                error=repr(error),
+                detail="no new PassKit calls until the database answers again",
+            )
+            self._fenced_logged = True
 
     def next_beat_in(self) -> float:
         """Seconds to the next beat: sooner while this daemon's budget share is settling."""
