@@ -29,8 +29,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from daemon.passkit.throttle import TokenBucket
 
@@ -48,8 +47,7 @@ def account_key(api_key: str) -> str:
     return "key-" + hashlib.sha256(api_key.encode()).hexdigest()[:16]
 
 
-@dataclass(frozen=True)
-class Peer:
+class Peer(NamedTuple):
     """Another live daemon of the same account, as its heartbeat row shows it."""
 
     want: float
@@ -135,8 +133,10 @@ class FleetBudget:
         self._claim = self._proposed
         return want, self._claim
 
-    def apply(self, want: float, peers: Sequence[Peer]) -> float:
-        """Take this beat's view of the others; returns the share now in use."""
+    def apply(self, want: float, rows: Sequence[tuple[float, float]]) -> float:
+        """Take this beat's view of the others, (want, share) each; returns the share now in
+        use."""
+        peers = [Peer(*row) for row in rows]
         fair = fair_shares(self.rate, [want, *(p.want for p in peers)])[0]
         self._proposed = next_share(self.rate, want, peers)
         self._set(min(self._proposed, self._claim))

@@ -17,18 +17,32 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Final
+from collections.abc import Callable, Sequence
+from typing import Final, Protocol
 
 import asyncpg
 
 from daemon.core.clock import sleep_or_stop
 from daemon.core.logs import get_logger
-from daemon.passkit.budget import Peer
 from daemon.store.queries import q
 
-if TYPE_CHECKING:
-    from daemon.passkit.budget import FleetBudget
+
+class Budget(Protocol):
+    """This daemon's share of the account's rate limit (daemon/passkit/budget.py), set from
+    the heartbeat rows of the other live daemons."""
+
+    rate: float
+    sent_per_second: float
+    settling: bool
+
+    @property
+    def share(self) -> float: ...
+    def publish(self) -> tuple[float, float]: ...
+    def apply(self, want: float, rows: Sequence[tuple[float, float]]) -> float: ...
+    def cut(self) -> float | None: ...
+    def published(self, claim: float) -> None: ...
+    def stop(self) -> None: ...
+
 
 log = get_logger(__name__)
 
@@ -47,7 +61,7 @@ class Heartbeat:
         interval: float,
         stale: float,
         clock: Callable[[], float] = time.monotonic,
-        budget: FleetBudget | None = None,
+        budget: Budget | None = None,
         account: str = "",
     ) -> None:
         self._pool = pool
@@ -99,9 +113,9 @@ class Heartbeat:
             log.info("heartbeat_restored")
             self._fenced_logged = False
 
-    def _budget_from(self, budget: FleetBudget, want: float, peers: list[asyncpg.Record]) -> None:
+    def _budget_from(self, budget: Budget, want: float, peers: list[asyncpg.Record]) -> None:
         before = budget.share
-        others = [Peer(r["want"], r["share"]) for r in peers]
+        others = [(r["want"], r["share"]) for r in peers]
         share = budget.apply(want, others)
         if abs(share - before) >= 0.05 * budget.rate:
             log.info(
