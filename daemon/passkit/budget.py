@@ -19,9 +19,10 @@ heartbeat. A daemon that cannot write its heartbeat keeps its share until its fe
 PassKit calls (before the others may count it dead and take its share); a dead daemon's share
 is held for the others until its heartbeat is stale.
 
-Each daemon paces its own requests at its share with a local burst in proportion to it, so
-the fleet's busiest second is at most `rate + burst` (plus one request per daemon whose share
-of the burst rounds below one).
+Each daemon paces its own requests at its share with a local burst in proportion to it (at
+least one), and never hands out more tokens in any second than that allows, even after its
+event loop stalled. So the fleet's busiest second is at most `rate + burst`, plus up to one
+request per daemon where its share or its part of the burst rounds up.
 """
 
 from __future__ import annotations

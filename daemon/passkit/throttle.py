@@ -64,6 +64,10 @@ class TokenBucket:
         self._paused = False
         self._epoch = 0
         self._last_grant: float | None = None
+        # Adjustable buckets also cap the tokens handed out in any second at what the rate
+        # and burst allow: a stalled event loop must not let reserved slots out in a clump.
+        self._window_cap = 0
+        self._recent: deque[float] = deque()
         self.granted = 0  # tokens handed out, ever
         self.waited = 0  # of those, how many had to wait (the rate, not the caller, was short)
         self.waiting = 0  # callers waiting for a token now
@@ -82,6 +86,7 @@ class TokenBucket:
         self._paused = rate == 0
         self._interval = 1.0 / rate if rate else 0.0
         self._tolerance = (max(1, burst) - 1) * self._interval
+        self._window_cap = math.ceil(rate - _EPSILON) + max(1, burst) - 1 if rate else 0
         # The theoretical arrival time as if every token so far had been sent at the new rate.
         self._arrival = -math.inf if self._last_grant is None else self._last_grant + self._interval
         self._epoch += 1
@@ -117,10 +122,22 @@ class TokenBucket:
                 # Sleep in short steps, so that a change of rate is seen within one step.
                 while epoch == self._epoch and self._clock() < deadline - _EPSILON:
                     await self._sleep(min(RECHECK_SECONDS, deadline - self._clock()))
+                while epoch == self._epoch and (full_for := self._window_full_for()) > 0:
+                    await self._sleep(min(RECHECK_SECONDS, full_for))
                 if epoch == self._epoch:
+                    self._recent.append(self._clock())
                     return self._grant(self._clock() - started)
         finally:
             self.waiting -= 1
+
+    def _window_full_for(self) -> float:
+        """Seconds until the last second's tokens fall below the cap (0: room now)."""
+        now = self._clock()
+        while self._recent and self._recent[0] <= now - 1.0:
+            self._recent.popleft()
+        if len(self._recent) < self._window_cap:
+            return 0.0
+        return max(self._recent[0] + 1.0 - now, _EPSILON)
 
     def _elapsed(self, started: float) -> float:
         """Reserve a token; the seconds after `started` at which it may be used."""

@@ -5,6 +5,7 @@ runs the same through Postgres, tests/system/test_fleet_budget.py with daemon pr
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -196,3 +197,26 @@ async def test_a_stopped_budget_sends_nothing() -> None:
         return True
 
     assert not await one(), "a stopped budget hands out no token"
+
+
+async def test_a_stalled_loop_does_not_let_reserved_slots_out_in_a_clump() -> None:
+    """Callers that overslept (a busy host) would all send at once; the cap on any second's
+    tokens holds them to the share."""
+    vt = VirtualTime()
+    rng = random.Random(7)
+
+    async def oversleeping(delay: float) -> None:
+        await vt.sleep(delay + (0.3 if rng.random() < 0.2 else 0.0))
+
+    bucket = TokenBucket(RATE, BURST, clock=vt.clock, sleep=oversleeping)
+    bucket.adjust(50.0, 2)
+    sends: list[float] = []
+
+    async def worker() -> None:
+        while vt.now < 10.0:
+            await bucket.acquire()
+            sends.append(vt.now)
+
+    await vt.run(*(worker() for _ in range(20)))
+    assert max_in_any_window(sorted(sends)) <= 50 + 1
+    assert len(sends) / 10.0 >= 0.9 * 50
