@@ -61,6 +61,7 @@ class Daemon:
     birthdays: BirthdayBot | None = None
     listener: Listener | None = None
     stores: list[LeasedTable] = field(default_factory=list)
+    budget: FleetBudget | None = None
 
     def taken_over(self) -> int:
         """Rows this daemon took over from dead daemons, since it started."""
@@ -113,6 +114,7 @@ def _add_worker(
     store: Store[Any],
     handler: Handler[Any],
     config: WorkerConfig | None = None,
+    capacity: Callable[[], int] | None = None,
 ) -> None:
     doorbell = daemon.doorbells.setdefault(store.channel, asyncio.Event())
     if isinstance(store, LeasedTable):
@@ -125,6 +127,7 @@ def _add_worker(
             owner=daemon.owner,
             doorbell=doorbell,
             metrics=daemon.metrics,
+            capacity=capacity,
         )
     )
 
@@ -135,15 +138,19 @@ def _build_workers(daemon: Daemon) -> None:
     deliveries and finishes."""
     s = daemon.settings
     leases = {"lease_seconds": s.loyaltyd_lease_seconds, "stale_seconds": s.loyaltyd_stale_seconds}
+    # Under a shared budget, the PassKit queues hold a few seconds of this daemon's share.
+    capacity = daemon.budget.claim_capacity if daemon.budget is not None else None
     _add_worker(
         daemon,
         PassSyncStore(daemon.pool, **leases, metrics=daemon.metrics),
         PassSyncHandler(daemon.client),
+        capacity=capacity,
     )
     _add_worker(
         daemon,
         DeliveryStore(daemon.pool, **leases, metrics=daemon.metrics),
         DeliveryHandler(daemon.client),
+        capacity=capacity,
     )
     campaigns = planner_store(daemon.pool, s, daemon.metrics)
     planner = CampaignPlanner(
@@ -230,6 +237,7 @@ async def run_daemon(
                 account=account_key(_secret(settings.passkit_api_key)),
             )
             daemon = Daemon(settings, dsn, pool, client, metrics, owner, stopping, heartbeat)
+            daemon.budget = budget
             heartbeat.taken_over = daemon.taken_over
             # Alive before the first claim. The second beat publishes the share the first
             # worked out, and starts using it (a daemon alone gets the whole limit at once).

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
@@ -116,6 +116,7 @@ class Worker(Generic[J]):
         doorbell: asyncio.Event,
         metrics: Metrics | None = None,
         rng: random.Random | None = None,
+        capacity: Callable[[], int] | None = None,
     ) -> None:
         self.store = store
         self.handler = handler
@@ -127,6 +128,9 @@ class Worker(Generic[J]):
         self.wake = doorbell
         self.metrics = metrics
         self._rng = rng or random.Random()
+        # Fewer slots than configured while this is lower (the daemon's share of a rate limit
+        # shared with other daemons: rows claimed beyond it would wait here, not elsewhere).
+        self._capacity = capacity
         self._tasks: dict[asyncio.Task[None], J] = {}
         self._results: list[tuple[J, Outcome]] = []
         self._results_ready = asyncio.Event()
@@ -178,7 +182,7 @@ class Worker(Generic[J]):
         stop_waiter = asyncio.create_task(self._forward(stopping))
         try:
             while not stopping.is_set():
-                free = self.config.slots - self._held
+                free = self._slots - self._held
                 if free < self._min_claim and self._held:
                     # Recording outcomes frees slots and rings again; until then there is
                     # nothing to claim for, whatever else rang.
@@ -191,6 +195,12 @@ class Worker(Generic[J]):
                     await self._sleep()
         finally:
             stop_waiter.cancel()
+
+    @property
+    def _slots(self) -> int:
+        if self._capacity is None:
+            return self.config.slots
+        return max(1, min(self.config.slots, self._capacity()))
 
     async def _forward(self, stopping: asyncio.Event) -> None:
         await stopping.wait()

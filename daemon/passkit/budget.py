@@ -39,6 +39,11 @@ from daemon.passkit.throttle import TokenBucket
 IDLE_FRACTION: Final = 0.02
 # A daemon that did not have to wait asks for this much more than it used.
 HEADROOM: Final = 1.5
+# Rows a daemon holds claimed: this many seconds of its share (and at least MIN_CLAIMED), so
+# that with several daemons the rows waiting for tokens are a few seconds of the account's
+# limit in all, and a newly due program's rows are claimed within seconds.
+CLAIM_AHEAD_SECONDS: Final = 2.0
+MIN_CLAIMED: Final = 4
 
 
 def account_key(api_key: str) -> str:
@@ -119,6 +124,10 @@ class FleetBudget:
     @property
     def share(self) -> float:
         return self._share
+
+    def claim_capacity(self) -> int:
+        """How many rows this daemon's queue workers should hold claimed at its share."""
+        return max(MIN_CLAIMED, math.ceil(CLAIM_AHEAD_SECONDS * self._share))
 
     def publish(self) -> tuple[float, float]:
         """(want, share claimed) for this beat's heartbeat row; measures the last beat."""

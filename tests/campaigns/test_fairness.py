@@ -1,6 +1,6 @@
-"""Many programs on one daemon process and one PassKit budget: a small campaign of one program
-finishes in seconds beside another program's blast, and a pass sync never waits behind
-campaign sends."""
+"""Many programs on one or two daemon processes and one PassKit budget: a small campaign of
+one program finishes in seconds beside another program's blast, and a pass sync never waits
+behind campaign sends."""
 
 from __future__ import annotations
 
@@ -35,12 +35,14 @@ def _points_request_for(fake: FakePassKit, passkit_id: str) -> float | None:
     return None
 
 
+@pytest.mark.parametrize("daemons", [1, 2], ids=["one-daemon", "two-daemons"])
 async def test_programs_share_the_budget_and_a_sync_goes_first(
-    pool: asyncpg.Pool, database_url: str, tmp_path: Path
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path, daemons: int
 ) -> None:
-    """A blasts; then B blasts too, C sends a 20-member flash sale and D's member earns points.
-    C finishes in seconds, A and B share what is left, D's points jump the queue of claimed
-    campaign sends (100 of them, 10 at a time)."""
+    """With one daemon, or two sharing the account's budget: A blasts; then B blasts too, C
+    sends a 20-member flash sale and D's member earns points. C finishes in seconds, A and B
+    share what is left, D's points jump the queue of claimed campaign sends (100 of them, 10
+    at a time)."""
     a = await make_program(pool, name="A")
     b = await make_program(pool, name="B")
     c = await make_program(pool, name="C")
@@ -62,7 +64,9 @@ async def test_programs_share_the_budget_and_a_sync_goes_first(
     }
     async with fake_passkit(latency=LatencyModel(median_ms=20, p99_ms=60)) as fake:
         env["PASSKIT_BASE_URL"] = fake.url
-        daemon = DaemonProcess(database_url, env, tmp_path / "daemon.log")
+        fleet = [
+            DaemonProcess(database_url, env, tmp_path / f"daemon{i}.log") for i in range(daemons)
+        ]
         try:
             await asyncio.sleep(2)  # listening
             blast_a = await insert_campaign(pool, program_id=a, message_text="A sale")
@@ -90,7 +94,8 @@ async def test_programs_share_the_budget_and_a_sync_goes_first(
             b_sent = await _sent(pool, blast_b)
             sync_request = _points_request_for(fake, member_pk)
         finally:
-            daemon.stop_now()
+            for daemon in fleet:
+                daemon.stop_now()
     assert a_sent + a_before < BLAST and b_sent < BLAST, "the blasts should still be running"
     # 20 recipients at a third of 50/s is about a second; planning and settling add a little.
     assert flash_seconds < 5, f"the flash sale took {flash_seconds:.1f} s beside two blasts"

@@ -220,3 +220,15 @@ async def test_a_stalled_loop_does_not_let_reserved_slots_out_in_a_clump() -> No
     await vt.run(*(worker() for _ in range(20)))
     assert max_in_any_window(sorted(sends)) <= 50 + 1
     assert len(sends) / 10.0 >= 0.9 * 50
+
+
+def test_a_daemon_holds_two_seconds_of_its_share_claimed() -> None:
+    vt = VirtualTime()
+    d = SimDaemon("d0", vt)
+    assert d.budget.claim_capacity() == 4, "paused: a few rows, to show it has work"
+    table = SimTable()
+    table.rows["other"] = (3.0, 0.0)  # another daemon, idle as this one
+    table.beat(d)
+    table.beat(d)
+    assert d.budget.share == pytest.approx(RATE / 2)
+    assert d.budget.claim_capacity() == 2 * RATE / 2
