@@ -83,11 +83,11 @@ def fair_shares(rate: float, wants: Sequence[float]) -> list[float]:
     return [s + extra for s in shares]
 
 
-def next_share(rate: float, want: float, peers: Sequence[Peer]) -> float:
-    """This daemon's fair share, within what the others leave unclaimed."""
+def next_share(rate: float, want: float, peers: Sequence[Peer]) -> tuple[float, float]:
+    """This daemon's fair share, and that share within what the others leave unclaimed."""
     fair = fair_shares(rate, [want, *(p.want for p in peers)])[0]
     unclaimed = rate - sum(p.share for p in peers)
-    return max(0.0, min(fair, unclaimed))
+    return fair, max(0.0, min(fair, unclaimed))
 
 
 class FleetBudget:
@@ -147,8 +147,7 @@ class FleetBudget:
         """Take this beat's view of the others, (want, share) each; returns the share now in
         use."""
         peers = [Peer(*row) for row in rows]
-        fair = fair_shares(self.rate, [want, *(p.want for p in peers)])[0]
-        self._proposed = next_share(self.rate, want, peers)
+        fair, self._proposed = next_share(self.rate, want, peers)
         self._set(min(self._proposed, self._claim))
         self.settling = self._share < min(fair, self._proposed) or self._proposed < fair - 1e-6
         return self._share

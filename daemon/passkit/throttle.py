@@ -118,7 +118,7 @@ class TokenBucket:
         try:
             while True:
                 epoch = self._epoch
-                deadline = math.inf if self._paused else started + self._elapsed(started)
+                deadline = math.inf if self._paused else self._clock() + self.reserve()
                 # Sleep in short steps, so that a change of rate is seen within one step.
                 while epoch == self._epoch and self._clock() < deadline - _EPSILON:
                     await self._sleep(min(RECHECK_SECONDS, deadline - self._clock()))
@@ -138,10 +138,6 @@ class TokenBucket:
         if len(self._recent) < self._window_cap:
             return 0.0
         return max(self._recent[0] + 1.0 - now, _EPSILON)
-
-    def _elapsed(self, started: float) -> float:
-        """Reserve a token; the seconds after `started` at which it may be used."""
-        return self._clock() - started + self.reserve()
 
     def _grant(self, waited: float) -> float:
         self.granted += 1

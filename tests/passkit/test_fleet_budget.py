@@ -38,8 +38,8 @@ def test_fair_shares_spread_what_nobody_wants_evenly() -> None:
 
 def test_next_share_never_takes_what_the_others_still_claim() -> None:
     # Fair would be 50, but the other two still claim 75 each: nothing is left yet.
-    assert next_share(150, 150, [Peer(150, 75), Peer(150, 75)]) == 0
-    assert next_share(150, 150, [Peer(150, 50), Peer(150, 50)]) == pytest.approx(50)
+    assert next_share(150, 150, [Peer(150, 75), Peer(150, 75)]) == pytest.approx((50, 0))
+    assert next_share(150, 150, [Peer(150, 50), Peer(150, 50)]) == pytest.approx((50, 50))
 
 
 def test_the_account_is_a_hash_of_the_key_never_the_key() -> None:
