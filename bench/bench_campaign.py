@@ -45,7 +45,7 @@ from daemon.core.config import Settings
 from daemon.core.logs import configure_logging
 from daemon.core.metrics import Metrics
 from daemon.passkit.client import PassKitClient
-from daemon.testing.fakepasskit import ROUTE_UPDATE_MEMBER, FakePassKit, LatencyModel
+from daemon.testing.fakepasskit import ROUTE_UPDATE_MEMBER, FakePassKit, LatencyModel, issued_ids
 
 REPO = Path(__file__).resolve().parent.parent
 API_KEY = "bench-api-key"
@@ -257,8 +257,6 @@ async def seeds_loop(
                         p["protocol"],
                         p["passkit_internal_id"],
                         MESSAGE.replace("{first_name|friend}", p["first_name"]),
-                        program_id=None,
-                        tier_id=None,
                     )
                     for p in batch
                 )
@@ -349,7 +347,14 @@ def parse_args() -> argparse.Namespace:
 async def bench(args: argparse.Namespace) -> int:
     configure_logging("WARNING", "console")
     latency = LatencyModel(median_ms=args.median_ms, p99_ms=args.p99_ms)
-    fake = FakePassKit(API_KEY, API_SECRET, latency=latency, seed=args.seed, record_bodies=False)
+    fake = FakePassKit(
+        API_KEY,
+        API_SECRET,
+        issued=issued_ids("pk", "pass-"),
+        latency=latency,
+        seed=args.seed,
+        record_bodies=False,
+    )
     await fake.start()
     runs: list[CampaignRun] = []
     verdicts: list[Verdict] = []

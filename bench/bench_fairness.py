@@ -23,7 +23,7 @@ import asyncpg
 from bench._common import Verdict, bench_database, print_verdicts
 from bench.bench_campaign import API_KEY, API_SECRET, daemon, seed_program
 from daemon.core.logs import configure_logging
-from daemon.testing.fakepasskit import ROUTE_SET_POINTS, FakePassKit, LatencyModel
+from daemon.testing.fakepasskit import ROUTE_SET_POINTS, FakePassKit, LatencyModel, issued_ids
 
 
 def parse_args() -> argparse.Namespace:
@@ -69,7 +69,12 @@ async def run(args: argparse.Namespace) -> int:
             member_pk = await conn.fetchval(
                 "SELECT passkit_internal_id FROM passes_master WHERE id = $1", member
             )
-            fake = FakePassKit(API_KEY, API_SECRET, latency=LatencyModel(median_ms=args.median_ms))
+            fake = FakePassKit(
+                API_KEY,
+                API_SECRET,
+                issued=issued_ids("pk", "pass-"),
+                latency=LatencyModel(median_ms=args.median_ms),
+            )
             await fake.start()
             env = {
                 "PASSKIT_API_KEY": API_KEY,

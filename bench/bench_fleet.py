@@ -22,7 +22,7 @@ import asyncpg
 from bench._common import Verdict, bench_database, print_table, print_verdicts
 from bench.bench_campaign import API_KEY, API_SECRET, DaemonProcess, seed_program
 from daemon.core.logs import configure_logging
-from daemon.testing.fakepasskit import ROUTE_UPDATE_MEMBER, FakePassKit, LatencyModel
+from daemon.testing.fakepasskit import ROUTE_UPDATE_MEMBER, FakePassKit, LatencyModel, issued_ids
 
 
 def parse_args() -> argparse.Namespace:
@@ -47,7 +47,12 @@ async def blast(
 ) -> tuple[list[float], int]:
     """One blast by `daemons` daemons; the fake's arrival times of its message writes, and how
     many recipients were reached more than once."""
-    fake = FakePassKit(API_KEY, API_SECRET, latency=LatencyModel(median_ms=50, p99_ms=100))
+    fake = FakePassKit(
+        API_KEY,
+        API_SECRET,
+        issued=issued_ids("pk", "pass-"),
+        latency=LatencyModel(median_ms=50, p99_ms=100),
+    )
     await fake.start()
     env = {
         **env,

@@ -33,7 +33,7 @@ from daemon.core.config import Settings
 from daemon.core.logs import configure_logging
 from daemon.core.metrics import Metrics
 from daemon.passkit.client import PassKitClient
-from daemon.testing.fakepasskit import FakePassKit, LatencyModel
+from daemon.testing.fakepasskit import FakePassKit, LatencyModel, issued_ids
 
 API_KEY = "bench-api-key"
 API_SECRET = "bench-api-secret-long-enough-for-hs256-keys"
@@ -128,11 +128,7 @@ async def run(
 
         async def call(n: int) -> str:
             return await client.write_message(
-                "MEMBERSHIP",
-                f"pass-{n}",
-                "Double points this weekend!",
-                program_id="p",
-                tier_id="t",
+                "MEMBERSHIP", f"pass-{n}", "Double points this weekend!"
             )
 
         await call(-1)  # connection warm-up and first JWT, outside the measurement
@@ -151,7 +147,14 @@ async def main() -> int:
     configure_logging("WARNING", "console")
     p99 = args.p99_ms if args.p99_ms is not None else 3 * args.median_ms
     latency = LatencyModel(median_ms=args.median_ms, p99_ms=p99)
-    fake = FakePassKit(API_KEY, API_SECRET, latency=latency, seed=args.seed, record_bodies=False)
+    fake = FakePassKit(
+        API_KEY,
+        API_SECRET,
+        issued=issued_ids("pk", "pass-"),
+        latency=latency,
+        seed=args.seed,
+        record_bodies=False,
+    )
     url = await fake.start()
     try:
         results, verdicts = await run_all(args, fake, url)

@@ -22,7 +22,7 @@ from pathlib import Path
 import asyncpg
 
 from bench._common import bench_database, percentile
-from daemon.testing.fakepasskit import FakePassKit
+from daemon.testing.fakepasskit import FakePassKit, issued_ids
 
 REPO = Path(__file__).resolve().parent.parent
 KEY, SECRET = "bench-key", "bench-secret-0123456789abcdef-0123456789"
@@ -68,7 +68,7 @@ async def bench_latency(dsn: str, samples: int) -> tuple[float, float]:
         tuple(r) for r in await conn.fetch("SELECT id, passkit_internal_id FROM passes_master")
     ]
     await conn.execute("UPDATE loyaltyd.pass_syncs SET state = 'idle'")
-    fake = FakePassKit(KEY, SECRET, record_bodies=False)
+    fake = FakePassKit(KEY, SECRET, issued=issued_ids("pk", "pass-"), record_bodies=False)
     url = await fake.start()
     proc = start_daemon(
         dsn,

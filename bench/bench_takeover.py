@@ -24,7 +24,7 @@ import asyncpg
 from bench._common import Verdict, bench_database, print_verdicts
 from bench.bench_campaign import API_KEY, API_SECRET, DaemonProcess, seed_program
 from daemon.core.logs import configure_logging
-from daemon.testing.fakepasskit import ROUTE_UPDATE_MEMBER, FakePassKit, LatencyModel
+from daemon.testing.fakepasskit import ROUTE_UPDATE_MEMBER, FakePassKit, LatencyModel, issued_ids
 
 
 def parse_args() -> argparse.Namespace:
@@ -48,7 +48,12 @@ def _reached(fake: FakePassKit) -> Counter[str]:
 async def run(args: argparse.Namespace) -> int:
     async with bench_database(args.database_url) as dsn:
         conn = await asyncpg.connect(dsn, server_settings={"application_name": "loyaltyd-bench"})
-        fake = FakePassKit(API_KEY, API_SECRET, latency=LatencyModel(median_ms=args.median_ms))
+        fake = FakePassKit(
+            API_KEY,
+            API_SECRET,
+            issued=issued_ids("pk", "pass-"),
+            latency=LatencyModel(median_ms=args.median_ms),
+        )
         await fake.start()
         env = {
             "PASSKIT_API_KEY": API_KEY,

@@ -18,7 +18,7 @@ from typing import Any
 
 from daemon.app import Daemon, run_daemon
 from daemon.core.config import Settings
-from daemon.testing.fakepasskit import ROUTE_UPDATE_MEMBER, FakePassKit
+from daemon.testing.fakepasskit import ROUTE_UPDATE_MEMBER, FakePassKit, issued_ids
 
 API_KEY = "test-api-key-0123"
 API_SECRET = "test-api-secret-4567-abcdefghijklmnop"
@@ -36,6 +36,9 @@ def messages_by_pass(fake: FakePassKit) -> Counter[str]:
 
 @asynccontextmanager
 async def fake_passkit(**kwargs: Any) -> AsyncIterator[FakePassKit]:
+    # Every pass the tests' factories create (passkit ids "pk…") is issued at the fake;
+    # any other id is unknown there, as at PassKit.
+    kwargs.setdefault("issued", issued_ids("pk"))
     fake = FakePassKit(API_KEY, API_SECRET, **kwargs)
     await fake.start()
     try:

@@ -59,13 +59,7 @@ class DeliveryHandler:
             raise WorkRefused(str(exc)) from exc
         try:
             with bulk():  # a pass sync goes first for the next PassKit slot
-                await self._client.write_message(
-                    job.protocol,
-                    job.passkit_id,
-                    text,
-                    program_id=job.passkit_program_id,
-                    tier_id=job.passkit_tier_id,
-                )
+                await self._client.write_message(job.protocol, job.passkit_id, text)
         except ValueError as exc:  # a protocol the client does not know
             raise WorkRefused(str(exc)) from exc
         return Succeeded(sent=text)

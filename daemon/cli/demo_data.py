@@ -33,7 +33,7 @@ from daemon.passkit.client import visible_text
 from daemon.store.embedded import DATABASE_NAME, EmbeddedPostgres
 from daemon.store.migrate import migrate
 from daemon.store.pool import DatabaseTarget, ensure_database, session
-from daemon.testing.fakepasskit import FakePassKit, Faults, LatencyModel
+from daemon.testing.fakepasskit import FakePassKit, Faults, LatencyModel, issued_ids
 
 DEMO_KEY = "demo-api-key"
 DEMO_SECRET = "demo-api-secret-not-a-real-one-0123456789"  # noqa: S105 - the fake's own
@@ -305,6 +305,7 @@ async def _run_steps(
     async with FakePassKit(
         DEMO_KEY,
         DEMO_SECRET,
+        issued=issued_ids("pk", "pass-"),
         latency=latency,
         faults=Faults(p503=options.p503),
         record_bodies=False,

@@ -7,6 +7,7 @@ Names of the SPEC §4 contract (`DATABASE_URL`, `PASSKIT_*`, `LOYALTYD_HTTP_PORT
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -61,9 +62,31 @@ class Settings(BaseSettings):
         description="metaData key of the pass field whose template changeMessage is '%@'.",
     )
     passkit_metadata_mode: Literal["merge", "read_modify_write"] = Field(
-        default="merge",
-        description="Whether PassKit merges a partial metaData map is unverified: 'merge' sends "
-        "only the message key; 'read_modify_write' reads the pass first and sends the whole map.",
+        default="read_modify_write",
+        description="'read_modify_write' (safe) reads the pass and sends its whole metaData map "
+        "back with the new message: an extra GET per message. 'merge' sends only the message "
+        "key: one request, safe only if PassKit merges a partial map; `loyaltyd check` finds "
+        "out on your account.",
+    )
+    passkit_already_done_pattern: str = Field(
+        default="",
+        max_length=500,
+        description="Regular expression: a refused redemption or check-in whose PassKit answer "
+        "matches counts as already done. Empty (safe): the pass is read back and counts as "
+        "done only if it is REDEEMED.",
+    )
+    passkit_campaign_delivery: Literal["field", "messages"] = Field(
+        default="field",
+        description="'field' writes each recipient's message field (lock-screen alert via the "
+        "template's changeMessage). 'messages' sends a campaign with no per-recipient "
+        "placeholder through PassKit's Messages API in chunks (alert behaviour unverified).",
+    )
+    passkit_message_chunk: int = Field(
+        default=100,
+        ge=1,
+        le=350,
+        description="Pass ids per Messages API send (350 x 25 bytes stays under PassKit's "
+        "10,000-byte limit).",
     )
     passkit_ticket_max_validations: int = Field(
         default=1,
@@ -178,6 +201,15 @@ class Settings(BaseSettings):
                 "stops sending 2 heartbeats before it may be declared dead"
             )
         return self
+
+    @field_validator("passkit_already_done_pattern")
+    @classmethod
+    def _valid_pattern(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        return value
 
     @field_validator("passkit_base_url")
     @classmethod

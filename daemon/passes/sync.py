@@ -23,24 +23,13 @@ class PassSyncHandler:
             raise WorkRefused("pass has no passkit_internal_id: enrol it first")
         client, passkit_id = self._client, job.passkit_id
         if job.protocol == "MEMBERSHIP" and job.points is not None:
-            await client.set_points(
-                passkit_id,
-                job.points,
-                program_id=job.passkit_program_id,
-                tier_id=job.passkit_tier_id,
-            )
+            await client.set_points(passkit_id, job.points)
         elif job.protocol == "COUPON" and job.redeem:
             await client.redeem_coupon(passkit_id)
         elif job.protocol == "EVENT_TICKET" and job.check_in:
             await client.check_in_ticket(passkit_id)
         if job.message:
-            await client.write_message(
-                job.protocol,
-                passkit_id,
-                job.message,
-                program_id=job.passkit_program_id,
-                tier_id=job.passkit_tier_id,
-            )
+            await client.write_message(job.protocol, passkit_id, job.message)
         log.info(
             "pass_synced",
             points=job.points,

@@ -19,7 +19,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
@@ -130,22 +130,24 @@ def _seconds_until_http_date(value: str, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
-_ALREADY_DONE = re.compile(
-    r"already[\s_-]*(?:been[\s_-]*)?(?:redeemed|validated|checked[\s_-]*in|used)"
-    r"|FAILED_PRECONDITION"
-    r'|"code"\s*:\s*9\b'  # gRPC FAILED_PRECONDITION as grpc-gateway writes it
-    r"|max(?:imum)?[\s_-]*(?:number[\s_-]*of[\s_-]*)?validations",
-    re.IGNORECASE,
-)
+def already_done_matcher(pattern: str) -> AlreadyDone | None:
+    """PASSKIT_ALREADY_DONE_PATTERN as a matcher: a refusal (4xx other than 401, 404 or 429)
+    whose body matches counts as a repeat without reading the pass back. Empty: no text
+    counts; the pass is read back instead (`PassKitClient.redeem_coupon`)."""
+    if not pattern:
+        return None
+    compiled = re.compile(pattern, re.IGNORECASE)
+
+    def matches(status: int, body: str) -> bool:
+        return _is_refusal(status) and bool(compiled.search(body))
+
+    return matches
 
 
-def is_already_redeemed(status: int, body: str) -> bool:
-    """PassKit's answer to redeeming (or validating) a pass a second time.
-
-    Its wording is undocumented; grpc-gateway maps FAILED_PRECONDITION to 400. Matched
-    liberally because a delivery retried after a lost response must count as done.
-    """
-    return 400 <= status < 500 and status not in (401, 429) and bool(_ALREADY_DONE.search(body))
+def _is_refusal(status: int) -> bool:
+    """A 4xx that may answer a repeat: grpc-gateway writes FAILED_PRECONDITION (and
+    INVALID_ARGUMENT, OUT_OF_RANGE) as 400 and ALREADY_EXISTS as 409."""
+    return 400 <= status < 500 and status not in (401, 403, 404, 408, 429)
 
 
 def warn_if_mock(settings: Settings, logger: structlog.typing.FilteringBoundLogger = log) -> bool:
@@ -163,19 +165,26 @@ def warn_if_mock(settings: Settings, logger: structlog.typing.FilteringBoundLogg
 
 
 def _message_body(
-    protocol: str,
-    passkit_id: str,
-    metadata: JsonObject,
-    program_id: str | None,
-    tier_id: str | None,
+    protocol: str, passkit_id: str, metadata: JsonObject, current: JsonObject | None
 ) -> JsonObject:
+    """The update that writes `metadata` and says nothing else.
+
+    PassKit applies every non-empty field of an update ("PATCH will ignore missing or falsey
+    values", member.pb.go `operation`), so a field we send is a field we change. By the protos
+    an update is addressed by `id` alone: Member.tierId and Member.programId are
+    `validateUpdate:"omitempty"` (member.pb.go), Coupon.campaignId is
+    `validateUpdate:"required_without=Id"` (coupon.pb.go), Ticket.ticketNumber is
+    `validateUpdate:"required_without=Id"` (ticket.pb.go). PassKit's own PHP example sends a
+    member's programId and tierId as well, so when the pass was read first (`current`, the
+    read-modify-write mode) its own tierId and programId go back unchanged: never ours, which
+    could move a member to another tier.
+    """
     body: JsonObject = {"id": passkit_id}
-    if protocol == "MEMBERSHIP":
-        # PassKit's own example says a member update needs programId and tierId as well.
-        if program_id is not None:
-            body["programId"] = program_id
-        if tier_id is not None:
-            body["tierId"] = tier_id
+    if protocol == "MEMBERSHIP" and current is not None:
+        for key in ("programId", "tierId"):
+            value = current.get(key)
+            if isinstance(value, str) and value:
+                body[key] = value
     body["metaData"] = metadata
     return body
 
@@ -282,6 +291,11 @@ def _json_object(operation: str, body: bytes) -> JsonObject:
     return value
 
 
+def _metadata_of(current: JsonObject) -> JsonObject:
+    metadata = current.get("metaData")
+    return dict(metadata) if isinstance(metadata, dict) else {}
+
+
 def _new_session(settings: Settings) -> aiohttp.ClientSession:
     """The session a client owns: bounded time per request, one connection per slot."""
     total = settings.passkit_timeout_seconds
@@ -335,6 +349,7 @@ class PassKitClient:
         self._mock_mode = settings.passkit_mock_mode
         self._signer = None if self._mock_mode else _TokenSigner(settings, wall_clock)
         self._nonces = _NonceCounter(int(wall_clock() * 1000))
+        self._already_done = already_done_matcher(settings.passkit_already_done_pattern)
         self.health = PassKitHealth(metrics, clock=clock)
         # Set by the daemon: True while it may not start a call (heartbeat lost, see
         # daemon.store.instances); checked before a request and again right before it leaves.
@@ -364,13 +379,11 @@ class PassKitClient:
 
     # --- public calls --------------------------------------------------------------------------
 
-    async def set_points(
-        self, passkit_id: str, points: int, *, program_id: str | None, tier_id: str | None
-    ) -> None:
+    async def set_points(self, passkit_id: str, points: int) -> None:
         """Set the member's absolute balance (idempotent, unlike earn/burn).
 
-        `program_id` and `tier_id` are accepted for symmetry and not sent: the id identifies
-        the member, and a tierId here would move the member to that tier.
+        SetPointsRequest (member.pb.go) is addressed by `id`; its optional fields are the
+        balances and the reset flags, nothing that moves a tier (unlike earn/burn's `tierId`).
         """
         if points < 0:
             raise ValueError(f"points must be >= 0, got {points}")
@@ -378,17 +391,9 @@ class PassKitClient:
         if points == 0:
             # proto3 drops a zero, so "set to 0" has its own flag.
             body["resetPoints"] = True
-        await self._call(routes.SET_POINTS, passkit_id, body)
+        await self._call(routes.SET_POINTS, (), body, subject=passkit_id)
 
-    async def write_message(
-        self,
-        protocol: str,
-        passkit_id: str,
-        text: str,
-        *,
-        program_id: str | None,
-        tier_id: str | None,
-    ) -> str:
+    async def write_message(self, protocol: str, passkit_id: str, text: str) -> str:
         """Write `text` into the pass's message field alone (one changed field: one alert).
 
         Returns the exact value written: `text` plus an invisible suffix that differs from
@@ -396,47 +401,125 @@ class PassKitClient:
         """
         endpoints = routes.message_routes(protocol)
         field = self._settings.passkit_message_field
-        metadata = await self._metadata_to_send(endpoints.read, passkit_id)
+        current = await self._current_pass(endpoints.read, passkit_id)
+        metadata = _metadata_of(current) if current is not None else {}
         value = self._fresh_value(text, metadata.get(field))
         metadata[field] = value
-        body = _message_body(protocol, passkit_id, metadata, program_id, tier_id)
-        await self._call(endpoints.write, passkit_id, body)
+        body = _message_body(protocol, passkit_id, metadata, current)
+        await self._call(endpoints.write, (), body, subject=passkit_id)
         return value
 
     async def redeem_coupon(self, passkit_id: str) -> None:
-        """Redeem a single-use coupon; one that is already redeemed counts as done."""
-        body = {"id": passkit_id}
-        await self._call(routes.REDEEM_COUPON, passkit_id, body, already_done=is_already_redeemed)
+        """Redeem a single-use coupon. A refusal counts as done only for a true repeat: the
+        coupon, read back, is REDEEMED (coupon.pb.go CouponStatus). An expired, voided or
+        out-of-window coupon is refused with PassKit's own message."""
+        try:
+            await self._call(
+                routes.REDEEM_COUPON,
+                (),
+                {"id": passkit_id},
+                subject=passkit_id,
+                already_done=self._already_done,
+            )
+        except PermanentPassKitError as exc:
+            if not _is_refusal(exc.status or 0):
+                raise
+            coupon = await self.get(routes.GET_COUPON, passkit_id)
+            if coupon.get("status") != "REDEEMED":
+                raise
+            self._repeat(routes.REDEEM_COUPON, passkit_id)
 
     async def check_in_ticket(self, passkit_id: str) -> None:
-        """Check a ticket in by validating it; an already redeemed ticket counts as done.
+        """Check a ticket in by validating it; only a ticket already REDEEMED (ticket.pb.go
+        TicketStatus) counts as checked in when PassKit says it is not valid.
 
         `maxNumberOfValidations` (PASSKIT_TICKET_MAX_VALIDATIONS, default 1) makes PassKit
         redeem the ticket once that many validations are reached, so a check-in also turns
         the pass to its redeemed design and a repeated delivery is recognisable as such.
         0 is not sent (proto3 drops it) and leaves the count to the ticket's own settings.
+        A repeat may come back as a refusal (400) or as `{"valid": false, "ticket": …}`
+        (ValidateTicketResponse); both are judged by the ticket's status.
         """
         body: JsonObject = {"ticket": {"ticketId": passkit_id}}
         max_validations = self._settings.passkit_ticket_max_validations
         if max_validations:
             body["maxNumberOfValidations"] = max_validations
-        reply = await self._call(
-            routes.VALIDATE_TICKET, passkit_id, body, already_done=is_already_redeemed
+        endpoint = routes.VALIDATE_TICKET
+        try:
+            reply = await self._call(
+                endpoint, (), body, subject=passkit_id, already_done=self._already_done
+            )
+        except PermanentPassKitError as exc:
+            if not _is_refusal(exc.status or 0):
+                raise
+            ticket = await self.get(routes.GET_TICKET, passkit_id)
+            if ticket.get("status") != "REDEEMED":
+                raise
+            self._repeat(endpoint, passkit_id)
+            return
+        if not reply or self._mock_mode:
+            return
+        answer = _json_object(endpoint.operation, reply)
+        if answer.get("valid") is not False:
+            return
+        held = answer.get("ticket")
+        status = held.get("status") if isinstance(held, dict) else None
+        if status == "REDEEMED":
+            self._repeat(endpoint, passkit_id)
+            return
+        raise PermanentPassKitError(
+            f"PassKit {endpoint.operation}: ticket not valid (status {status or 'unknown'})"
         )
-        if reply and _json_object(routes.VALIDATE_TICKET.operation, reply).get("valid") is False:
-            # Already used up, or not valid (expired, voided): nothing to retry either way.
-            log.info("passkit_ticket_not_valid", passkit_id=passkit_id)
+
+    async def create_message(self, title: str, text: str) -> str:
+        """Create a Messages API message (message.pb.go Message: `title` and
+        `plainTextContent` are validateCreate:"required"); return its id."""
+        if not title or not text:
+            raise ValueError("a PassKit message needs a title and a text")
+        body: JsonObject = {"title": title, "plainTextContent": text}
+        reply = await self._call(routes.CREATE_MESSAGE, (), body, subject="message")
+        if self._mock_mode:
+            return f"mock-{self._nonces.take()}"
+        message_id = _json_object(routes.CREATE_MESSAGE.operation, reply).get("id")
+        if not isinstance(message_id, str) or not message_id:
+            raise PermanentPassKitError("PassKit create_message answered without an id")
+        return message_id
+
+    async def send_message(self, message_id: str, pass_ids: Sequence[str]) -> int:
+        """Send a created message to `pass_ids` (SendMessageRequest's `passIds` target);
+        return PassKit's `count` (SendMessageResponse)."""
+        if not pass_ids:
+            return 0
+        body: JsonObject = {"messageId": message_id, "passIds": {"ids": list(pass_ids)}}
+        reply = await self._call(routes.SEND_MESSAGE, (), body, subject=message_id)
+        if self._mock_mode:
+            return len(pass_ids)
+        count = _json_object(routes.SEND_MESSAGE.operation, reply).get("count", 0)
+        # int32 in proto3: a count of 0 is left out of the JSON unless zeros are emitted.
+        if not isinstance(count, int) or isinstance(count, bool):
+            raise PermanentPassKitError(f"PassKit send_message answered count {count!r}")
+        return count
+
+    async def get(self, endpoint: Endpoint, *path: str) -> JsonObject:
+        """One GET, answered as a JSON object ({} in mock mode)."""
+        reply = await self._call(endpoint, path, None, subject="/".join(path))
+        return _json_object(endpoint.operation, reply) if reply else {}
+
+    async def put(self, endpoint: Endpoint, body: JsonObject, *, subject: str) -> JsonObject:
+        """One PUT or POST of `body` to a route without path parameters."""
+        reply = await self._call(endpoint, (), body, subject=subject)
+        return _json_object(endpoint.operation, reply) if reply else {}
 
     # --- message helpers -----------------------------------------------------------------------
 
-    async def _metadata_to_send(self, read: Endpoint, passkit_id: str) -> JsonObject:
-        """The metaData map to send: just our field, or (read_modify_write) the whole map,
-        since whether PassKit merges a partial map is undocumented."""
-        if self._settings.passkit_metadata_mode != "read_modify_write":
-            return {}
-        raw = await self._call(read, passkit_id, None)
-        current = _json_object(read.operation, raw).get("metaData") if raw else None
-        return dict(current) if isinstance(current, dict) else {}
+    async def _current_pass(self, read: Endpoint, passkit_id: str) -> JsonObject | None:
+        """The pass as PassKit holds it, in read_modify_write mode (the default: whether
+        PassKit merges a partial metaData map is undocumented, and coupons and tickets have no
+        `operation` field to ask for it); None in merge mode, and in mock mode, where there
+        is no pass to read."""
+        if self._settings.passkit_metadata_mode != "read_modify_write" or self._mock_mode:
+            return None
+        return await self.get(read, passkit_id)
 
     def _fresh_value(self, text: str, current: object) -> str:
         value = with_invisible_nonce(text, self._nonces.take())
@@ -444,22 +527,28 @@ class PassKitClient:
             value = with_invisible_nonce(text, self._nonces.take())
         return value
 
+    def _repeat(self, endpoint: Endpoint, passkit_id: str) -> None:
+        log.info("passkit_already_done", operation=endpoint.operation, passkit_id=passkit_id)
+
     # --- one request, with retries -------------------------------------------------------------
 
     async def _call(
         self,
         endpoint: Endpoint,
-        passkit_id: str,
+        path: tuple[str, ...],
         body: JsonObject | None,
         *,
+        subject: str,
         already_done: AlreadyDone | None = None,
     ) -> bytes:
-        """Send one logical request; return the response body of the successful attempt."""
+        """Send one logical request; return the response body of the successful attempt.
+        `subject` (the pass or message id) names it in logs."""
+        passkit_id = subject
         self._check_fence(endpoint)
         data = encode_body(body) if body is not None else None
         if self._mock_mode:
             return self._mock_reply(endpoint, passkit_id)
-        url = endpoint.url(self._settings.passkit_base_url, passkit_id)
+        url = endpoint.url(self._settings.passkit_base_url, *path)
         quick_retried, resigned = False, False
         while True:
             try:

@@ -1,18 +1,23 @@
 """The PassKit REST routes loyaltyd uses: one table, read by the client to build requests and
 by the fake PassKit (`daemon.testing.fakepasskit`) to answer them, so the two cannot drift.
 
-Paths are the grpc-gateway routes of PassKit's SDKs (io/members, io/single_use_coupons,
-io/event_tickets); `{id}` stands for the URL-quoted PassKit id.
+Paths are the grpc-gateway routes of PassKit's SDKs (PassKit/passkit-golang-grpc-sdk v1.1.123:
+io/members/a_rpc.pb.gw.go, io/single_use_coupons/a_rpc.pb.gw.go, io/event_tickets/a_rpc.pb.gw.go,
+io/a_rpc_messages.pb.gw.go, io/a_rpc_templates.pb.gw.go). A `{name}` segment stands for one
+URL-quoted path parameter.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import quote
 
 PROTOCOLS: Final = ("MEMBERSHIP", "COUPON", "EVENT_TICKET")
+
+_PARAMETER = re.compile(r"\{[A-Za-z]+\}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,26 +25,52 @@ class Endpoint:
     operation: str  # metric label and log field
     method: str
     path: str
+    _parts: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # "/members/tier/{programId}/{tierId}" -> ("/members/tier/", "/", ""): literal text
+        # around each parameter.
+        object.__setattr__(self, "_parts", tuple(_PARAMETER.split(self.path)))
 
     @property
     def route(self) -> str:
         """`"PUT /members/member/points/set"`: how the fake and its tests name a route."""
         return f"{self.method} {self.path}"
 
-    def url(self, base_url: str, passkit_id: str) -> str:
-        return base_url + self.path.replace("{id}", quote(passkit_id, safe=""))
+    @property
+    def parameters(self) -> int:
+        return len(self._parts) - 1
 
-    def match(self, method: str, path: str) -> str | None:
-        """The id in `path` if this endpoint serves it ("" when the path has no id)."""
+    def url(self, base_url: str, *values: str) -> str:
+        if len(values) != self.parameters:
+            raise ValueError(f"{self.route} takes {self.parameters} path parameter(s)")
+        pieces = [self._parts[0]]
+        for value, literal in zip(values, self._parts[1:], strict=True):
+            pieces += [quote(value, safe=""), literal]
+        return base_url + "".join(pieces)
+
+    def match(self, method: str, path: str) -> tuple[str, ...] | None:
+        """The path parameters in `path` if this endpoint serves it (() when it has none)."""
         if method != self.method:
             return None
-        prefix, marker, suffix = self.path.partition("{id}")
-        if not marker:
-            return "" if path == self.path else None
-        if not (path.startswith(prefix) and path.endswith(suffix)):
+        if not self.parameters:
+            return () if path == self.path else None
+        values: list[str] = []
+        rest = path
+        if not rest.startswith(self._parts[0]):
             return None
-        value = path[len(prefix) : len(path) - len(suffix)]
-        return value if value and "/" not in value else None
+        rest = rest[len(self._parts[0]) :]
+        for literal in self._parts[1:]:
+            if literal:
+                value, marker, rest = rest.partition(literal)
+                if not marker:
+                    return None
+            else:
+                value, rest = rest, ""
+            if not value or "/" in value:
+                return None
+            values.append(value)
+        return tuple(values) if not rest else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +79,7 @@ class MessageRoutes:
     write: Endpoint
 
 
+# --- passes ------------------------------------------------------------------------------------
 SET_POINTS: Final = Endpoint("set_points", "PUT", "/members/member/points/set")
 GET_MEMBER: Final = Endpoint("get_member", "GET", "/members/member/id/{id}")
 UPDATE_MEMBER: Final = Endpoint("write_message", "PUT", "/members/member")
@@ -57,6 +89,16 @@ UPDATE_COUPON: Final = Endpoint("write_message", "PUT", "/coupon/singleUse/coupo
 VALIDATE_TICKET: Final = Endpoint("check_in_ticket", "PUT", "/eventTickets/ticket/validate")
 GET_TICKET: Final = Endpoint("get_ticket", "GET", "/eventTickets/ticket/id/{id}")
 UPDATE_TICKET: Final = Endpoint("write_message", "PUT", "/eventTickets/ticket")
+
+# --- the Messages API (io/a_rpc_messages.pb.gw.go) ---------------------------------------------
+CREATE_MESSAGE: Final = Endpoint("create_message", "POST", "/message")
+GET_MESSAGE: Final = Endpoint("get_message", "GET", "/message/{id}")
+SEND_MESSAGE: Final = Endpoint("send_message", "POST", "/message/send")
+
+# --- read by `loyaltyd check` ------------------------------------------------------------------
+GET_PROGRAM: Final = Endpoint("get_program", "GET", "/members/program/{id}")
+GET_TIER: Final = Endpoint("get_tier", "GET", "/members/tier/{programId}/{tierId}")
+GET_TEMPLATE: Final = Endpoint("get_template", "GET", "/template/data/{id}")
 
 ALL: Final = (
     SET_POINTS,
@@ -68,6 +110,12 @@ ALL: Final = (
     VALIDATE_TICKET,
     GET_TICKET,
     UPDATE_TICKET,
+    SEND_MESSAGE,  # before GET_MESSAGE's {id} could match "send" (a different verb anyway)
+    CREATE_MESSAGE,
+    GET_MESSAGE,
+    GET_PROGRAM,
+    GET_TIER,
+    GET_TEMPLATE,
 )
 
 MESSAGE_ROUTES: Final[Mapping[str, MessageRoutes]] = {
@@ -86,8 +134,8 @@ def message_routes(protocol: str) -> MessageRoutes:
         ) from None
 
 
-def endpoint_of(method: str, path: str) -> tuple[Endpoint, str] | None:
-    """The endpoint serving `method path`, and the id in the path ("" if it has none)."""
+def endpoint_of(method: str, path: str) -> tuple[Endpoint, tuple[str, ...]] | None:
+    """The endpoint serving `method path`, and its path parameters (() if it has none)."""
     for endpoint in ALL:
         found = endpoint.match(method, path)
         if found is not None:

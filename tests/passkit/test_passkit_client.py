@@ -28,9 +28,9 @@ from daemon.passkit.client import (
     MAX_PAYLOAD_BYTES,
     NONCE_BITS,
     PassKitClient,
+    already_done_matcher,
     encode_body,
     invisible_suffix,
-    is_already_redeemed,
     is_transient_status,
     parse_retry_after,
     visible_text,
@@ -91,21 +91,21 @@ async def test_set_points_puts_the_absolute_balance_with_the_id_in_the_body(
 ) -> None:
     http.put(POINTS_URL, payload={"id": "pk1", "points": 120})
     async with client_for() as client:
-        await client.set_points("pk1", 120, program_id="prog", tier_id="tier")
+        await client.set_points("pk1", 120)
     assert sent_json(http, "PUT", POINTS_URL) == [{"id": "pk1", "points": 120}]
 
 
 async def test_set_points_to_zero_sends_the_reset_flag(http: aioresponses) -> None:
     http.put(POINTS_URL, payload={"id": "pk1"})
     async with client_for() as client:
-        await client.set_points("pk1", 0, program_id=None, tier_id=None)
+        await client.set_points("pk1", 0)
     assert sent_json(http, "PUT", POINTS_URL) == [{"id": "pk1", "points": 0, "resetPoints": True}]
 
 
 async def test_negative_points_are_refused_before_sending(http: aioresponses) -> None:
     async with client_for() as client:
         with pytest.raises(ValueError, match="points"):
-            await client.set_points("pk1", -5, program_id=None, tier_id=None)
+            await client.set_points("pk1", -5)
     assert total_requests(http) == 0
 
 
@@ -113,7 +113,7 @@ async def test_jwt_claims_are_uid_backdated_iat_and_short_exp(http: aioresponses
     http.put(POINTS_URL, payload={})
     settings = make_settings(passkit_jwt_lifetime_seconds=90)
     async with client_for(settings, wall_clock=lambda: 1_700_000_000.5) as client:
-        await client.set_points("pk1", 1, program_id=None, tier_id=None)
+        await client.set_points("pk1", 1)
     header = calls(http, "PUT", POINTS_URL)[0]["headers"]["Authorization"]
     assert not header.startswith("Bearer ")
     assert decode_token(header) == {
@@ -126,7 +126,7 @@ async def test_jwt_claims_are_uid_backdated_iat_and_short_exp(http: aioresponses
 async def test_bearer_scheme_prefixes_the_token(http: aioresponses) -> None:
     http.put(POINTS_URL, payload={})
     async with client_for(make_settings(passkit_auth_scheme="bearer")) as client:
-        await client.set_points("pk1", 1, program_id=None, tier_id=None)
+        await client.set_points("pk1", 1)
     header = calls(http, "PUT", POINTS_URL)[0]["headers"]["Authorization"]
     assert header.startswith("Bearer ")
     assert decode_token(header)["uid"] == API_KEY
@@ -139,46 +139,64 @@ async def test_token_is_reused_within_half_its_lifetime_then_renewed(http: aiore
     async with client_for(settings, wall_clock=lambda: now[0]) as client:
         for offset in (0, 10, 29.9, 30, 45):
             now[0] = 1_700_000_000.0 + offset
-            await client.set_points("pk1", 1, program_id=None, tier_id=None)
+            await client.set_points("pk1", 1)
     headers = [kw["headers"]["Authorization"] for kw in calls(http, "PUT", POINTS_URL)]
     assert headers[0] == headers[1] == headers[2]
     assert headers[3] != headers[2]
     assert headers[4] == headers[3]
 
 
+MERGE = make_settings(passkit_metadata_mode="merge")
+
+
 @pytest.mark.parametrize(
-    ("protocol", "url", "expected_ids"),
-    [
-        ("MEMBERSHIP", MEMBER_URL, {"id": "pk1", "programId": "prog", "tierId": "tier"}),
-        ("COUPON", COUPON_URL, {"id": "pk1"}),
-        ("EVENT_TICKET", TICKET_URL, {"id": "pk1"}),
-    ],
+    ("protocol", "url"),
+    [("MEMBERSHIP", MEMBER_URL), ("COUPON", COUPON_URL), ("EVENT_TICKET", TICKET_URL)],
 )
-async def test_write_message_changes_only_the_message_field(
-    http: aioresponses, protocol: str, url: str, expected_ids: dict[str, str]
+async def test_write_message_in_merge_mode_sends_the_id_and_the_message_field_alone(
+    http: aioresponses, protocol: str, url: str
 ) -> None:
+    """No tierId, no programId: PassKit applies every non-empty field it is sent."""
     http.put(url, payload={"id": "pk1"})
-    async with client_for() as client:
-        value = await client.write_message(
-            protocol, "pk1", "Hello Ada", program_id="prog", tier_id="tier"
-        )
+    async with client_for(MERGE) as client:
+        value = await client.write_message(protocol, "pk1", "Hello Ada")
     (body,) = sent_json(http, "PUT", url)
-    assert body == {**expected_ids, "metaData": {FIELD: value}}
+    assert body == {"id": "pk1", "metaData": {FIELD: value}}
     assert visible_text(value) == "Hello Ada"
     assert value != "Hello Ada"  # an invisible suffix makes repeats alert
+    assert total_requests(http) == 1
 
 
-async def test_write_message_leaves_out_unknown_program_and_tier(http: aioresponses) -> None:
+async def test_read_modify_write_sends_back_the_members_own_program_and_tier(
+    http: aioresponses,
+) -> None:
+    member = {"id": "pk1", "programId": "prog", "tierId": "gold", "points": 5, "metaData": {}}
+    http.get(f"{MEMBER_URL}/id/pk1", payload=member)
     http.put(MEMBER_URL, payload={"id": "pk1"})
     async with client_for() as client:
-        value = await client.write_message("MEMBERSHIP", "pk1", "Hi", program_id=None, tier_id=None)
-    assert sent_json(http, "PUT", MEMBER_URL) == [{"id": "pk1", "metaData": {FIELD: value}}]
+        value = await client.write_message("MEMBERSHIP", "pk1", "Hi")
+    assert sent_json(http, "PUT", MEMBER_URL) == [
+        {"id": "pk1", "programId": "prog", "tierId": "gold", "metaData": {FIELD: value}}
+    ]
+
+
+async def test_read_modify_write_sends_a_coupon_its_id_and_metadata_only(
+    http: aioresponses,
+) -> None:
+    coupon = {"id": "c1", "campaignId": "camp", "offerId": "o", "status": "UNREDEEMED"}
+    http.get(f"{COUPON_URL}/c1", payload=coupon)
+    http.put(COUPON_URL, payload={"id": "c1"})
+    async with client_for() as client:
+        value = await client.write_message("COUPON", "c1", "Hi")
+    assert sent_json(http, "PUT", COUPON_URL) == [{"id": "c1", "metaData": {FIELD: value}}]
 
 
 async def test_write_message_uses_the_configured_field(http: aioresponses) -> None:
     http.put(MEMBER_URL, payload={"id": "pk1"})
-    async with client_for(make_settings(passkit_message_field="news")) as client:
-        value = await client.write_message("MEMBERSHIP", "pk1", "Hi", program_id=None, tier_id=None)
+    async with client_for(
+        make_settings(passkit_message_field="news", passkit_metadata_mode="merge")
+    ) as client:
+        value = await client.write_message("MEMBERSHIP", "pk1", "Hi")
     assert sent_json(http, "PUT", MEMBER_URL)[0]["metaData"] == {"news": value}
 
 
@@ -197,7 +215,7 @@ async def test_read_modify_write_sends_the_whole_metadata_map_with_the_field_rep
     http.put(write_url, payload={"id": "pk1"})
     settings = make_settings(passkit_metadata_mode="read_modify_write")
     async with client_for(settings) as client:
-        value = await client.write_message(protocol, "pk1", "new", program_id=None, tier_id=None)
+        value = await client.write_message(protocol, "pk1", "new")
     assert sent_json(http, "PUT", write_url)[0]["metaData"] == {"tier": "gold", FIELD: value}
 
 
@@ -210,9 +228,7 @@ async def test_read_modify_write_never_rewrites_the_value_already_on_the_pass(
     http.put(MEMBER_URL, payload={})
     settings = make_settings(passkit_metadata_mode="read_modify_write")
     async with client_for(settings, wall_clock=lambda: 1_700_000_000.0) as client:
-        value = await client.write_message(
-            "MEMBERSHIP", "pk1", "same", program_id=None, tier_id=None
-        )
+        value = await client.write_message("MEMBERSHIP", "pk1", "same")
     assert value != clash
     assert visible_text(value) == "same"
 
@@ -220,7 +236,7 @@ async def test_read_modify_write_never_rewrites_the_value_already_on_the_pass(
 async def test_unknown_protocol_is_a_value_error(http: aioresponses) -> None:
     async with client_for() as client:
         with pytest.raises(ValueError, match="FLIGHT"):
-            await client.write_message("FLIGHT", "pk1", "Hi", program_id=None, tier_id=None)
+            await client.write_message("FLIGHT", "pk1", "Hi")
     assert total_requests(http) == 0
 
 
@@ -234,26 +250,53 @@ async def test_redeem_coupon_puts_the_id_in_the_body(http: aioresponses) -> None
 @pytest.mark.parametrize(
     "answer",
     [
-        {"error": "coupon has already been redeemed"},
+        {"code": 9, "message": "coupon has already been redeemed", "details": []},
         {"code": 9, "message": "precondition failed", "details": []},
         {"error": "FAILED_PRECONDITION: redemption not allowed"},
     ],
 )
-async def test_redeeming_an_already_redeemed_coupon_counts_as_done(
+async def test_a_refused_redeem_of_a_coupon_that_is_redeemed_counts_as_done(
     http: aioresponses, answer: dict[str, Any]
 ) -> None:
     http.put(REDEEM_URL, status=400, payload=answer)
+    http.get(f"{COUPON_URL}/c1", payload={"id": "c1", "status": "REDEEMED"})
     async with client_for() as client:
         await client.redeem_coupon("c1")
     assert len(calls(http, "PUT", REDEEM_URL)) == 1
 
 
-async def test_other_redeem_refusals_are_permanent_errors(http: aioresponses) -> None:
-    http.put(REDEEM_URL, status=400, payload={"error": "coupon id is malformed"})
+@pytest.mark.parametrize(
+    "message", ["coupon has expired", "coupon has been voided", "outside the redemption window"]
+)
+async def test_a_refused_redeem_of_a_coupon_not_redeemed_is_a_failure_with_passkits_message(
+    http: aioresponses, message: str
+) -> None:
+    """grpc-gateway writes every FAILED_PRECONDITION as 400: the coupon's status decides."""
+    http.put(REDEEM_URL, status=400, payload={"code": 9, "message": message, "details": []})
+    http.get(f"{COUPON_URL}/c1", payload={"id": "c1", "status": "UNREDEEMED"})
     async with client_for() as client:
         with pytest.raises(PermanentPassKitError) as caught:
             await client.redeem_coupon("c1")
     assert caught.value.status == 400
+    assert message in str(caught.value)
+
+
+async def test_a_configured_pattern_counts_a_matching_refusal_as_done_without_a_read(
+    http: aioresponses,
+) -> None:
+    http.put(REDEEM_URL, status=400, payload={"code": 9, "message": "Coupon already redeemed"})
+    settings = make_settings(passkit_already_done_pattern=r"already\s+redeemed")
+    async with client_for(settings) as client:
+        await client.redeem_coupon("c1")
+    assert total_requests(http) == 1
+
+
+async def test_a_404_on_redeem_is_a_failure_without_a_read(http: aioresponses) -> None:
+    http.put(REDEEM_URL, status=404, payload={"code": 5, "message": "coupon not found"})
+    async with client_for() as client:
+        with pytest.raises(PermanentPassKitError):
+            await client.redeem_coupon("c1")
+    assert total_requests(http) == 1
 
 
 async def test_check_in_validates_the_ticket_once(http: aioresponses) -> None:
@@ -275,14 +318,24 @@ async def test_check_in_leaves_max_validations_to_the_ticket_when_set_to_zero(
 
 
 async def test_checking_in_an_already_redeemed_ticket_counts_as_done(http: aioresponses) -> None:
-    http.put(VALIDATE_URL, status=400, payload={"error": "ticket has already been redeemed"})
+    http.put(VALIDATE_URL, status=400, payload={"code": 9, "message": "ticket redeemed"})
+    http.get(f"{TICKET_URL}/id/t1", payload={"id": "t1", "status": "REDEEMED"})
     http.put(VALIDATE_URL, payload={"valid": False, "ticket": {"id": "t1", "status": "REDEEMED"}})
     async with client_for() as client:
         with capture_logs() as logs:
             await client.check_in_ticket("t1")
             await client.check_in_ticket("t1")
     events = [entry["event"] for entry in logs]
-    assert events == ["passkit_already_done", "passkit_ticket_not_valid"]
+    assert events == ["passkit_request_refused", "passkit_already_done", "passkit_already_done"]
+
+
+async def test_a_ticket_that_is_not_valid_and_not_redeemed_is_a_failure(
+    http: aioresponses,
+) -> None:
+    http.put(VALIDATE_URL, payload={"valid": False, "ticket": {"id": "t1", "status": "ISSUED"}})
+    async with client_for() as client:
+        with pytest.raises(PermanentPassKitError, match="not valid"):
+            await client.check_in_ticket("t1")
 
 
 # --- error mapping and retries -------------------------------------------------------------------
@@ -296,7 +349,7 @@ async def test_permanent_statuses_fail_at_once_without_retry(
     sleep = RecordingSleep()
     async with client_for(sleep=sleep) as client:
         with pytest.raises(PermanentPassKitError) as caught:
-            await client.set_points("pk1", 1, program_id=None, tier_id=None)
+            await client.set_points("pk1", 1)
     assert caught.value.status == status
     assert "nope" in str(caught.value)
     assert len(calls(http, "PUT", POINTS_URL)) == 1
@@ -309,7 +362,7 @@ async def test_a_transient_status_gets_one_quick_retry(http: aioresponses, statu
     http.put(POINTS_URL, payload={"id": "pk1"})
     sleep = RecordingSleep()
     async with client_for(sleep=sleep) as client:
-        await client.set_points("pk1", 1, program_id=None, tier_id=None)
+        await client.set_points("pk1", 1)
     assert len(calls(http, "PUT", POINTS_URL)) == 2
     [delay] = sleep.delays
     assert 0.25 <= delay <= 1.0  # PassKit: "back off for 250 ms and repeat"
@@ -321,7 +374,7 @@ async def test_a_second_transient_failure_is_handed_to_the_queue(http: aiorespon
     sleep = RecordingSleep()
     async with client_for(sleep=sleep) as client:
         with pytest.raises(TransientPassKitError) as caught:
-            await client.set_points("pk1", 1, program_id=None, tier_id=None)
+            await client.set_points("pk1", 1)
     assert caught.value.status == 503
     assert len(calls(http, "PUT", POINTS_URL)) == 2
     assert len(sleep.delays) == 1
@@ -334,7 +387,7 @@ async def test_a_retry_after_of_a_second_is_waited_out_in_the_quick_retry(
     http.put(POINTS_URL, payload={})
     sleep = RecordingSleep()
     async with client_for(sleep=sleep) as client:
-        await client.set_points("pk1", 1, program_id=None, tier_id=None)
+        await client.set_points("pk1", 1)
     assert sleep.delays == [1.0]
 
 
@@ -346,7 +399,7 @@ async def test_a_longer_retry_after_is_not_slept_but_handed_to_the_queue(
     sleep = RecordingSleep()
     async with client_for(sleep=sleep) as client:
         with pytest.raises(TransientPassKitError) as caught:
-            await client.set_points("pk1", 1, program_id=None, tier_id=None)
+            await client.set_points("pk1", 1)
     assert caught.value.retry_after == float(retry_after)
     assert sleep.delays == []
     assert len(calls(http, "PUT", POINTS_URL)) == 1
@@ -358,7 +411,7 @@ async def test_retry_after_beyond_the_cap_is_handed_back_to_the_caller(
     http.put(POINTS_URL, status=429, headers={"Retry-After": "600"})
     async with client_for() as client:
         with pytest.raises(TransientPassKitError) as caught:
-            await client.set_points("pk1", 1, program_id=None, tier_id=None)
+            await client.set_points("pk1", 1)
     assert caught.value.retry_after == 600.0
 
 
@@ -366,7 +419,7 @@ async def test_timeouts_are_transient_and_retried(http: aioresponses) -> None:
     http.put(POINTS_URL, timeout=True)
     http.put(POINTS_URL, payload={})
     async with client_for() as client:
-        await client.set_points("pk1", 1, program_id=None, tier_id=None)
+        await client.set_points("pk1", 1)
     assert len(calls(http, "PUT", POINTS_URL)) == 2
 
 
@@ -376,7 +429,7 @@ async def test_connection_errors_become_transient_errors_chained_to_the_cause(
     http.put(POINTS_URL, exception=aiohttp.ClientConnectionError("Connection refused"), repeat=True)
     async with client_for() as client:
         with pytest.raises(TransientPassKitError) as caught:
-            await client.set_points("pk1", 1, program_id=None, tier_id=None)
+            await client.set_points("pk1", 1)
     assert caught.value.status is None
     assert isinstance(caught.value.__cause__, aiohttp.ClientConnectionError)
     assert len(calls(http, "PUT", POINTS_URL)) == 2
@@ -386,7 +439,7 @@ async def test_timeout_maps_to_transient_error_chained_to_timeout(http: aiorespo
     http.put(POINTS_URL, timeout=True, repeat=True)
     async with client_for() as client:
         with pytest.raises(TransientPassKitError, match="timed out") as caught:
-            await client.set_points("pk1", 1, program_id=None, tier_id=None)
+            await client.set_points("pk1", 1)
     assert isinstance(caught.value.__cause__, TimeoutError)
 
 
@@ -394,7 +447,7 @@ async def test_401_re_signs_the_token_once_and_retries(http: aioresponses) -> No
     http.put(POINTS_URL, status=401, payload={"error": "token expired"})
     http.put(POINTS_URL, payload={})
     async with client_for(wall_clock=SteppingClock()) as client:
-        await client.set_points("pk1", 1, program_id=None, tier_id=None)
+        await client.set_points("pk1", 1)
     first, second = (kw["headers"]["Authorization"] for kw in calls(http, "PUT", POINTS_URL))
     assert first != second
     assert decode_token(second)["iat"] > decode_token(first)["iat"]
@@ -405,7 +458,7 @@ async def test_a_second_401_is_unauthorized_and_permanent(http: aioresponses) ->
     sleep = RecordingSleep()
     async with client_for(sleep=sleep) as client:
         with pytest.raises(Unauthorized) as caught:
-            await client.set_points("pk1", 1, program_id=None, tier_id=None)
+            await client.set_points("pk1", 1)
     assert isinstance(caught.value, PermanentPassKitError)
     assert caught.value.status == 401
     assert len(calls(http, "PUT", POINTS_URL)) == 2
@@ -420,7 +473,7 @@ async def test_401_after_a_re_sign_and_a_503_is_unauthorized(http: aioresponses)
     http.put(POINTS_URL, payload={})
     async with client_for() as client:
         with pytest.raises(Unauthorized):
-            await client.set_points("pk1", 1, program_id=None, tier_id=None)
+            await client.set_points("pk1", 1)
     assert len(calls(http, "PUT", POINTS_URL)) == 3
 
 
@@ -434,7 +487,7 @@ async def test_backoff_sleeps_without_holding_a_concurrency_slot(http: aiorespon
         held_while_sleeping.append(throttle.in_flight)
 
     async with client_for(throttle=throttle, sleep=sleep) as client:
-        await client.set_points("pk1", 1, program_id=None, tier_id=None)
+        await client.set_points("pk1", 1)
     assert held_while_sleeping == [0]
 
 
@@ -442,11 +495,9 @@ async def test_backoff_sleeps_without_holding_a_concurrency_slot(http: aiorespon
 
 
 async def test_payload_over_10000_bytes_is_refused_before_sending(http: aioresponses) -> None:
-    async with client_for() as client:
+    async with client_for(MERGE) as client:
         with pytest.raises(PayloadTooLarge) as caught:
-            await client.write_message(
-                "MEMBERSHIP", "pk1", "x" * 10_000, program_id=None, tier_id=None
-            )
+            await client.write_message("MEMBERSHIP", "pk1", "x" * 10_000)
     assert caught.value.size > MAX_PAYLOAD_BYTES
     assert total_requests(http) == 0
 
@@ -456,12 +507,10 @@ async def test_the_invisible_suffix_counts_toward_the_payload_limit(http: aiores
     http.put(MEMBER_URL, payload={}, repeat=True)
     overhead = len(encode_body({"id": "pk1", "metaData": {FIELD: with_invisible_nonce("", 0)}}))
     fitting = "a" * (MAX_PAYLOAD_BYTES - overhead)
-    async with client_for() as client:
-        await client.write_message("MEMBERSHIP", "pk1", fitting, program_id=None, tier_id=None)
+    async with client_for(MERGE) as client:
+        await client.write_message("MEMBERSHIP", "pk1", fitting)
         with pytest.raises(PayloadTooLarge):
-            await client.write_message(
-                "MEMBERSHIP", "pk1", fitting + "a", program_id=None, tier_id=None
-            )
+            await client.write_message("MEMBERSHIP", "pk1", fitting + "a")
     (kwargs,) = calls(http, "PUT", MEMBER_URL)
     assert len(kwargs["data"]) == MAX_PAYLOAD_BYTES
 
@@ -478,8 +527,8 @@ async def test_mock_mode_sends_nothing_and_logs_every_call(http: aioresponses) -
     async with client_for(mock_settings(), metrics=metrics) as client:
         assert client.mock_mode
         with capture_logs() as logs:
-            await client.set_points("pk1", 5, program_id=None, tier_id=None)
-            value = await client.write_message("COUPON", "c1", "Hi", program_id=None, tier_id=None)
+            await client.set_points("pk1", 5)
+            value = await client.write_message("COUPON", "c1", "Hi")
             await client.redeem_coupon("c1")
             await client.check_in_ticket("t1")
     assert total_requests(http) == 0
@@ -502,7 +551,7 @@ async def test_mock_mode_sends_nothing_and_logs_every_call(http: aioresponses) -
 async def test_mock_mode_still_refuses_oversized_payloads() -> None:
     async with client_for(mock_settings()) as client:
         with pytest.raises(PayloadTooLarge):
-            await client.write_message("COUPON", "c1", "x" * 20_000, program_id=None, tier_id=None)
+            await client.write_message("COUPON", "c1", "x" * 20_000)
 
 
 @pytest.mark.parametrize(
@@ -535,7 +584,7 @@ async def test_metrics_count_requests_retries_and_latency(http: aioresponses) ->
     http.put(POINTS_URL, payload={})
     metrics = Metrics()
     async with client_for(metrics=metrics) as client:
-        await client.set_points("pk1", 1, program_id=None, tier_id=None)
+        await client.set_points("pk1", 1)
 
     def sample(name: str, **labels: str) -> float | None:
         return metrics.registry.get_sample_value(name, labels)
@@ -551,14 +600,14 @@ async def test_metrics_count_requests_retries_and_latency(http: aioresponses) ->
 async def test_calls_outside_async_with_are_a_programming_error() -> None:
     client = client_for()
     with pytest.raises(RuntimeError, match="async with"):
-        await client.set_points("pk1", 1, program_id=None, tier_id=None)
+        await client.set_points("pk1", 1)
 
 
 async def test_a_session_passed_in_is_left_open(http: aioresponses) -> None:
     http.put(POINTS_URL, payload={})
     async with aiohttp.ClientSession() as session:
         async with client_for(session=session) as client:
-            await client.set_points("pk1", 1, program_id=None, tier_id=None)
+            await client.set_points("pk1", 1)
         assert not session.closed
 
 
@@ -623,23 +672,26 @@ def test_transient_statuses(status: int, transient: bool) -> None:
 @pytest.mark.parametrize(
     ("status", "body", "done"),
     [
-        (400, '{"error": "coupon has already been redeemed"}', True),
-        (400, '{"error": "Coupon already redeemed"}', True),
-        (409, '{"message": "ALREADY_REDEEMED"}', True),
-        (400, '{"error": "ticket already validated"}', True),
-        (400, '{"code":9,"message":"failed precondition"}', True),
-        (412, "FAILED_PRECONDITION", True),
-        (400, '{"error": "maximum number of validations reached"}', True),
-        (400, '{"error": "invalid id"}', False),
-        (404, '{"error": "not found"}', False),
+        (400, '{"message": "coupon already redeemed"}', True),
+        (409, '{"message": "ALREADY REDEEMED"}', True),
+        (400, '{"message": "coupon has expired"}', False),
+        (404, "already redeemed", False),
         (401, "already redeemed", False),
+        (429, "already redeemed", False),
         (500, "already redeemed", False),
         (200, "already redeemed", False),
-        (400, '{"code": 93}', False),
     ],
 )
-def test_already_redeemed_matcher(status: int, body: str, done: bool) -> None:
-    assert is_already_redeemed(status, body) is done
+def test_the_configured_already_done_matcher(status: int, body: str, done: bool) -> None:
+    matcher = already_done_matcher(r"already\s+redeemed")
+    assert matcher is not None
+    assert matcher(status, body) is done
+    assert already_done_matcher("") is None, "no text counts by default"
+
+
+def test_a_pattern_that_is_not_a_regular_expression_is_refused() -> None:
+    with pytest.raises(ValueError, match="not a regular expression"):
+        make_settings(passkit_already_done_pattern="(unclosed")
 
 
 # --- secrets in logs -----------------------------------------------------------------------------
@@ -670,7 +722,7 @@ async def test_logs_never_contain_the_secret_or_a_jwt(
     http.put(REDEEM_URL, status=404, body=f"no coupon; secret was {API_SECRET}")
     async with client_for(settings, wall_clock=SteppingClock()) as client:
         with pytest.raises(Unauthorized):
-            await client.set_points("pk1", 1, program_id=None, tier_id=None)
+            await client.set_points("pk1", 1)
         with pytest.raises(PermanentPassKitError):
             await client.redeem_coupon("c1")
     err = capsys.readouterr().err

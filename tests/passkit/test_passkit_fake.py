@@ -7,7 +7,7 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import jwt
@@ -19,7 +19,9 @@ from daemon.passkit import routes
 from daemon.passkit.client import PassKitClient, visible_text
 from daemon.testing.fakepasskit import (
     NO_ANSWER,
+    ROUTE_GET_COUPON,
     ROUTE_GET_MEMBER,
+    ROUTE_GET_TICKET,
     ROUTE_REDEEM_COUPON,
     ROUTE_SET_POINTS,
     ROUTE_UPDATE_COUPON,
@@ -44,7 +46,9 @@ FIELD = "loyaltydMessage"
 
 @pytest_asyncio.fixture(loop_scope="function")
 async def fake() -> AsyncIterator[FakePassKit]:
-    async with FakePassKit(API_KEY, API_SECRET, hang_seconds=5.0) as server:
+    # Every pass is issued at this fake except ids starting "unknown".
+    issued = lambda pass_id: not pass_id.startswith("unknown")  # noqa: E731
+    async with FakePassKit(API_KEY, API_SECRET, hang_seconds=5.0, issued=issued) as server:
         yield server
 
 
@@ -76,9 +80,9 @@ def fresh_claims(**changes: Any) -> dict[str, Any]:
 
 async def test_set_points_sets_and_resets_the_balance(fake: FakePassKit) -> None:
     async with client_for(fake) as client:
-        await client.set_points("m1", 250, program_id="p", tier_id="t")
+        await client.set_points("m1", 250)
         assert fake.points_of("m1") == 250
-        await client.set_points("m1", 0, program_id="p", tier_id="t")
+        await client.set_points("m1", 0)
     assert fake.points_of("m1") == 0
     assert fake.count(ROUTE_SET_POINTS) == 2
 
@@ -95,19 +99,18 @@ async def test_write_message_stores_the_text_in_the_message_field(
     fake: FakePassKit, protocol: str, route: str
 ) -> None:
     async with client_for(fake) as client:
-        value = await client.write_message(protocol, "x1", "Hi there", program_id="p", tier_id="t")
+        value = await client.write_message(protocol, "x1", "Hi there")
     assert fake.messages_for("x1") == [value]
     assert fake.metadata_of("x1") == {FIELD: value}
     assert fake.count(route) == 1
+    assert fake.count() == 2, "read_modify_write (the default) reads the pass first"
 
 
 async def test_the_same_text_twice_still_changes_the_stored_value(fake: FakePassKit) -> None:
     """Apple alerts only on a changed value: a repeated text must still alert."""
     async with client_for(fake) as client:
         for _ in range(3):
-            await client.write_message(
-                "MEMBERSHIP", "m1", "Double points!", program_id=None, tier_id=None
-            )
+            await client.write_message("MEMBERSHIP", "m1", "Double points!")
     stored = fake.messages_for("m1")
     assert len(stored) == 3
     assert stored[0] != stored[1] != stored[2]
@@ -120,7 +123,7 @@ async def test_read_modify_write_keeps_other_metadata_when_passkit_replaces_the_
     fake.merge_metadata = False
     fake.add_pass("m1", metadata={"favourite": "margherita"})
     async with client_for(fake, passkit_metadata_mode="read_modify_write") as client:
-        value = await client.write_message("MEMBERSHIP", "m1", "Hi", program_id=None, tier_id=None)
+        value = await client.write_message("MEMBERSHIP", "m1", "Hi")
     assert fake.metadata_of("m1") == {"favourite": "margherita", FIELD: value}
     assert fake.count(ROUTE_GET_MEMBER) == 1
 
@@ -129,8 +132,8 @@ async def test_merge_mode_sends_only_the_message_field(fake: FakePassKit) -> Non
     """Why the read_modify_write mode exists: a replacing PassKit would drop other keys."""
     fake.merge_metadata = False
     fake.add_pass("m1", metadata={"favourite": "margherita"})
-    async with client_for(fake) as client:
-        value = await client.write_message("MEMBERSHIP", "m1", "Hi", program_id=None, tier_id=None)
+    async with client_for(fake, passkit_metadata_mode="merge") as client:
+        value = await client.write_message("MEMBERSHIP", "m1", "Hi")
     assert fake.metadata_of("m1") == {FIELD: value}
     assert fake.count(ROUTE_GET_MEMBER) == 0
 
@@ -142,25 +145,34 @@ async def test_a_coupon_is_redeemed_once_and_a_second_redeem_counts_as_done(
         await client.redeem_coupon("c1")
         await client.redeem_coupon("c1")
     assert fake.redeemed("c1")
-    assert [r.status for r in fake.requests] == [200, 400]
+    # The refusal (400, FAILED_PRECONDITION) is judged by the coupon read back: REDEEMED.
+    assert [(r.route, r.status) for r in fake.requests] == [
+        (ROUTE_REDEEM_COUPON, 200),
+        (ROUTE_REDEEM_COUPON, 400),
+        (ROUTE_GET_COUPON, 200),
+    ]
 
 
 async def test_sending_a_coupon_a_message_never_redeems_it(fake: FakePassKit) -> None:
     async with client_for(fake) as client:
-        await client.write_message("COUPON", "c1", "Still valid!", program_id=None, tier_id=None)
+        await client.write_message("COUPON", "c1", "Still valid!")
     assert not fake.redeemed("c1")
     assert fake.count(ROUTE_REDEEM_COUPON) == 0
 
 
+@pytest.mark.parametrize("repeat", ["invalid", "refused"])
 async def test_check_in_validates_and_uses_up_the_ticket_and_repeats_count_as_done(
-    fake: FakePassKit,
+    fake: FakePassKit, repeat: Literal["invalid", "refused"]
 ) -> None:
+    """A repeat may be a 200 {"valid": false} or a 400: both are judged by the ticket."""
+    fake.repeat_validation = repeat
     async with client_for(fake) as client:
         await client.check_in_ticket("t1")
         await client.check_in_ticket("t1")
     assert fake.redeemed("t1")
     assert fake.validations_of("t1") == 1
     assert fake.count(ROUTE_VALIDATE_TICKET) == 2
+    assert fake.count(ROUTE_GET_TICKET) == (1 if repeat == "refused" else 0)
 
 
 # --- failures over real HTTP ---------------------------------------------------------------------
@@ -170,7 +182,7 @@ async def test_a_503_is_retried_once_after_passkits_250ms(fake: FakePassKit) -> 
     fake.fail_next(503)
     sleep = RecordingSleep()
     async with client_for(fake, sleep=sleep) as client:
-        await client.set_points("m1", 7, program_id=None, tier_id=None)
+        await client.set_points("m1", 7)
     assert [r.status for r in fake.requests] == [503, 200]
     assert fake.points_of("m1") == 7
     [delay] = sleep.delays
@@ -183,7 +195,7 @@ async def test_a_429_retry_after_from_the_server_reaches_the_caller(fake: FakePa
     sleep = RecordingSleep()
     async with client_for(fake, sleep=sleep) as client:
         with pytest.raises(TransientPassKitError) as caught:
-            await client.set_points("m1", 7, program_id=None, tier_id=None)
+            await client.set_points("m1", 7)
     assert caught.value.retry_after == 2.0
     assert sleep.delays == []
 
@@ -198,7 +210,7 @@ async def test_500_is_retried(fake: FakePassKit) -> None:
 async def test_a_hung_request_times_out_and_is_retried(fake: FakePassKit) -> None:
     fake.fail_next("timeout")
     async with client_for(fake, passkit_timeout_seconds=0.2) as client:
-        await client.set_points("m1", 3, program_id=None, tier_id=None)
+        await client.set_points("m1", 3)
     assert [r.status for r in fake.requests] == [NO_ANSWER, 200]
     assert fake.points_of("m1") == 3
 
@@ -207,7 +219,7 @@ async def test_timeouts_that_persist_end_as_a_transient_error(fake: FakePassKit)
     fake.fail_next("timeout", "timeout")
     async with client_for(fake, passkit_timeout_seconds=0.1) as client:
         with pytest.raises(TransientPassKitError, match="timed out"):
-            await client.set_points("m1", 3, program_id=None, tier_id=None)
+            await client.set_points("m1", 3)
 
 
 async def test_connection_refused_is_a_transient_error_after_the_quick_retry() -> None:
@@ -217,7 +229,7 @@ async def test_connection_refused_is_a_transient_error_after_the_quick_retry() -
     sleep = RecordingSleep()
     async with PassKitClient(make_settings(url), sleep=sleep) as client:
         with pytest.raises(TransientPassKitError) as caught:
-            await client.set_points("m1", 3, program_id=None, tier_id=None)
+            await client.set_points("m1", 3)
     assert isinstance(caught.value.__cause__, aiohttp.ClientConnectionError)
     assert len(sleep.delays) == 1
 
@@ -229,41 +241,48 @@ async def test_a_pass_forced_to_fail_permanently_is_tried_once(
     fake.force_status("gone", status)
     async with client_for(fake) as client:
         with pytest.raises(PermanentPassKitError) as caught:
-            await client.set_points("gone", 1, program_id=None, tier_id=None)
-        await client.set_points("other", 1, program_id=None, tier_id=None)
+            await client.set_points("gone", 1)
+        await client.set_points("other", 1)
     assert caught.value.status == status
     assert fake.count(ROUTE_SET_POINTS) == 2
 
 
-async def test_strict_fake_answers_404_for_unknown_passes(fake: FakePassKit) -> None:
-    fake.strict = True
-    fake.add_pass("known")
-    async with client_for(fake) as client:
-        await client.set_points("known", 1, program_id=None, tier_id=None)
-        with pytest.raises(PermanentPassKitError) as caught:
-            await client.set_points("unknown", 1, program_id=None, tier_id=None)
+async def test_the_fake_answers_404_for_passes_it_has_not_issued() -> None:
+    async with FakePassKit(API_KEY, API_SECRET) as fake:
+        fake.add_pass("known")
+        async with client_for(fake) as client:
+            await client.set_points("known", 1)
+            with pytest.raises(PermanentPassKitError) as caught:
+                await client.set_points("never-issued", 1)
+            with pytest.raises(PermanentPassKitError):
+                await client.write_message("COUPON", "known", "a member is not a coupon")
     assert caught.value.status == 404
+    assert '"code": 5' in str(caught.value), "grpc-gateway's NOT_FOUND body"
 
 
 async def test_a_wrong_secret_is_unauthorized_after_one_re_sign(fake: FakePassKit) -> None:
     settings = make_settings(fake.url, passkit_api_secret="a-different-secret-of-32-bytes-at-least")
     async with PassKitClient(settings, sleep=RecordingSleep()) as client:
         with pytest.raises(Unauthorized):
-            await client.set_points("m1", 1, program_id=None, tier_id=None)
+            await client.set_points("m1", 1)
     assert [r.status for r in fake.requests] == [401, 401]
 
 
 async def test_a_one_off_401_is_cured_by_re_signing(fake: FakePassKit) -> None:
     fake.fail_next(401)
     async with client_for(fake) as client:
-        await client.set_points("m1", 1, program_id=None, tier_id=None)
+        await client.set_points("m1", 1)
     assert [r.status for r in fake.requests] == [401, 200]
 
 
-async def test_bearer_scheme_is_accepted(fake: FakePassKit) -> None:
+async def test_bearer_scheme_is_accepted_and_flagged_as_undocumented(fake: FakePassKit) -> None:
+    async with client_for(fake) as client:
+        await client.set_points("m1", 1)
+    assert not fake.undocumented, "the default sends the JWT without a prefix, as documented"
     async with client_for(fake, passkit_auth_scheme="bearer") as client:
-        await client.set_points("m1", 1, program_id=None, tier_id=None)
-    assert fake.points_of("m1") == 1
+        await client.set_points("m1", 2)
+    assert fake.points_of("m1") == 2
+    assert fake.undocumented == {"Authorization: Bearer": 1}
 
 
 async def test_random_faults_leave_each_call_done_or_handed_back(fake: FakePassKit) -> None:
@@ -274,7 +293,7 @@ async def test_random_faults_leave_each_call_done_or_handed_back(fake: FakePassK
     async with client_for(fake) as client:
         for n in range(30):
             try:
-                await client.set_points(f"m{n}", n + 1, program_id=None, tier_id=None)
+                await client.set_points(f"m{n}", n + 1)
             except TransientPassKitError:
                 handed_back += 1
                 continue
@@ -286,8 +305,8 @@ async def test_random_faults_leave_each_call_done_or_handed_back(fake: FakePassK
 
 async def test_mock_mode_sends_nothing_to_the_fake(fake: FakePassKit) -> None:
     async with PassKitClient(mock_settings(passkit_base_url=fake.url)) as client:
-        await client.set_points("m1", 1, program_id=None, tier_id=None)
-        await client.write_message("MEMBERSHIP", "m1", "Hi", program_id=None, tier_id=None)
+        await client.set_points("m1", 1)
+        await client.write_message("MEMBERSHIP", "m1", "Hi")
         await client.redeem_coupon("c1")
         await client.check_in_ticket("t1")
     assert fake.count() == 0
@@ -299,9 +318,7 @@ async def test_concurrent_calls_never_exceed_max_concurrency_at_the_server(
 ) -> None:
     fake.latency = LatencyModel(median_ms=20)
     async with client_for(fake, passkit_max_concurrency=3) as client:
-        await asyncio.gather(
-            *(client.set_points(f"m{n}", 1, program_id=None, tier_id=None) for n in range(15))
-        )
+        await asyncio.gather(*(client.set_points(f"m{n}", 1) for n in range(15)))
     edges = sorted(
         [(r.at, 1) for r in fake.requests] + [(r.at + r.latency, -1) for r in fake.requests],
         key=lambda edge: (edge[0], edge[1]),
@@ -365,7 +382,7 @@ async def test_fake_answers_404_to_unknown_routes(fake: FakePassKit) -> None:
 
 async def test_fake_records_route_pass_body_and_status(fake: FakePassKit) -> None:
     async with client_for(fake) as client:
-        await client.set_points("m1", 9, program_id=None, tier_id=None)
+        await client.set_points("m1", 9)
     (record,) = fake.requests
     assert (record.route, record.pass_id, record.body, record.status) == (
         ROUTE_SET_POINTS,
@@ -420,9 +437,11 @@ def test_faults_are_drawn_at_their_rates() -> None:
 def test_the_fake_answers_exactly_the_routes_the_client_calls() -> None:
     """One table: every route the client can build is one the fake serves, with its id."""
     for endpoint in routes.ALL:
-        served, path_id = _route_of(endpoint.method, endpoint.url("", "pk1"))
+        values = tuple(f"pk{n}" for n in range(endpoint.parameters))
+        served, path = _route_of(endpoint.method, endpoint.url("", *values))
         assert served == endpoint.route
-        assert path_id == ("pk1" if "{id}" in endpoint.path else None)
-    assert _route_of("DELETE", "/members/member") == (None, None)
-    assert _route_of("GET", "/members/member/id/a/b") == (None, None)
-    assert _route_of("PUT", "/members/member/points/earn") == (None, None)
+        assert path == values
+    assert _route_of("DELETE", "/members/member") == (None, ())
+    assert _route_of("GET", "/members/member/id/a/b") == (None, ())
+    assert _route_of("PUT", "/members/member/points/earn") == (None, ())
+    assert _route_of("GET", "/members/tier/p1/t1") == (routes.GET_TIER.route, ("p1", "t1"))

@@ -33,7 +33,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from daemon.testing.fakepasskit import FakePassKit
+from daemon.testing.fakepasskit import FakePassKit, issued_ids
 from tests.factories import make_pass, make_program
 from tests.harness import API_KEY, API_SECRET, REPO
 
@@ -313,7 +313,7 @@ async def test_hardening_is_in_force_and_loyaltyd_works_under_it(container: Cont
     assert "loyaltyd-private-tmp-probe" not in container.run("ls", "/tmp"), "PrivateTmp"
 
     # …and it still syncs a pass to PassKit under all of it.
-    fake = FakePassKit(API_KEY, API_SECRET)
+    fake = FakePassKit(API_KEY, API_SECRET, issued=issued_ids("pk"))
     await fake.start(port=container.fake_port)
     pool = await asyncpg.create_pool(container.database_url, min_size=1, max_size=2)
     assert pool is not None
