@@ -23,6 +23,8 @@ from daemon.testing.fakepasskit import ROUTE_UPDATE_MEMBER, FakePassKit, issued_
 API_KEY = "test-api-key-0123"
 API_SECRET = "test-api-secret-4567-abcdefghijklmnop"
 REPO = Path(__file__).resolve().parent.parent
+# The passkit ids of tests.factories and tests.campaign_support.bulk_audience's prefixes.
+FACTORY_ID_PREFIXES = ("pk", "csv-", "a-", "b-", "c-", "bad-", "good-", "sd-")
 
 
 def messages_by_pass(fake: FakePassKit) -> Counter[str]:
@@ -36,9 +38,9 @@ def messages_by_pass(fake: FakePassKit) -> Counter[str]:
 
 @asynccontextmanager
 async def fake_passkit(**kwargs: Any) -> AsyncIterator[FakePassKit]:
-    # Every pass the tests' factories create (passkit ids "pk…") is issued at the fake;
-    # any other id is unknown there, as at PassKit.
-    kwargs.setdefault("issued", issued_ids("pk"))
+    # Every pass the tests' factories create is issued at the fake (their passkit ids start
+    # with one of these); any other id is unknown there, as at PassKit.
+    kwargs.setdefault("issued", issued_ids(*FACTORY_ID_PREFIXES))
     fake = FakePassKit(API_KEY, API_SECRET, **kwargs)
     await fake.start()
     try:

@@ -313,7 +313,7 @@ async def test_hardening_is_in_force_and_loyaltyd_works_under_it(container: Cont
     assert "loyaltyd-private-tmp-probe" not in container.run("ls", "/tmp"), "PrivateTmp"
 
     # …and it still syncs a pass to PassKit under all of it.
-    fake = FakePassKit(API_KEY, API_SECRET, issued=issued_ids("pk"))
+    fake = FakePassKit(API_KEY, API_SECRET, issued=issued_ids("pk", "sd-"))
     await fake.start(port=container.fake_port)
     pool = await asyncpg.create_pool(container.database_url, min_size=1, max_size=2)
     assert pool is not None
