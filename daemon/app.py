@@ -9,6 +9,7 @@ winds down on its own terms (see `run_daemon`).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 import time
 import uuid
@@ -20,6 +21,7 @@ import structlog
 from pydantic import SecretStr
 
 from daemon.birthday.bot import BirthdayBot
+from daemon.campaigns.bulk import CHUNK_SLOTS, ChunkStore, MessageChunkHandler
 from daemon.campaigns.delivery import DeliveryHandler
 from daemon.campaigns.planner import CampaignPlanner, planner_config, planner_store
 from daemon.core.clock import utc_now
@@ -34,7 +36,7 @@ from daemon.passes.sync import PassSyncHandler
 from daemon.passkit.budget import FleetBudget, account_key
 from daemon.passkit.client import PassKitClient, warn_if_mock
 from daemon.passkit.throttle import Throttle
-from daemon.store.deliveries import DeliveryStore
+from daemon.store.deliveries import DeliveryStore, MessageDeliveryStore
 from daemon.store.instances import Heartbeat
 from daemon.store.leases import LeasedTable
 from daemon.store.listener import Listener
@@ -151,6 +153,16 @@ def _build_workers(daemon: Daemon) -> None:
         DeliveryStore(daemon.pool, **leases, metrics=daemon.metrics),
         DeliveryHandler(daemon.client),
         capacity=capacity,
+    )
+    # Campaigns sent through the Messages API (any daemon sends them, whatever its own
+    # PASSKIT_CAMPAIGN_DELIVERY): a few chunk requests at a time, each one PassKit request.
+    messages = MessageDeliveryStore(daemon.pool, **leases, metrics=daemon.metrics)
+    daemon.stores.append(messages)
+    _add_worker(
+        daemon,
+        ChunkStore(messages, s.passkit_message_chunk),
+        MessageChunkHandler(daemon.client, messages),
+        dataclasses.replace(worker_config(s), slots=min(CHUNK_SLOTS, s.worker_slots)),
     )
     campaigns = planner_store(daemon.pool, s, daemon.metrics)
     planner = CampaignPlanner(

@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 
 from daemon.app import worker_config
+from daemon.campaigns.bulk import MESSAGES_CHANNEL, ChunkStore, MessageChunkHandler
 from daemon.campaigns.csv_audience import CsvFetcher
 from daemon.campaigns.delivery import DeliveryHandler
 from daemon.campaigns.planner import CHANNEL as CAMPAIGNS_CHANNEL
@@ -23,7 +24,7 @@ from daemon.engine.worker import Worker
 from daemon.passkit.client import PassKitClient, visible_text
 from daemon.store.campaigns import CampaignJob
 from daemon.store.deliveries import CHANNEL as DELIVERIES_CHANNEL
-from daemon.store.deliveries import DeliveryStore
+from daemon.store.deliveries import DeliveryStore, MessageDeliveryStore
 from daemon.store.listener import Listener
 from daemon.testing.fakepasskit import FakePassKit
 from tests.harness import wait_until
@@ -182,7 +183,11 @@ async def campaign_rig(
     """Listener, planner and delivery worker(s) of one daemon, as the composition root wires
     them, stopped gracefully on exit."""
     stopping = asyncio.Event()
-    doorbells = {CAMPAIGNS_CHANNEL: asyncio.Event(), DELIVERIES_CHANNEL: asyncio.Event()}
+    doorbells = {
+        CAMPAIGNS_CHANNEL: asyncio.Event(),
+        DELIVERIES_CHANNEL: asyncio.Event(),
+        MESSAGES_CHANNEL: asyncio.Event(),
+    }
     listener = Listener(dsn, doorbells, probe_interval=0.5)
     async with PassKitClient(settings) as client:
         planner = planner_worker(
@@ -193,14 +198,23 @@ async def campaign_rig(
             mock_mode=client.mock_mode,
         )
         queue = DeliveryStore(pool, lease_seconds=settings.loyaltyd_lease_seconds)
+        messages = MessageDeliveryStore(pool, lease_seconds=settings.loyaltyd_lease_seconds)
+        owner = uuid.uuid4()
         crew: list[Worker[Any]] = [
             Worker(
                 queue,
                 DeliveryHandler(client),
                 worker_config(settings),
-                owner=uuid.uuid4(),
+                owner=owner,
                 doorbell=doorbells[DELIVERIES_CHANNEL],
-            )
+            ),
+            Worker(
+                ChunkStore(messages, settings.passkit_message_chunk),
+                MessageChunkHandler(client, messages),
+                worker_config(settings),
+                owner=owner,
+                doorbell=doorbells[MESSAGES_CHANNEL],
+            ),
         ]
         tasks = [
             asyncio.create_task(listener.run(stopping)),

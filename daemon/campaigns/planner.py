@@ -101,6 +101,7 @@ class CampaignPlanner:
         self._metrics = metrics
         self._csv = csv_fetcher or CsvFetcher(settings)
         self._allowed_hosts = tuple(settings.loyaltyd_csv_allowed_hosts)
+        self._messages_api = settings.passkit_campaign_delivery == "messages"
 
     async def handle(self, job: CampaignJob) -> Succeeded | Skipped:
         if job.kind == "finish":
@@ -113,7 +114,10 @@ class CampaignPlanner:
         audience = await self._with_csv_members(plan.audience)
         if job.status == "DRAFT":
             return await self._count_draft(job, audience)
-        return await self._start(job, audience)
+        # The same text for everyone may go out as one PassKit message (opt-in); a text with
+        # a placeholder is rendered per recipient and written to each pass.
+        by_messages = self._messages_api and not plan.template.placeholders
+        return await self._start(job, audience, by_messages=by_messages)
 
     # --- plan ----------------------------------------------------------------------------------
 
@@ -152,10 +156,16 @@ class CampaignPlanner:
         log.info("campaign_draft_counted", recipients=count, seconds=_since(started))
         return Succeeded()
 
-    async def _start(self, job: CampaignJob, audience: Audience) -> Succeeded | Skipped:
+    async def _start(
+        self, job: CampaignJob, audience: Audience, *, by_messages: bool
+    ) -> Succeeded | Skipped:
         started = utc_now()
         result = await self._store.start(
-            job.id, program_id=job.program_id, owner=self._owner, recipients=recipients_of(audience)
+            job.id,
+            program_id=job.program_id,
+            owner=self._owner,
+            recipients=recipients_of(audience),
+            by_messages=by_messages,
         )
         if result is None:
             log.info("campaign_start_abandoned", reason="lease lost, cancelled or edited")
@@ -166,6 +176,7 @@ class CampaignPlanner:
             recipients=recipients,
             unknown_member_ids=unknown.count,
             audience_seconds=_since(started),
+            delivery="messages" if by_messages else "field",
             mock_mode=self._mock_mode,
         )
         await self._observe_depth()

@@ -224,9 +224,11 @@ class CampaignStore(LeasedTable):
         program_id: uuid.UUID | None,
         owner: uuid.UUID,
         recipients: Recipients,
+        by_messages: bool = False,
     ) -> tuple[int, UnknownMembers] | None:
         """Fix the recipients and start sending, in one transaction holding the campaign row;
-        None when the lease was lost, or the admin cancelled or re-drafted it meanwhile."""
+        None when the lease was lost, or the admin cancelled or re-drafted it meanwhile.
+        `by_messages`: its recipients go out through the Messages API."""
         async with database_errors(), self._pool.acquire() as conn, conn.transaction():
             if await conn.fetchval(q("lock_campaign_to_start"), campaign_id, owner) is None:
                 return None
@@ -235,6 +237,8 @@ class CampaignStore(LeasedTable):
                 q("create_deliveries"), campaign_id, program_id, *audience_args(recipients)
             )
             count = int(status.split()[-1])
+            if by_messages:
+                await conn.execute(q("deliver_by_messages"), campaign_id)
             await conn.execute(
                 q("start_campaign"), campaign_id, count, unknown.count, unknown.sample
             )

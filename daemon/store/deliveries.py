@@ -78,8 +78,12 @@ class Delivery:
 
 
 class DeliveryStore(LeasedTable):
-    name: Final = QUEUE_NAME
+    """`by_messages` picks which campaigns' recipients this store claims: those sent through
+    the Messages API (loyaltyd.campaign_messages) or those sent one pass at a time."""
+
+    name: str = QUEUE_NAME
     channel: Final = CHANNEL
+    by_messages: bool = False
 
     async def claim(self, owner: uuid.UUID, limit: int) -> list[Delivery]:
         # The frequency cap counts the recipients other daemons have claimed; two claims
@@ -89,7 +93,12 @@ class DeliveryStore(LeasedTable):
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(q("serialise_delivery_claims"))
             rows = await conn.fetch(
-                q("claim_deliveries"), owner, limit, self._lease_seconds, self._stale_seconds
+                q("claim_deliveries"),
+                owner,
+                limit,
+                self._lease_seconds,
+                self._stale_seconds,
+                self.by_messages,
             )
         jobs = [Delivery.from_row(r) for r in rows if r["state"] == "claimed"]
         self._count_skipped(len(rows) - len(jobs))
@@ -136,3 +145,26 @@ class DeliveryStore(LeasedTable):
             [j.campaign_id for j in jobs],
             [j.pass_id for j in jobs],
         )
+
+
+class MessageDeliveryStore(DeliveryStore):
+    """The recipients of campaigns sent through the Messages API, and each campaign's message."""
+
+    name: str = "campaign_messages"
+    by_messages: bool = True
+
+    async def message_id(self, campaign_id: uuid.UUID) -> str | None:
+        found: str | None = await self._pool.fetchval(q("campaign_message_id"), campaign_id)
+        return found
+
+    async def save_message_id(self, campaign_id: uuid.UUID, message_id: str) -> str:
+        """Keep `message_id` as the campaign's message unless another daemon saved one first;
+        return the one kept."""
+        kept: str | None = await self._pool.fetchval(
+            q("save_campaign_message_id"), campaign_id, message_id
+        )
+        if kept is None:  # another daemon's came first (its update committed before ours)
+            kept = await self.message_id(campaign_id)
+        if kept is None:
+            raise LookupError(f"campaign {campaign_id} is not sent through the Messages API")
+        return kept

@@ -173,6 +173,16 @@ WITH started AS (
 )
 SELECT pg_notify('loyaltyd_deliveries', id::text) FROM started;
 
+-- name: deliver_by_messages
+-- $1 = campaign id: its recipients go out through the Messages API (in the transaction that
+-- starts it), and the daemons' Messages API workers are woken when it commits.
+WITH marked AS (
+    INSERT INTO loyaltyd.campaign_messages (campaign_id) VALUES ($1)
+    ON CONFLICT DO NOTHING
+    RETURNING campaign_id
+)
+SELECT pg_notify('loyaltyd_campaign_messages', campaign_id::text) FROM marked;
+
 -- name: skip_cancelled_deliveries
 -- $1 = campaign id. If it is CANCELLED, its recipients not reached yet become skipped
 -- ('campaign cancelled'), counted in the same statement. Rows in flight finish and count as
@@ -237,7 +247,9 @@ SELECT pg_advisory_xact_lock(hashtextextended('loyaltyd:claim_deliveries', 0));
 
 -- name: claim_deliveries
 -- $1 = owner, $2 = at most this many rows, $3 = lease length in seconds, $4 = seconds without
--- a heartbeat after which a daemon is dead. Returns the rows claimed, with everything the
+-- a heartbeat after which a daemon is dead, $5 = true for the recipients of campaigns sent
+-- through the Messages API (loyaltyd.campaign_messages), false for the others. Returns the
+-- rows claimed, with everything the
 -- message needs, and the rows skipped here (state 'skipped': already final and counted) so
 -- the caller can count them too.
 WITH dead AS MATERIALIZED (
@@ -255,6 +267,7 @@ running AS MATERIALIZED (
            count(*) OVER (PARTITION BY c.program_id) AS campaigns
       FROM push_campaigns c
      WHERE c.status = 'PROCESSING'
+       AND EXISTS (SELECT 1 FROM loyaltyd.campaign_messages m WHERE m.campaign_id = c.id) = $5
 ),
 taken_over AS (
     -- Recipients claimed by a daemon that died (its heartbeat stopped, or its lease ran out):
@@ -477,3 +490,14 @@ RETURNING id;
 -- name: campaign_progress
 -- $1 = campaign id. One row of the push_campaign_progress view.
 SELECT * FROM push_campaign_progress WHERE id = $1;
+
+-- name: campaign_message_id
+-- $1 = campaign id. The PassKit message created for it (NULL: none yet).
+SELECT passkit_message_id FROM loyaltyd.campaign_messages WHERE campaign_id = $1;
+
+-- name: save_campaign_message_id
+-- $1 = campaign id, $2 = the PassKit message just created. The first daemon to save one wins
+-- (no row back: read the winner's with campaign_message_id).
+UPDATE loyaltyd.campaign_messages SET passkit_message_id = $2
+ WHERE campaign_id = $1 AND passkit_message_id IS NULL
+RETURNING passkit_message_id;
