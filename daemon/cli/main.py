@@ -31,6 +31,7 @@ COMMANDS = {
     "import-users": "import_users",
     "requeue-dead": "requeue_dead",
     "status": "status",
+    "check": "check",
     "demo": "demo",
 }
 
