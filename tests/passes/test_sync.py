@@ -11,8 +11,10 @@ from typing import Any
 
 import asyncpg
 
+from daemon.cli.commands.status import render
 from daemon.core.config import Settings
 from daemon.passkit.client import visible_text
+from daemon.store.status import status_report
 from daemon.testing.fakepasskit import ROUTE_REDEEM_COUPON, ROUTE_SET_POINTS, Faults, LatencyModel
 from tests.factories import make_pass, make_program
 from tests.harness import fake_passkit, running_daemon, settings_for, wait_until
@@ -254,3 +256,27 @@ async def test_requeue_dead_command_makes_dead_syncs_due_again(
             assert "requeued 1 dead" in done.stdout
             await wait_until(lambda: fake.points_of(pk) == 8, timeout=5)
     assert await pool.fetchval("SELECT state FROM loyaltyd.pass_syncs") == "idle"
+
+
+async def test_an_expired_coupon_is_a_dead_sync_with_passkits_message_in_status(
+    pool: asyncpg.Pool, database_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    """Only a coupon PassKit holds as REDEEMED counts as redeemed; an expired one is a failure
+    the admin can read, in last_error and in `loyaltyd status`."""
+    coupon, pk = await _one_pass(pool, protocol="COUPON")
+    async with fake_passkit() as fake:
+        fake.add_pass(pk, protocol="COUPON", expired=True)
+        async with running_daemon(settings_for(make_settings, fake.url), database_url):
+            await pool.execute(
+                "INSERT INTO transactions (pass_id, kind) VALUES ($1, 'REDEEM')", coupon
+            )
+            await wait_until(lambda: _settled(pool))
+    assert not fake.redeemed(pk)
+    row = await pool.fetchrow(
+        "SELECT state, last_error FROM loyaltyd.pass_syncs WHERE pass_id = $1", coupon
+    )
+    assert row["state"] == "dead"
+    assert "PassKit redeem_coupon answered 400" in row["last_error"]
+    assert "coupon has expired" in row["last_error"]
+    report = await status_report(pool, campaigns=5, dead=5)
+    assert "coupon has expired" in render(report)
