@@ -150,7 +150,7 @@ async def main() -> int:
     fake = FakePassKit(
         API_KEY,
         API_SECRET,
-        issued=issued_ids("pk", "pass-"),
+        issued=issued_ids(""),  # every member the bench seeded is issued
         latency=latency,
         seed=args.seed,
         record_bodies=False,

@@ -305,7 +305,7 @@ async def _run_steps(
     async with FakePassKit(
         DEMO_KEY,
         DEMO_SECRET,
-        issued=issued_ids("pk", "pass-"),
+        issued=issued_ids("pk"),
         latency=latency,
         faults=Faults(p503=options.p503),
         record_bodies=False,
