@@ -68,7 +68,8 @@ async def bench_latency(dsn: str, samples: int) -> tuple[float, float]:
         tuple(r) for r in await conn.fetch("SELECT id, passkit_internal_id FROM passes_master")
     ]
     await conn.execute("UPDATE loyaltyd.pass_syncs SET state = 'idle'")
-    fake = FakePassKit(KEY, SECRET, issued=issued_ids(""),  # every member the bench seeded is issued record_bodies=False)
+    # Every member the bench seeded is issued at the fake.
+    fake = FakePassKit(KEY, SECRET, issued=issued_ids(""), record_bodies=False)
     url = await fake.start()
     proc = start_daemon(
         dsn,
