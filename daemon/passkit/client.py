@@ -424,8 +424,7 @@ class PassKitClient:
         except PermanentPassKitError as exc:
             if not _is_refusal(exc.status or 0):
                 raise
-            coupon = await self.get(routes.GET_COUPON, passkit_id)
-            if coupon.get("status") != "REDEEMED":
+            if not await self._is_redeemed(routes.GET_COUPON, passkit_id, exc):
                 raise
             self._repeat(routes.REDEEM_COUPON, passkit_id)
 
@@ -452,8 +451,7 @@ class PassKitClient:
         except PermanentPassKitError as exc:
             if not _is_refusal(exc.status or 0):
                 raise
-            ticket = await self.get(routes.GET_TICKET, passkit_id)
-            if ticket.get("status") != "REDEEMED":
+            if not await self._is_redeemed(routes.GET_TICKET, passkit_id, exc):
                 raise
             self._repeat(endpoint, passkit_id)
             return
@@ -526,6 +524,17 @@ class PassKitClient:
         if value == current:
             value = with_invisible_nonce(text, self._nonces.take())
         return value
+
+    async def _is_redeemed(
+        self, read: Endpoint, passkit_id: str, refusal: PermanentPassKitError
+    ) -> bool:
+        """Whether the refused pass is REDEEMED at PassKit. A read that fails for good leaves
+        the refusal standing; a transient one is the queue's to retry."""
+        try:
+            held = await self.get(read, passkit_id)
+        except PermanentPassKitError as exc:
+            raise refusal from exc
+        return held.get("status") == "REDEEMED"
 
     def _repeat(self, endpoint: Endpoint, passkit_id: str) -> None:
         log.info("passkit_already_done", operation=endpoint.operation, passkit_id=passkit_id)

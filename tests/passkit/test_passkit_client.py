@@ -735,3 +735,14 @@ async def test_logs_never_contain_the_secret_or_a_jwt(
     for token in tokens:
         assert token not in err
         assert token.split(".")[2] not in err  # not even the signature
+
+
+async def test_a_refusal_whose_coupon_cannot_be_read_back_stays_the_refusal(
+    http: aioresponses,
+) -> None:
+    http.put(REDEEM_URL, status=400, payload={"code": 3, "message": "coupon id is malformed"})
+    http.get(f"{COUPON_URL}/c1", status=404, payload={"code": 5, "message": "not found"})
+    async with client_for() as client:
+        with pytest.raises(PermanentPassKitError, match="malformed") as caught:
+            await client.redeem_coupon("c1")
+    assert caught.value.status == 400
