@@ -33,7 +33,7 @@ from daemon.engine.worker import Handler, Store, Worker, WorkerConfig
 from daemon.ops.http import serve_http
 from daemon.ops.sdnotify import notify_systemd
 from daemon.passes.sync import PassSyncHandler
-from daemon.passkit.budget import FleetBudget, account_key
+from daemon.passkit.budget import MIN_CLAIMED, FleetBudget, account_key
 from daemon.passkit.client import PassKitClient, warn_if_mock
 from daemon.passkit.throttle import Throttle
 from daemon.store.deliveries import DeliveryStore, MessageDeliveryStore
@@ -134,6 +134,14 @@ def _add_worker(
     )
 
 
+def _per_message(capacity: Callable[[], int] | None, requests: int) -> Callable[[], int] | None:
+    """A capacity in requests as one in message writes of `requests` requests each: what the
+    claimed rows hold is seconds of sending, whatever a message costs."""
+    if capacity is None or requests == 1:
+        return capacity
+    return lambda: max(MIN_CLAIMED, capacity() // requests)
+
+
 def _build_workers(daemon: Daemon) -> None:
     """Three queues on one engine: pass syncs, campaign deliveries (sharing the PassKit client
     and so its throttle), and the campaigns themselves, which the planner turns into
@@ -152,7 +160,7 @@ def _build_workers(daemon: Daemon) -> None:
         daemon,
         DeliveryStore(daemon.pool, **leases, metrics=daemon.metrics),
         DeliveryHandler(daemon.client),
-        capacity=capacity,
+        capacity=_per_message(capacity, s.requests_per_message),
     )
     # Campaigns sent through the Messages API (any daemon sends them, whatever its own
     # PASSKIT_CAMPAIGN_DELIVERY): a few chunk requests at a time, each one PassKit request.

@@ -225,8 +225,16 @@ class Settings(BaseSettings):
         a crash can repeat."""
         slots = self.loyaltyd_worker_slots or 2 * self.passkit_max_concurrency
         if self.passkit_rate_limit > 0:
-            slots = min(slots, max(1, int(2 * self.passkit_rate_limit)))
+            per_second = self.passkit_rate_limit / self.requests_per_message
+            slots = min(slots, max(1, int(2 * per_second)))
         return slots
+
+    @property
+    def requests_per_message(self) -> int:
+        """PassKit requests one message write costs: a read first in read_modify_write mode
+        (none in mock mode, where there is no pass to read)."""
+        reads = self.passkit_metadata_mode == "read_modify_write" and not self.passkit_mock_mode
+        return 2 if reads else 1
 
     @property
     def passkit_mock_mode(self) -> bool:

@@ -153,7 +153,7 @@ async def test_a_claim_waits_for_another_daemons_claim_and_sees_its_cap(
         tx = other_daemon.transaction()
         await tx.start()
         await other_daemon.execute(q("serialise_delivery_claims"))
-        theirs = await other_daemon.fetch(q("claim_deliveries"), uuid.uuid4(), 1, 60.0, 5.0)
+        theirs = await other_daemon.fetch(q("claim_deliveries"), uuid.uuid4(), 1, 60.0, 5.0, False)
         assert [r["state"] for r in theirs] == ["claimed"]
         ours = asyncio.create_task(queue.claim(uuid.uuid4(), 10))
         await asyncio.sleep(0.3)
