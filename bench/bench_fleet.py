@@ -4,8 +4,8 @@
                                 [--budget-recipients 4500] [--scale-recipients 20000]
 
 (b) Three daemons with PASSKIT_RATE_LIMIT=150 (burst 5) send one blast: the busiest second
-    at the fake (target <= 160) and the steady rate, from the first second to the last
-    request (target >= 135/s).
+    of requests at the fake (target <= 160) and the steady rate, from the first second to
+    the last request (target >= 135/s). In read_modify_write a message is two requests.
 (d) Without a limit (PASSKIT_MAX_CONCURRENCY=20, the fake answering in 50 ms): one daemon's
     blast rate, then three daemons' on a blast as large (target >= 2.5x).
 """
@@ -120,7 +120,7 @@ async def run(args: argparse.Namespace) -> int:
     one_rate, three_rate = steady_rate(one), steady_rate(three)
     print_table(
         [
-            ["run", "daemons", "recipients", "busiest second", "steady /s", "reached twice"],
+            ["run", "daemons", "requests", "busiest second", "steady /s", "reached twice"],
             [
                 f"(b) limit {args.rate:g}/s",
                 "3",
