@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from daemon.campaigns.delivery import NO_PASSKIT_ID
 from daemon.campaigns.rules import message_text
 from daemon.core.errors import PermanentPassKitError
 from daemon.core.logs import get_logger
@@ -31,7 +32,6 @@ log = get_logger(__name__)
 
 # Rung when a campaign sent through the Messages API starts (queries/campaigns.sql).
 MESSAGES_CHANNEL: Final = "loyaltyd_campaign_messages"
-NO_PASSKIT_ID: Final = Skipped("pass has no passkit_internal_id (not issued in PassKit)")
 # Chunk requests in flight at once, per daemon.
 CHUNK_SLOTS: Final = 4
 # The message title when the program has no name: iOS shows it as the message's label.

@@ -15,6 +15,8 @@ from daemon.passkit.client import PassKitClient
 from daemon.passkit.throttle import bulk
 from daemon.store.deliveries import Delivery
 
+# A recipient whose pass PassKit never issued: skipped, pass by pass or in a chunk.
+NO_PASSKIT_ID: Final = Skipped("pass has no passkit_internal_id (not issued in PassKit)")
 # Parsed message templates kept per campaign; a handful of campaigns run at once at most.
 _TEMPLATE_CACHE_SIZE: Final = 64
 
@@ -52,7 +54,7 @@ class DeliveryHandler:
 
     async def handle(self, job: Delivery) -> Succeeded | Skipped:
         if not job.passkit_id:
-            return Skipped("pass has no passkit_internal_id (not issued in PassKit)")
+            return NO_PASSKIT_ID
         try:
             text = self._templates.render(job)
         except TemplateError as exc:

@@ -230,11 +230,15 @@ class Settings(BaseSettings):
         return slots
 
     @property
+    def reads_pass_before_message(self) -> bool:
+        """A message write reads the pass first: read_modify_write mode, except in mock mode,
+        where there is no pass to read."""
+        return self.passkit_metadata_mode == "read_modify_write" and not self.passkit_mock_mode
+
+    @property
     def requests_per_message(self) -> int:
-        """PassKit requests one message write costs: a read first in read_modify_write mode
-        (none in mock mode, where there is no pass to read)."""
-        reads = self.passkit_metadata_mode == "read_modify_write" and not self.passkit_mock_mode
-        return 2 if reads else 1
+        """PassKit requests one message write costs."""
+        return 2 if self.reads_pass_before_message else 1
 
     @property
     def passkit_mock_mode(self) -> bool:

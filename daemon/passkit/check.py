@@ -1,8 +1,9 @@
 """`loyaltyd check`: the set-up verified against the live PassKit account, one step a line.
 
-It reads; the only thing it writes is the test pass's message field, and with the value that
-field already holds (so no alert). Optional steps: the template's change message, and one
-Messages API message sent to the test pass (which the user asked for by giving its text).
+It reads; the only thing it writes is one field of the test pass (its message field when it
+has one), with the value that field already holds: nothing changes, nothing alerts. Optional
+steps: the template's change message, and one Messages API message sent to the test pass
+(which the user asked for by giving its text).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Final
 from daemon.core.config import Settings
 from daemon.core.errors import PassKitError, PermanentPassKitError, Unauthorized
 from daemon.passkit import routes
-from daemon.passkit.client import JsonObject, PassKitClient, invisible_suffix
+from daemon.passkit.client import JsonObject, PassKitClient
 
 # PassKit's data clusters (passkit-api.md §1): an account lives in exactly one.
 REGION_HOSTS: Final = {
@@ -53,11 +54,12 @@ async def run_check(
         found = await _token_and_region(client, settings, request, regions, steps)
         if found is None:
             return steps
+        tier = None
         if request.protocol == "MEMBERSHIP":
-            await _program_and_tier(client, request, found, steps)
+            tier = await _program_and_tier(client, request, found, steps)
         await _partial_metadata(client, settings, request, found, steps)
         if request.template:
-            await _template(client, settings, request, found, steps)
+            await _template(client, settings, tier, steps)
         if request.message:
             await _try_message(client, request, steps)
     return steps
@@ -149,26 +151,29 @@ def _region_name(host: str) -> str:
 
 async def _program_and_tier(
     client: PassKitClient, request: CheckRequest, member: JsonObject, steps: list[Step]
-) -> None:
+) -> JsonObject | None:
+    """The tier, as PassKit holds it, when the program and the tier exist."""
     program = request.program_id or _text(member.get("programId"))
     tier = request.tier_id or _text(member.get("tierId"))
     if not program:
         steps.append(Step("program", False, "no program id given, and the test pass has none"))
-        return
+        return None
     try:
         found = await client.get(routes.GET_PROGRAM, program)
         steps.append(Step("program", True, f"{program} ({_text(found.get('name')) or 'no name'})"))
     except PassKitError as exc:
         steps.append(Step("program", False, f"{program}: {exc}; check programs.passkit_program_id"))
-        return
+        return None
     if not tier:
         steps.append(Step("tier", False, "no tier id given, and the test pass has none"))
-        return
+        return None
     try:
-        await client.get(routes.GET_TIER, program, tier)
-        steps.append(Step("tier", True, f"{tier} in program {program}"))
+        held = await client.get(routes.GET_TIER, program, tier)
     except PassKitError as exc:
         steps.append(Step("tier", False, f"{tier}: {exc}; check programs.passkit_tier_id"))
+        return None
+    steps.append(Step("tier", True, f"{tier} in program {program}"))
+    return held
 
 
 async def _partial_metadata(
@@ -178,23 +183,26 @@ async def _partial_metadata(
     current: JsonObject,
     steps: list[Step],
 ) -> None:
-    """Writes the message field alone, with the value it holds, and reads the pass back."""
+    """Writes one field alone, the message field if the pass holds one, with the value it
+    already has (nothing changes, nothing alerts), and reads the pass back: are the fields
+    not written still there?"""
     field = settings.passkit_message_field
     endpoints = routes.message_routes(request.protocol)
     before = _metadata(current)
-    others = {k: v for k, v in before.items() if k != field}
-    if not others:
+    written = field if before.get(field) else next(iter(before), None)
+    others = {k: v for k, v in before.items() if k != written}
+    if written is None or not others:
         steps.append(
             Step(
                 "metaData",
                 False,
-                f"the test pass has no metaData field besides {field}, so the check cannot "
-                "tell whether PassKit keeps the others: give it one (any key) and run again",
+                "the test pass needs two metaData fields for the check to tell whether "
+                "PassKit keeps the fields an update leaves out; it cannot tell with "
+                f"{len(before)}: give it another (any key) and run again",
             )
         )
         return
-    value = before.get(field) or invisible_suffix(0)
-    body: JsonObject = {"id": request.pass_id, "metaData": {field: value}}
+    body: JsonObject = {"id": request.pass_id, "metaData": {written: before[written]}}
     try:
         await client.put(endpoints.write, body, subject=request.pass_id)
         after = _metadata(await client.get(endpoints.read, request.pass_id))
@@ -240,21 +248,15 @@ async def _restore(
 
 
 async def _template(
-    client: PassKitClient,
-    settings: Settings,
-    request: CheckRequest,
-    current: JsonObject,
-    steps: list[Step],
+    client: PassKitClient, settings: Settings, tier: JsonObject | None, steps: list[Step]
 ) -> None:
+    """The tier's template has the message field with a %@ change message."""
     name = f"meta.{settings.passkit_message_field}"
-    program = request.program_id or _text(current.get("programId"))
-    tier = request.tier_id or _text(current.get("tierId"))
-    if request.protocol != "MEMBERSHIP" or not (program and tier):
-        steps.append(Step("template", False, "checked for membership passes with a tier only"))
+    if tier is None:
+        steps.append(Step("template", False, "checked for a membership pass whose tier exists"))
         return
+    template_id = _text(tier.get("passTemplateId"))
     try:
-        found_tier = await client.get(routes.GET_TIER, program, tier)
-        template_id = _text(found_tier.get("passTemplateId"))
         template = await client.get(routes.GET_TEMPLATE, template_id) if template_id else {}
     except PassKitError as exc:
         steps.append(Step("template", False, f"cannot read the tier's template: {exc}"))

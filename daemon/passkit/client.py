@@ -515,7 +515,7 @@ class PassKitClient:
         PassKit merges a partial metaData map is undocumented, and coupons and tickets have no
         `operation` field to ask for it); None in merge mode, and in mock mode, where there
         is no pass to read."""
-        if self._settings.passkit_metadata_mode != "read_modify_write" or self._mock_mode:
+        if not self._settings.reads_pass_before_message:
             return None
         return await self.get(read, passkit_id)
 
@@ -552,11 +552,10 @@ class PassKitClient:
     ) -> bytes:
         """Send one logical request; return the response body of the successful attempt.
         `subject` (the pass or message id) names it in logs."""
-        passkit_id = subject
         self._check_fence(endpoint)
         data = encode_body(body) if body is not None else None
         if self._mock_mode:
-            return self._mock_reply(endpoint, passkit_id)
+            return self._mock_reply(endpoint, subject)
         url = endpoint.url(self._settings.passkit_base_url, *path)
         quick_retried, resigned = False, False
         while True:
@@ -564,22 +563,22 @@ class PassKitClient:
                 reply = await self._send(endpoint, url, data)
                 if reply.status == 401 and not resigned:
                     resigned = True
-                    self._resign(endpoint, passkit_id)
+                    self._resign(endpoint, subject)
                     continue
-                body_out = self._interpret(endpoint, passkit_id, reply, already_done)
+                body_out = self._interpret(endpoint, subject, reply, already_done)
             except TransientPassKitError as exc:
                 self.health.failed(endpoint.operation, str(exc))
                 if quick_retried or not _quick_retry_allowed(exc):
                     raise
                 quick_retried = True
-                await self._sleep(self._quick_retry_delay(endpoint, passkit_id, exc))
+                await self._sleep(self._quick_retry_delay(endpoint, subject, exc))
                 continue
             except PermanentPassKitError as exc:
                 self.health.answered()
                 log.warning(
                     "passkit_request_refused",
                     operation=endpoint.operation,
-                    passkit_id=passkit_id,
+                    passkit_id=subject,
                     status=exc.status,
                     error=str(exc),
                 )

@@ -38,8 +38,6 @@ class Delivery:
     lease_expired: bool
     protocol: str
     passkit_id: str | None
-    passkit_program_id: str | None
-    passkit_tier_id: str | None
     message_text: str
     first_name: str | None
     last_name: str | None
@@ -56,8 +54,6 @@ class Delivery:
             lease_expired=row["lease_expired"],
             protocol=row["protocol"] or "MEMBERSHIP",
             passkit_id=row["passkit_internal_id"],
-            passkit_program_id=row["passkit_program_id"],
-            passkit_tier_id=row["passkit_tier_id"],
             message_text=row["message_text"],
             first_name=row["first_name"],
             last_name=row["last_name"],

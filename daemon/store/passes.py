@@ -34,8 +34,6 @@ class PassSyncJob:
     lease_expired: bool
     passkit_id: str | None
     protocol: str
-    passkit_program_id: str | None
-    passkit_tier_id: str | None
     points: int | None
     message: str | None
     redeem: bool
@@ -51,8 +49,6 @@ class PassSyncJob:
             lease_expired=row["lease_expired"],
             passkit_id=row["passkit_internal_id"],
             protocol=row["protocol"],
-            passkit_program_id=row["passkit_program_id"],
-            passkit_tier_id=row["passkit_tier_id"],
             points=row["points_balance"],
             message=row["message"],
             redeem=row["redeem"],

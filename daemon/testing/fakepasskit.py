@@ -322,8 +322,8 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 class _Reject(Exception):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
-        self.answer = _error(_HTTP_OF_CODE.get(code, 500), message)
-        self.answer.payload["code"] = code
+        payload = {"code": code, "message": message, "details": []}
+        self.answer = _Answer(_HTTP_OF_CODE.get(code, 500), payload)
 
 
 class _Forced(Exception):
@@ -716,11 +716,17 @@ class FakePassKit:
         forced = self._forced.get(pass_id)
         if forced is not None:
             raise _Forced(forced)
+        state = self._issued(pass_id, protocol)
+        if state is None or state.protocol != protocol:
+            raise _Reject(NOT_FOUND, f"{_NOUN[protocol]} {pass_id} not found")
+        return state
+
+    def _issued(self, pass_id: str, protocol: str) -> PassState | None:
+        """The pass PassKit holds under `pass_id`; one `issued` covers is created on first
+        touch, with the protocol it is first touched as."""
         state = self._passes.get(pass_id)
         if state is None and self.issued is not None and self.issued(pass_id):
             state = self._passes[pass_id] = PassState(protocol=protocol)
-        if state is None or state.protocol != protocol:
-            raise _Reject(NOT_FOUND, f"{_NOUN[protocol]} {pass_id} not found")
         return state
 
     def _addressed(self, body: JsonObject, protocol: str, class_key: str) -> tuple[str, PassState]:
@@ -901,7 +907,7 @@ class FakePassKit:
     def _send_message(self, _path: tuple[str, ...], body: JsonObject) -> _Answer:
         message_id = body.get("messageId")
         message = self._messages.get(message_id) if isinstance(message_id, str) else None
-        if message is None:
+        if message is None or not isinstance(message_id, str):
             raise _Reject(NOT_FOUND, f"message {message_id} not found")
         target = body.get("passIds")
         ids = target.get("ids") if isinstance(target, dict) else None
@@ -909,14 +915,10 @@ class FakePassKit:
             raise _Reject(INVALID_ARGUMENT, "passIds.ids (or protocol) required")
         count = 0
         for pass_id in dict.fromkeys(ids):  # a repeated id in one request is one pass
-            if pass_id in self._forced:
-                continue
-            state = self._passes.get(pass_id)
-            if state is None and self.issued is not None and self.issued(pass_id):
-                state = self._passes[pass_id] = PassState()
+            state = None if pass_id in self._forced else self._issued(pass_id, "MEMBERSHIP")
             if state is None:
-                continue  # not a pass of this account: not counted
-            state.bulk_messages.append(message_id)  # type: ignore[arg-type]
+                continue  # not a pass of this account (or forced to fail): not counted
+            state.bulk_messages.append(message_id)
             count += 1
         message.sent_to += count
         return _Answer(200, {"count": count})

@@ -41,6 +41,14 @@ def _settings(make_settings: Callable[..., Settings], fake: FakePassKit, **extra
     return settings_for(make_settings, fake.url, **values)
 
 
+async def _program(pool: asyncpg.Pool, members: int, **cols: Any) -> uuid.UUID:
+    """A program with `members` messageable members (passkit ids pk-1…)."""
+    program = await make_program(pool, **cols)
+    async with pool.acquire() as conn:
+        await bulk_audience(conn, program, members)
+    return program
+
+
 async def _deliveries(pool: asyncpg.Pool, campaign_id: uuid.UUID) -> dict[str, int]:
     rows = await pool.fetch(
         "SELECT state, count(*) AS n FROM loyaltyd.campaign_deliveries WHERE campaign_id = $1 "
@@ -53,9 +61,7 @@ async def _deliveries(pool: asyncpg.Pool, campaign_id: uuid.UUID) -> dict[str, i
 async def test_an_unpersonalised_campaign_goes_out_as_one_message_in_chunks(
     pool: asyncpg.Pool, database_url: str, make_settings: Callable[..., Settings]
 ) -> None:
-    program = await make_program(pool, name="Joe's Pizza")
-    async with pool.acquire() as conn:
-        await bulk_audience(conn, program, 250)
+    program = await _program(pool, 250, name="Joe's Pizza")
     async with fake_passkit() as fake:
         async with campaign_rig(pool, database_url, _settings(make_settings, fake)) as rig:
             campaign_id = await insert_campaign(pool, program_id=program, message_text=TEXT)
@@ -82,9 +88,7 @@ async def test_an_unpersonalised_campaign_goes_out_as_one_message_in_chunks(
 async def test_a_personalised_campaign_still_goes_pass_by_pass(
     pool: asyncpg.Pool, database_url: str, make_settings: Callable[..., Settings]
 ) -> None:
-    program = await make_program(pool)
-    async with pool.acquire() as conn:
-        await bulk_audience(conn, program, 30)
+    program = await _program(pool, 30)
     async with fake_passkit() as fake:
         async with campaign_rig(pool, database_url, _settings(make_settings, fake)) as rig:
             row = await rig.finished(await insert_campaign(pool, program_id=program))
@@ -96,9 +100,7 @@ async def test_a_personalised_campaign_still_goes_pass_by_pass(
 async def test_the_frequency_cap_holds_for_campaigns_sent_as_messages(
     pool: asyncpg.Pool, database_url: str, make_settings: Callable[..., Settings]
 ) -> None:
-    program = await make_program(pool, max_pushes_per_pass_per_day=1)
-    async with pool.acquire() as conn:
-        await bulk_audience(conn, program, 40)
+    program = await _program(pool, 40, max_pushes_per_pass_per_day=1)
     async with fake_passkit() as fake:
         async with campaign_rig(pool, database_url, _settings(make_settings, fake)) as rig:
             first_id = await insert_campaign(pool, program_id=program, message_text=TEXT)
@@ -113,9 +115,7 @@ async def test_the_frequency_cap_holds_for_campaigns_sent_as_messages(
 async def test_a_chunk_passkit_reached_only_in_part_is_failed_not_retried(
     pool: asyncpg.Pool, database_url: str, make_settings: Callable[..., Settings]
 ) -> None:
-    program = await make_program(pool)
-    async with pool.acquire() as conn:
-        await bulk_audience(conn, program, 20)
+    program = await _program(pool, 20)
     async with fake_passkit() as fake:
         fake.force_status("pk-7", 404, "pass not found")
         settings = _settings(make_settings, fake, passkit_message_chunk=10)
@@ -137,9 +137,7 @@ async def test_a_chunk_passkit_reached_only_in_part_is_failed_not_retried(
 async def test_cancelling_a_campaign_sent_as_messages_stops_it(
     pool: asyncpg.Pool, database_url: str, make_settings: Callable[..., Settings]
 ) -> None:
-    program = await make_program(pool)
-    async with pool.acquire() as conn:
-        await bulk_audience(conn, program, 300)
+    program = await _program(pool, 300)
     async with fake_passkit(latency=LatencyModel(median_ms=300)) as fake:
         settings = _settings(make_settings, fake, passkit_message_chunk=10, loyaltyd_worker_slots=2)
         async with campaign_rig(pool, database_url, settings) as rig:
@@ -161,9 +159,7 @@ async def test_kill_9_mid_campaign_then_restart_reaches_everyone(
     pool: asyncpg.Pool, database_url: str, tmp_path: Path
 ) -> None:
     recipients = 5_000
-    program = await make_program(pool)
-    async with pool.acquire() as conn:
-        await bulk_audience(conn, program, recipients)
+    program = await _program(pool, recipients)
     env_extra = {"PASSKIT_CAMPAIGN_DELIVERY": "messages", "PASSKIT_MESSAGE_CHUNK": "50"}
     async with fake_passkit(latency=LatencyModel(median_ms=100)) as fake:
         env = {**daemon_env(fake.url), **env_extra}

@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 
 from daemon.passkit.check import CheckRequest, run_check
-from daemon.testing.fakepasskit import ROUTE_CREATE_MESSAGE, FakePassKit
+from daemon.testing.fakepasskit import ROUTE_CREATE_MESSAGE, ROUTE_UPDATE_MEMBER, FakePassKit
 from tests.harness import REPO
 from tests.passkit_fixtures import API_KEY, API_SECRET, make_settings
 
@@ -142,12 +142,26 @@ async def test_a_template_without_a_change_message_is_reported(account: FakePass
     assert not template.ok and "without a %@ change message" in template.detail
 
 
-async def test_a_pass_without_other_fields_cannot_prove_merging(account: FakePassKit) -> None:
-    account.add_pass("bare", class_id="prog", tier_id="gold")
+async def test_a_pass_with_one_field_cannot_prove_merging(account: FakePassKit) -> None:
+    account.add_pass("bare", class_id="prog", tier_id="gold", metadata={FIELD: "news"})
     steps = await run_check(make_settings(account.url), CheckRequest("bare"))
     (metadata,) = [s for s in steps if s.name == "metaData"]
-    assert not metadata.ok and "cannot tell" in metadata.detail
-    assert account.messages_for("bare") == [], "nothing written"
+    assert not metadata.ok and "it cannot tell with 1" in metadata.detail
+    assert account.count(ROUTE_UPDATE_MEMBER) == 0, "nothing written"
+
+
+async def test_without_a_message_field_another_field_is_rewritten_with_its_own_value(
+    account: FakePassKit,
+) -> None:
+    """Nothing on the pass changes and no message field appears (an alert could show)."""
+    account.add_pass("quiet", class_id="prog", tier_id="gold", metadata={"a": "1", "b": "2"})
+    steps = await run_check(make_settings(account.url), CheckRequest("quiet"))
+    (metadata,) = [s for s in steps if s.name == "metaData"]
+    assert metadata.ok, metadata.detail
+    (write,) = [r.body for r in account.requests if r.route == ROUTE_UPDATE_MEMBER]
+    assert write == {"id": "quiet", "metaData": {"a": "1"}}
+    assert account.metadata_of("quiet") == {"a": "1", "b": "2"}
+    assert account.messages_for("quiet") == []
 
 
 async def test_try_message_sends_one_message_to_the_test_pass_only(account: FakePassKit) -> None:

@@ -72,12 +72,7 @@ async def test_claim_carries_what_the_message_needs(
         1,
         False,
     )
-    assert (job.protocol, job.passkit_id, job.passkit_program_id, job.passkit_tier_id) == (
-        "MEMBERSHIP",
-        "pk-1",
-        "prog",
-        "t",
-    )
+    assert (job.protocol, job.passkit_id) == ("MEMBERSHIP", "pk-1")
     assert TemplateCache().render(job) == "Ada Lovelace: 12 at Joe's"
     row = await _delivery(pool, campaign_id, pass_id)
     assert (row["state"], row["lease_owner"]) == ("claimed", owner)

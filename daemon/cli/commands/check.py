@@ -11,7 +11,7 @@ from daemon.passkit.routes import PROTOCOLS
 HELP = (
     "Check the PassKit set-up on the live account with one test pass: token, region, program "
     "and tier, how a partial metaData write behaves, optionally the template and a Messages "
-    "API message. Changes nothing but the test pass's message field (rewritten unchanged)."
+    "API message. Changes nothing: the one field it writes gets its own value back."
 )
 
 

@@ -378,9 +378,7 @@ counted AS (
 )
 SELECT cl.campaign_id, cl.pass_id, cl.state, cl.attempts, cl.lease_expired,
        coalesce(extract(epoch FROM now() - c.started_at), 0)::float8 AS owed_seconds,
-       p.protocol, p.passkit_internal_id, g.passkit_program_id,
-       coalesce(m.tier_id, g.passkit_tier_id) AS passkit_tier_id,
-       c.message_text, u.first_name, u.last_name, m.points_balance AS points,
+       p.protocol, p.passkit_internal_id, c.message_text, u.first_name, u.last_name, m.points_balance AS points,
        g.name AS program_name
   FROM claimed cl
   JOIN push_campaigns c ON c.id = cl.campaign_id

@@ -30,13 +30,10 @@ UPDATE loyaltyd.pass_syncs s
        updated_at = now()
   FROM due
   JOIN passes_master p ON p.id = due.pass_id
-  LEFT JOIN programs g ON g.id = p.program_id
-  LEFT JOIN protocol_membership m ON m.pass_id = due.pass_id
  WHERE s.pass_id = due.pass_id
 RETURNING s.pass_id, s.generation, s.attempts, due.lease_expired,
           extract(epoch FROM now() - s.enqueued_at)::float8 AS owed_seconds,
           p.passkit_internal_id, p.protocol,
-          g.passkit_program_id, coalesce(m.tier_id, g.passkit_tier_id) AS passkit_tier_id,
           CASE WHEN s.points_generation IS NOT NULL THEN s.points_balance END AS points_balance,
           CASE WHEN s.message_generation IS NOT NULL THEN s.message END AS message,
           s.redeem_generation IS NOT NULL AS redeem,
