@@ -26,12 +26,14 @@ BEGIN
     END IF;
     -- ON CONFLICT (email) needs a unique key on exactly (email); the seed has one
     -- (users_email_key), a database loyaltyd created has only the lower(email) one.
+    -- (indkey is an int2vector, subscripted from 0.)
     IF NOT EXISTS (
         SELECT 1 FROM pg_index i
          WHERE i.indrelid = 'public.users'::regclass AND i.indisunique AND i.indpred IS NULL
-           AND i.indexprs IS NULL AND i.indkey::int2[] = ARRAY[
-               (SELECT attnum FROM pg_attribute
-                 WHERE attrelid = 'public.users'::regclass AND attname = 'email')]::int2[]) THEN
+           AND i.indexprs IS NULL AND i.indnkeyatts = 1
+           AND i.indkey[0] = (SELECT attnum FROM pg_attribute
+                               WHERE attrelid = 'public.users'::regclass
+                                 AND attname = 'email')) THEN
         CREATE UNIQUE INDEX users_email_unique ON public.users (email);
     END IF;
 END $$;

@@ -42,6 +42,31 @@ async def insert_campaign(db: asyncpg.Connection | asyncpg.Pool, **cols: Any) ->
     return campaign_id
 
 
+async def stage_campaign(db: asyncpg.Connection | asyncpg.Pool, **cols: Any) -> uuid.UUID:
+    """A push_campaigns row as the daemon would have left it (its status, counters and
+    results as given): a campaign staged mid-flight or finished."""
+    values: dict[str, Any] = {"name": "Test blast", "message_text": "Hello {first_name|friend}!"}
+    values.update(cols)
+    names = ", ".join(values)
+    params = ", ".join(f"${i}" for i in range(1, len(values) + 1))
+    campaign_id: uuid.UUID = await write_as_daemon(
+        db, f"INSERT INTO push_campaigns ({names}) VALUES ({params}) RETURNING id", *values.values()
+    )
+    return campaign_id
+
+
+async def write_as_daemon(db: asyncpg.Connection | asyncpg.Pool, sql: str, *args: Any) -> Any:
+    """Run `sql` (its first value back) in a transaction marked as the daemon's, as the
+    daemon's own statements are (sql/058): push_campaigns' rules let it write loyaltyd's
+    columns. For tests that stage a campaign mid-flight."""
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn:
+            return await write_as_daemon(conn, sql, *args)
+    async with db.transaction():
+        await db.execute("SELECT loyaltyd.writing_as_daemon()")
+        return await db.fetchval(sql, *args)
+
+
 async def insert_slipped_in(conn: asyncpg.Connection, rule: str, **cols: Any) -> uuid.UUID:
     """A row breaking `rule`, as if it predated the (NOT VALID) rule: the daemon must still
     fail it cleanly."""

@@ -103,22 +103,21 @@ async def database_url(fresh_database: Callable[..., Any], template_database: st
     return dsn
 
 
-# The fixtures' connections write as the daemon does (an application_name starting with
-# 'loyaltyd', which the push_campaigns guard of sql/052 lets through); tests of what admins may
-# write open their own. The daemon's own connections are plain 'loyaltyd'.
-AS_DAEMON = {"application_name": "loyaltyd-test"}
+# The fixtures' connections write as an admin's SQL session does: the rules of push_campaigns
+# apply to them. A test that must write loyaltyd's own columns says so with
+# tests.campaign_support.write_as_daemon, as the daemon's statements do (sql/058).
 
 
 @pytest.fixture
 async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(database_url, server_settings=AS_DAEMON)
+    connection = await asyncpg.connect(database_url)
     yield connection
     await connection.close()
 
 
 @pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    p = await asyncpg.create_pool(database_url, min_size=1, max_size=20, server_settings=AS_DAEMON)
+    p = await asyncpg.create_pool(database_url, min_size=1, max_size=20)
     assert p is not None
     yield p
     await p.close()

@@ -2,6 +2,10 @@
 
 PgBouncer refuses to run as root; as root it runs as the embedded server's user (who alone
 can reach that server's socket directory) or `nobody` for a TCP server.
+
+Two PgBouncers can take part: the machine's (Debian 12's 1.18) and a current one (1.20 and
+later know `track_extra_parameters`), found at `LOYALTYD_TEST_PGBOUNCER` or where
+`.ci/build-pgbouncer` installs it. CI builds the current one, so there it must be present.
 """
 
 from __future__ import annotations
@@ -15,18 +19,54 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+# Where .ci/build-pgbouncer installs a current PgBouncer (built from Debian's source package).
+CURRENT_PGBOUNCER = Path("/opt/loyaltyd-ci/pgbouncer/bin/pgbouncer")
+
+
+@dataclass(frozen=True)
+class Bouncer:
+    """One way to run PgBouncer: its binary and the settings added to its ini file."""
+
+    label: str
+    binary: str | None
+    settings: str = ""
 
 
 def available() -> bool:
     return shutil.which("pgbouncer") is not None
 
 
+def current_binary() -> str | None:
+    configured = os.environ.get("LOYALTYD_TEST_PGBOUNCER")
+    if configured:
+        return configured
+    return str(CURRENT_PGBOUNCER) if CURRENT_PGBOUNCER.exists() else None
+
+
+def session_poolers() -> list[Bouncer]:
+    """Session mode as the machine's PgBouncer runs it, and as a current one runs it with
+    `track_extra_parameters` (which tracks search_path and IntervalStyle per client)."""
+    return [
+        Bouncer("pgbouncer", shutil.which("pgbouncer")),
+        Bouncer(
+            "pgbouncer-track-extra-parameters",
+            current_binary(),
+            "track_extra_parameters = IntervalStyle, search_path\n",
+        ),
+    ]
+
+
 @contextmanager
-def pgbouncer(server_dsn: str, pool_mode: str) -> Iterator[str]:
+def pgbouncer(server_dsn: str, pool_mode: str, bouncer: Bouncer | None = None) -> Iterator[str]:
     """A PgBouncer in `pool_mode` on a free loopback port; yields the DSN through it (same
     user, password and database as `server_dsn`)."""
+    bouncer = bouncer or Bouncer("pgbouncer", shutil.which("pgbouncer"))
+    if bouncer.binary is None:
+        raise RuntimeError(f"no binary for {bouncer.label}")
     parts = urlsplit(server_dsn)
     host = parse_qs(parts.query).get("host", [parts.hostname or "127.0.0.1"])[0]
     port = parse_qs(parts.query).get("port", [str(parts.port or 5432)])[0]
@@ -45,6 +85,9 @@ def pgbouncer(server_dsn: str, pool_mode: str) -> Iterator[str]:
         "default_pool_size = 20\n"
         "max_client_conn = 200\n"
         f"logfile = {workdir / 'pgbouncer.log'}\n"
+        # Supabase's pooler passes the driver's start-up options through, as here.
+        "ignore_startup_parameters = extra_float_digits\n"
+        f"{bouncer.settings}"
     )
     user = _run_as(host)
     if user is not None:
@@ -52,7 +95,7 @@ def pgbouncer(server_dsn: str, pool_mode: str) -> Iterator[str]:
         os.chown(workdir, entry.pw_uid, entry.pw_gid)
         os.chown(workdir / "pgbouncer.ini", entry.pw_uid, entry.pw_gid)
     proc = subprocess.Popen(
-        ["pgbouncer", "-q", str(workdir / "pgbouncer.ini")],
+        [bouncer.binary, "-q", str(workdir / "pgbouncer.ini")],
         user=user,
         cwd="/",
         stdout=subprocess.DEVNULL,

@@ -36,7 +36,8 @@ _MIGRATION_NAME = re.compile(r"[0-9]{3}_[a-z0-9_]+\.sql")
 log = get_logger(__name__)
 
 # Files corrected after release so that a first adoption of a user's database is safe (003 no
-# longer replaces a user's function, 006 marks campaigns that predate loyaltyd). A database
+# longer replaces a user's function, 006 marks campaigns that predate loyaltyd, 053 no longer
+# duplicates a user's unique index on email). A database
 # that ran the earlier text gets the same end state from the later migrations, so the earlier
 # checksums are accepted without the "changed after apply" warning.
 RESTATED: dict[str, frozenset[str]] = {
@@ -45,6 +46,11 @@ RESTATED: dict[str, frozenset[str]] = {
     ),
     "006_push_campaigns": frozenset(
         {"b20362e0f05bff87c5e3bccda19adb36e53cbaa6dfe204d566eb8705ba889e84"}
+    ),
+    # 053's check for a user's unique index on email never matched; 059 drops the duplicate
+    # index the earlier text created.
+    "053_user_emails_lowercase": frozenset(
+        {"1fa13d2cb11930968e3b2507ed415d4175da73914e8e9880ab7abc2259c9810a"}
     ),
 }
 

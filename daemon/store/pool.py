@@ -26,6 +26,8 @@ from daemon.store.embedded import DATABASE_NAME, EmbeddedPostgres
 log = get_logger(__name__)
 # What the layers above hold without importing the driver themselves.
 Pool = asyncpg.Pool
+# For pg_stat_activity only: the rules of push_campaigns recognise the daemon by a mark in each
+# writing transaction (sql/058), since a session pooler loses this name on the pool's RESET ALL.
 SERVER_SETTINGS = {"application_name": "loyaltyd"}
 CONNECT_TIMEOUT_SECONDS = 10.0
 # How long the LISTEN/NOTIFY self-test waits for its own notification.

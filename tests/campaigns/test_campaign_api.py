@@ -14,7 +14,7 @@ import pytest
 from daemon.campaigns.planner import campaign_status, create_campaign
 from daemon.core.config import Settings
 from daemon.core.errors import CampaignInputError, LoyaltydError
-from tests.campaign_support import campaign, insert_campaign, plan
+from tests.campaign_support import campaign, plan, stage_campaign
 from tests.factories import make_pass, make_program
 
 
@@ -108,7 +108,7 @@ async def test_create_campaign_leaves_the_host_check_to_the_daemon_when_not_told
 async def test_campaign_status_is_the_progress_row_as_json_values(pool: asyncpg.Pool) -> None:
     program = await make_program(pool)
     started = datetime.now(UTC) - timedelta(minutes=1)
-    campaign_id = await insert_campaign(
+    campaign_id = await stage_campaign(
         pool,
         program_id=program,
         status="PROCESSING",
@@ -148,7 +148,7 @@ async def test_campaign_status_is_the_progress_row_as_json_values(pool: asyncpg.
 async def test_progress_percent_for_softr(
     pool: asyncpg.Pool, cols: dict[str, Any], percent: float
 ) -> None:
-    campaign_id = await insert_campaign(pool, program_id=await make_program(pool), **cols)
+    campaign_id = await stage_campaign(pool, program_id=await make_program(pool), **cols)
     value = await pool.fetchval(
         "SELECT progress_percent FROM push_campaign_progress WHERE id = $1", campaign_id
     )

@@ -18,6 +18,7 @@ from tests.campaign_support import (
     insert_campaign,
     insert_slipped_in,
     plan,
+    write_as_daemon,
 )
 from tests.factories import make_program
 from tests.harness import fake_passkit, messages_by_pass, settings_for
@@ -206,8 +207,12 @@ async def test_a_started_campaign_keeps_its_message_and_is_never_sent_again(
         "push_campaigns_started_campaigns_keep_message_and_audience"
     )
     await pool.execute("UPDATE push_campaigns SET status = 'CANCELLED' WHERE id = $1", campaign_id)
+    # From a form, PENDING on a cancelled campaign is a stale write-back: ignored.
+    await pool.execute("UPDATE push_campaigns SET status = 'PENDING' WHERE id = $1", campaign_id)
+    assert (await campaign(pool, campaign_id))["status"] == "CANCELLED"
+    # Not even the daemon's own statements may send it again.
     with pytest.raises(asyncpg.CheckViolationError) as resent:
-        await pool.execute(
-            "UPDATE push_campaigns SET status = 'PENDING' WHERE id = $1", campaign_id
+        await write_as_daemon(
+            pool, "UPDATE push_campaigns SET status = 'PENDING' WHERE id = $1", campaign_id
         )
     assert resent.value.constraint_name == "push_campaigns_started_campaigns_are_not_sent_again"

@@ -23,6 +23,7 @@ from tests.campaign_support import (
     insert_campaign,
     plan,
     planner_worker,
+    stage_campaign,
     status_of,
     texts_sent,
 )
@@ -262,7 +263,7 @@ async def test_campaign_a_crashed_planner_left_half_planned_is_taken_over(
 ) -> None:
     program = await make_program(pool)
     await make_pass(pool, program, passkit_internal_id="pk-orphan")
-    campaign_id = await insert_campaign(
+    campaign_id = await stage_campaign(
         pool,
         program_id=program,
         status="PROCESSING",
@@ -283,7 +284,7 @@ async def test_processing_rows_the_daemon_never_claimed_are_left_alone(
     """A row some earlier tool left PROCESSING may be half sent: resending it is not ours to do."""
     program = await make_program(pool)
     await make_pass(pool, program)
-    campaign_id = await insert_campaign(pool, program_id=program, status="PROCESSING")
+    campaign_id = await stage_campaign(pool, program_id=program, status="PROCESSING")
     await plan(pool, make_settings())
     row = await campaign(pool, campaign_id)
     assert (row["status"], row["started_at"]) == ("PROCESSING", None)

@@ -17,7 +17,6 @@ from daemon.campaigns.rules import SEGMENTS, CampaignPlan, validate_campaign
 from daemon.core.config import Settings
 from daemon.core.errors import CampaignInputError
 from tests.campaign_support import plan
-from tests.conftest import AS_DAEMON
 
 # Cells made of what breaks CSV readers: quotes, separators, every line end, NUL, non-ASCII.
 _CELL = st.text(alphabet=st.sampled_from(list("ab1 \"',;\t|\r\n\x00é€")), max_size=12)
@@ -107,7 +106,7 @@ def test_random_rows_never_leave_a_campaign_unsettled(
 
 
 async def _plan_rows(rows: list[dict[str, Any]], dsn: str, config: Settings) -> None:
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4, server_settings=AS_DAEMON)
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
     assert pool is not None
     try:
         program = await pool.fetchval("INSERT INTO programs (name) VALUES ('p') RETURNING id")

@@ -19,7 +19,7 @@ from daemon.cli.main import build_parser
 from daemon.cli.progress import progress_bar
 from daemon.core.config import Settings
 from daemon.store.status import CampaignProgress
-from tests.campaign_support import insert_campaign
+from tests.campaign_support import stage_campaign
 from tests.factories import make_pass, make_program
 
 EARN = "SELECT process_membership_transaction($1, $2, 'EARN', NULL, NULL)"
@@ -109,7 +109,7 @@ async def _seed(pool: asyncpg.Pool) -> dict[str, uuid.UUID]:
     )
     await make_program(pool, name="Quiet Bar")  # bot off, no gifts: not listed
     now = datetime.now(UTC)
-    running = await insert_campaign(
+    running = await stage_campaign(
         pool,
         program_id=program,
         name="Summer",
@@ -121,7 +121,7 @@ async def _seed(pool: asyncpg.Pool) -> dict[str, uuid.UUID]:
         started_at=now - timedelta(minutes=5),
         created_at=now - timedelta(days=2),
     )
-    done = await insert_campaign(
+    done = await stage_campaign(
         pool,
         program_id=program,
         name="Spring",
@@ -134,7 +134,7 @@ async def _seed(pool: asyncpg.Pool) -> dict[str, uuid.UUID]:
         finished_at=now - timedelta(hours=1),
         created_at=now - timedelta(hours=2),
     )
-    failed = await insert_campaign(
+    failed = await stage_campaign(
         pool, program_id=program, name="Oops", status="FAILED", error="unknown segment 'X'"
     )
     birthday = await make_pass(

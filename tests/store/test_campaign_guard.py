@@ -1,7 +1,8 @@
 """Daemon-owned columns of push_campaigns belong to the daemon (sql/052). A no-code edit form
 writes back every field it loaded: a rename with stale counters or a stale status changes the
 name and nothing else; a real attempt to change the daemon's columns is refused by a named
-rule. The writer here is not loyaltyd (application_name 'softr')."""
+rule. The writer here is not loyaltyd, though its application_name says 'loyaltyd' (a name
+proves nothing: behind a session pooler the daemon's own is lost, sql/058)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,11 @@ import pytest
 
 from daemon.core.config import Settings
 from daemon.testing.fakepasskit import LatencyModel
-from tests.campaign_support import bulk_audience, campaign, insert_campaign
+from tests.campaign_support import bulk_audience, campaign, insert_campaign, stage_campaign
 from tests.factories import make_program
 from tests.harness import fake_passkit, running_daemon, settings_for, wait_until
 
-FORM = {"application_name": "softr"}
+FORM = {"application_name": "loyaltyd"}
 
 
 @pytest.fixture
@@ -41,7 +42,7 @@ async def _running(pool: asyncpg.Pool, **cols: object) -> uuid.UUID:
         "started_at": datetime.now(UTC) - timedelta(seconds=30),
     }
     values.update(cols)
-    return await insert_campaign(pool, **values)
+    return await stage_campaign(pool, **values)
 
 
 async def test_a_rename_with_stale_counters_renames_and_keeps_the_counters(
@@ -148,7 +149,7 @@ async def test_the_admins_own_transitions_still_work(
     pool: asyncpg.Pool, form: asyncpg.Connection, start: str, then: str
 ) -> None:
     program = await make_program(pool)
-    cid = await insert_campaign(pool, program_id=program, status=start)
+    cid = await stage_campaign(pool, program_id=program, status=start)
     await form.execute("UPDATE push_campaigns SET status = $2 WHERE id = $1", cid, then)
     assert (await campaign(pool, cid))["status"] == then
 

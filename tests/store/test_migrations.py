@@ -155,3 +155,17 @@ async def test_email_is_unique_ignoring_case(conn: asyncpg.Connection, email: st
 async def test_unknown_program_timezone_is_refused(conn: asyncpg.Connection) -> None:
     with pytest.raises(asyncpg.CheckViolationError, match="unknown timezone"):
         await conn.execute("INSERT INTO programs (name, timezone) VALUES ('x', 'Mars/Olympus')")
+
+
+async def test_upserts_on_email_work_where_loyaltyd_created_the_users_table(
+    conn: asyncpg.Connection,
+) -> None:
+    """No user index on email here: 053's users_email_unique is the one ON CONFLICT needs, and
+    059 keeps it."""
+    await conn.execute("INSERT INTO users (email, first_name) VALUES ('a@example.com', 'A')")
+    await conn.execute(
+        "INSERT INTO users (email, first_name) VALUES ('a@example.com', 'B') "
+        "ON CONFLICT (email) DO UPDATE SET first_name = excluded.first_name"
+    )
+    assert await conn.fetchval("SELECT first_name FROM users") == "B"
+    assert await conn.fetchval("SELECT to_regclass('public.users_email_unique')") is not None

@@ -26,8 +26,8 @@ import asyncpg
 import pytest
 
 from daemon.core.config import Settings
-from tests.campaign_support import texts_sent
-from tests.conftest import AS_DAEMON
+from daemon.store.migrate import migrate
+from tests.campaign_support import texts_sent, write_as_daemon
 from tests.harness import REPO, fake_passkit, running_daemon, settings_for, wait_until
 
 SUPABASE = REPO.parent / "shared" / "supabase"
@@ -99,18 +99,40 @@ async def bare_supabase(
     yield dsn
 
 
-@pytest.fixture
-async def supabase(bare_supabase: str) -> AsyncIterator[str]:
-    """…and `loyaltyd migrate` on top, as the user runs it."""
+@pytest.fixture(params=["fresh", "upgraded"])
+async def supabase(
+    bare_supabase: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[str]:
+    """…and `loyaltyd migrate` on top, as the user runs it: on a database that never ran it
+    ("fresh"), or on one that ran every migration up to 057 and has its duplicate email
+    index ("upgraded"). Every guarantee below holds for both."""
+    if request.param == "upgraded":
+        await _migrate_up_to(bare_supabase, "057", tmp_path / "sql")
     result = _migrate(bare_supabase)
     assert result.returncode == 0, result.stderr
     yield bare_supabase
 
 
+async def _migrate_up_to(dsn: str, last: str, sql_dir: Path) -> None:
+    """The migrations up to `last` as an earlier release applied them: the daemon was then
+    recognised by its application_name, and 053 created users_email_unique beside the user's
+    users_email_key (its check never matched), as done here by hand."""
+    sql_dir.mkdir()
+    for migration in (REPO / "sql").glob("[0-9][0-9][0-9]_*.sql"):
+        if migration.name[:3] <= last:
+            shutil.copy(migration, sql_dir / migration.name)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate(conn, sql_dir)
+        await conn.execute("CREATE UNIQUE INDEX users_email_unique ON public.users (email)")
+    finally:
+        await conn.close()
+
+
 @pytest.fixture
 async def db(supabase: str) -> AsyncIterator[asyncpg.Connection]:
     """A connection of the daemon's role."""
-    conn = await asyncpg.connect(supabase, server_settings=AS_DAEMON)
+    conn = await asyncpg.connect(supabase)
     yield conn
     await conn.close()
 
@@ -209,7 +231,7 @@ async def _as_session(conn: asyncpg.Connection, role: str, sub: str) -> None:
 
 async def _as_daemon(conn: asyncpg.Connection) -> None:
     await conn.execute("RESET ROLE")
-    await conn.execute(f"SET application_name = '{AS_DAEMON['application_name']}'")
+    await conn.execute("RESET application_name")
     await conn.execute("SELECT set_config('request.jwt.claims', '', false)")
 
 
@@ -446,7 +468,7 @@ async def test_the_birthday_bot_uses_loyaltyds_own_ledger(
         now.month,
         now.day if (now.month, now.day) != (2, 29) else 28,
     )
-    pool = await asyncpg.create_pool(supabase, min_size=1, max_size=2, server_settings=AS_DAEMON)
+    pool = await asyncpg.create_pool(supabase, min_size=1, max_size=2)
     assert pool is not None
     try:
         summary = await run_birthdays(pool, now=now)
@@ -498,6 +520,18 @@ async def test_case_duplicate_emails_stop_the_migration_before_anything_changes(
         await conn.close()
 
 
+async def test_email_has_one_unique_index_the_users_own(db: asyncpg.Connection) -> None:
+    """The user's `email text UNIQUE` (users_email_key) is the rule's one index: loyaltyd
+    adds no duplicate, and drops the one an earlier release added (053, 059)."""
+    indexes = await db.fetch(
+        "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "WHERE i.indrelid = 'public.users'::regclass AND i.indisunique AND i.indexprs IS NULL"
+        "  AND i.indnkeyatts = 1 AND i.indkey[0] = (SELECT attnum FROM pg_attribute "
+        "  WHERE attrelid = 'public.users'::regclass AND attname = 'email')"
+    )
+    assert [r["relname"] for r in indexes] == ["users_email_key"]
+
+
 # --- 6. SLUMBER uses real history -------------------------------------------------------------
 
 
@@ -521,7 +555,8 @@ async def test_passes_that_predate_loyaltyd_keep_their_age_for_slumber(
 async def test_a_form_write_back_as_an_admin_renames_without_touching_the_daemons_columns(
     db: asyncpg.Connection,
 ) -> None:
-    campaign = await db.fetchval(
+    campaign = await write_as_daemon(
+        db,
         "INSERT INTO push_campaigns (program_id, name, message_text, status, recipient_count, "
         "sent_count, started_at) VALUES ($1, 'Blast', 'Hi', 'PROCESSING', 3000, 2700, now()) "
         "RETURNING id",
@@ -537,6 +572,27 @@ async def test_a_form_write_back_as_an_admin_renames_without_touching_the_daemon
             "SELECT name, status, sent_count FROM push_campaigns WHERE id = $1", campaign
         )
     assert row is not None and tuple(row) == ("Blast (renamed)", "PROCESSING", 2700)
+
+
+@pytest.mark.parametrize("role", ["anon", "authenticated", "service_role"])
+async def test_no_data_api_role_can_write_as_the_daemon(db: asyncpg.Connection, role: str) -> None:
+    """The Data API's roles cannot mark a transaction as the daemon's (sql/058), and what
+    they write into loyaltyd's columns is refused (service_role bypasses RLS, not the rules)."""
+    error = await _refused(db, role, "SELECT loyaltyd.writing_as_daemon()")
+    assert "permission denied" in error
+    if role == "anon":
+        return
+    campaign = await write_as_daemon(
+        db,
+        "INSERT INTO push_campaigns (program_id, name, message_text, status, recipient_count, "
+        "sent_count, started_at) VALUES ($1, 'Blast', 'Hi', 'PROCESSING', 30, 27, now()) "
+        "RETURNING id",
+        uuid.UUID(PROGRAM_A),
+    )
+    error = await _refused(
+        db, role, "UPDATE push_campaigns SET status = 'COMPLETED' WHERE id = $1", campaign
+    )
+    assert "status PROCESSING -> COMPLETED belongs to loyaltyd" in error
 
 
 # --- running the daemon on it ------------------------------------------------------------------
@@ -563,7 +619,7 @@ async def test_the_daemon_syncs_a_transaction_an_admin_wrote(
 
 @pytest.fixture
 async def without_their_rpc(bare_supabase: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(bare_supabase, server_settings=AS_DAEMON)
+    conn = await asyncpg.connect(bare_supabase)
     await conn.execute(
         "DROP FUNCTION redeem_reward(uuid, int); "
         "DROP FUNCTION process_membership_transaction(uuid, int, text, text)"

@@ -36,6 +36,7 @@ async def _passkit_id(pool: asyncpg.Pool, pass_id: uuid.UUID) -> str:
 async def _pass_forward(pool: asyncpg.Pool, seconds: float) -> None:
     """`seconds` pass for every owed row: due times and owed-since times move back."""
     async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT loyaltyd.writing_as_daemon()")  # started_at is loyaltyd's
         shift = "make_interval(secs => $1)"
         await conn.execute(
             f"UPDATE loyaltyd.pass_syncs SET next_attempt_at = next_attempt_at - {shift},"

@@ -1,5 +1,10 @@
 -- Push campaign statements (push_campaigns, loyaltyd.campaign_deliveries: sql/020-025). Each is one
 -- short statement; no transaction is held open across a PassKit call or a CSV download.
+--
+-- Every statement that updates push_campaigns calls loyaltyd.writing_as_daemon() in its WHERE
+-- clause: the rows it writes pass that clause first, so the columns that belong to loyaltyd
+-- (status moves, counters, results, leases) are written as the daemon's, in this transaction
+-- only (sql/058). tests/store/test_daemon_identity.py holds every such statement to it.
 
 -- --- planner: campaigns ----------------------------------------------------------------------
 
@@ -65,7 +70,7 @@ UPDATE push_campaigns c
        lease_owner = $3,
        lease_expires_at = now() + make_interval(secs => $4)
   FROM unchanged
- WHERE c.id = unchanged.id
+ WHERE c.id = unchanged.id AND loyaltyd.writing_as_daemon()
 RETURNING c.status;
 
 -- name: fail_unclaimed_campaign
@@ -74,6 +79,7 @@ UPDATE push_campaigns
    SET status = 'FAILED', error = $3, finished_at = now(),
        lease_owner = NULL, lease_expires_at = NULL
  WHERE id = $1 AND xmin::text = $2 AND started_at IS NULL
+   AND loyaltyd.writing_as_daemon()
 RETURNING id;
 
 -- name: record_campaigns
@@ -99,13 +105,13 @@ UPDATE push_campaigns c
            WHEN r.outcome = 'failed' AND c.started_at IS NOT NULL THEN now() + interval '1 min'
        END
   FROM r
- WHERE c.id = r.id AND c.lease_owner = $1;
+ WHERE c.id = r.id AND c.lease_owner = $1 AND loyaltyd.writing_as_daemon();
 
 -- name: extend_campaign_leases
 -- $1 = owner, $2 = campaign ids being worked on, $3 = lease length in seconds.
 UPDATE push_campaigns
    SET lease_expires_at = now() + make_interval(secs => $3)
- WHERE id = ANY($2::uuid[]) AND lease_owner = $1;
+ WHERE id = ANY($2::uuid[]) AND lease_owner = $1 AND loyaltyd.writing_as_daemon();
 
 -- name: release_campaigns
 -- $1 = owner, $2 = campaign ids to give back (shutdown): anyone may take them at once. A
@@ -113,7 +119,7 @@ UPDATE push_campaigns
 -- claim, which recognises it by lease_owner.
 UPDATE push_campaigns
    SET lease_expires_at = now()
- WHERE id = ANY($2::uuid[]) AND lease_owner = $1;
+ WHERE id = ANY($2::uuid[]) AND lease_owner = $1 AND loyaltyd.writing_as_daemon();
 
 -- name: seconds_to_next_campaign
 -- Seconds until the next scheduled PENDING campaign is due (NULL: none scheduled).
@@ -141,6 +147,7 @@ UPDATE push_campaigns
        unknown_member_count = $4, unknown_member_ids = $5,
        lease_owner = NULL, lease_expires_at = NULL
  WHERE id = $1 AND lease_owner = $2 AND status = 'DRAFT'
+   AND loyaltyd.writing_as_daemon()
 RETURNING id;
 
 -- name: lock_campaign_to_start
@@ -168,7 +175,7 @@ WITH started AS (
        SET recipient_count = $2, sent_count = 0, failed_count = 0, skipped_count = 0,
            started_at = now(), unknown_member_count = $3, unknown_member_ids = $4,
            lease_owner = NULL, lease_expires_at = NULL
-     WHERE id = $1
+     WHERE id = $1 AND loyaltyd.writing_as_daemon()
     RETURNING id
 )
 SELECT pg_notify('loyaltyd_deliveries', id::text) FROM started;
@@ -206,7 +213,7 @@ tally AS (
 UPDATE push_campaigns c
    SET skipped_count = coalesce(c.skipped_count, 0) + t.n
   FROM tally t
- WHERE c.id = t.campaign_id
+ WHERE c.id = t.campaign_id AND loyaltyd.writing_as_daemon()
 RETURNING c.id, t.n AS skipped;
 
 -- name: settle_campaign
@@ -218,7 +225,7 @@ WITH finished AS (
     UPDATE push_campaigns c
        SET status = CASE WHEN c.status = 'PROCESSING' THEN 'COMPLETED' ELSE c.status END,
            finished_at = now(), lease_owner = NULL, lease_expires_at = NULL
-     WHERE c.id = $1 AND c.lease_owner = $2
+     WHERE c.id = $1 AND c.lease_owner = $2 AND loyaltyd.writing_as_daemon()
        AND c.started_at IS NOT NULL AND c.finished_at IS NULL
        AND c.status IN ('PROCESSING', 'CANCELLED')
        AND NOT EXISTS (SELECT 1 FROM loyaltyd.campaign_deliveries d
@@ -374,7 +381,7 @@ counted AS (
     UPDATE push_campaigns c
        SET skipped_count = coalesce(c.skipped_count, 0) + s.n
       FROM skips s JOIN skip_locks l ON l.id = s.campaign_id
-     WHERE c.id = s.campaign_id
+     WHERE c.id = s.campaign_id AND loyaltyd.writing_as_daemon()
 )
 SELECT cl.campaign_id, cl.pass_id, cl.state, cl.attempts, cl.lease_expired,
        coalesce(extract(epoch FROM now() - c.started_at), 0)::float8 AS owed_seconds,
@@ -436,7 +443,7 @@ UPDATE push_campaigns c
        failed_count = coalesce(c.failed_count, 0) + t.failed,
        skipped_count = coalesce(c.skipped_count, 0) + t.skipped
   FROM tally t JOIN campaign_locks l ON l.id = t.campaign_id
- WHERE c.id = t.campaign_id;
+ WHERE c.id = t.campaign_id AND loyaltyd.writing_as_daemon();
 
 -- name: extend_delivery_leases
 -- $1 = owner, $2 campaign ids, $3 pass ids in flight, $4 = lease length in seconds.
