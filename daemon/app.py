@@ -35,13 +35,19 @@ from daemon.ops.sdnotify import notify_systemd
 from daemon.passes.sync import PassSyncHandler
 from daemon.passkit.budget import MIN_CLAIMED, FleetBudget, account_key
 from daemon.passkit.client import PassKitClient, warn_if_mock
+from daemon.passkit.outage import OutageWatch
 from daemon.passkit.throttle import Throttle
 from daemon.store.deliveries import DeliveryStore, MessageDeliveryStore
 from daemon.store.instances import Heartbeat
 from daemon.store.leases import LeasedTable
 from daemon.store.listener import Listener
+from daemon.store.outage import release_held_work
 from daemon.store.passes import PassSyncStore
 from daemon.store.pool import Pool, create_pool
+from daemon.store.wallet import WalletEventStore
+from daemon.wallet.inbox import WalletReadHandler
+from daemon.wallet.scheduler import SweepScheduler
+from daemon.wallet.sweep import Sweeper
 
 log = get_logger(__name__)
 
@@ -58,6 +64,7 @@ class Daemon:
     owner: uuid.UUID
     stopping: asyncio.Event
     heartbeat: Heartbeat
+    source: str = "DATABASE_URL"  # where the DSN came from, for error messages
     doorbells: dict[str, asyncio.Event] = field(default_factory=dict)
     workers: list[Worker[Any]] = field(default_factory=list)
     birthdays: BirthdayBot | None = None
@@ -117,6 +124,8 @@ def _add_worker(
     handler: Handler[Any],
     config: WorkerConfig | None = None,
     capacity: Callable[[], int] | None = None,
+    *,
+    calls_passkit: bool = True,
 ) -> None:
     doorbell = daemon.doorbells.setdefault(store.channel, asyncio.Event())
     if isinstance(store, LeasedTable):
@@ -130,8 +139,13 @@ def _add_worker(
             doorbell=doorbell,
             metrics=daemon.metrics,
             capacity=capacity,
+            passkit_down=_passkit_down(daemon.client) if calls_passkit else None,
         )
     )
+
+
+def _passkit_down(client: PassKitClient) -> Callable[[], bool]:
+    return lambda: client.health.down
 
 
 def _per_message(capacity: Callable[[], int] | None, requests: int) -> Callable[[], int] | None:
@@ -180,7 +194,13 @@ def _build_workers(daemon: Daemon) -> None:
         mock_mode=daemon.client.mock_mode,
         metrics=daemon.metrics,
     )
-    _add_worker(daemon, campaigns, planner, planner_config(worker_config(s)))
+    _add_worker(daemon, campaigns, planner, planner_config(worker_config(s)), calls_passkit=False)
+    # Passes a PassKit webhook named, read again (the read is the truth).
+    _add_worker(
+        daemon,
+        WalletEventStore(daemon.pool, **leases, metrics=daemon.metrics),
+        WalletReadHandler(daemon.client, daemon.pool),
+    )
     daemon.birthdays = BirthdayBot(daemon.pool, s, utc_now)
 
 
@@ -216,9 +236,37 @@ async def _supervise(daemon: Daemon) -> None:
                 daemon.birthdays.run(daemon.stopping, s.loyaltyd_shutdown_grace_seconds),
                 name="birthday-bot",
             )
+        if not daemon.client.mock_mode:
+            # Mock mode has no PassKit to sweep, nor to be down.
+            tg.create_task(_outage_watch(daemon).run(daemon.stopping), name="passkit-outage")
+            if s.loyaltyd_wallet_sweeps:
+                tg.create_task(_sweeps(daemon).run(daemon.stopping), name="wallet-sweeps")
         # READY / WATCHDOG / STOPPING to systemd (a no-op outside it)
         tg.create_task(notify_systemd(daemon), name="systemd-notify")
         log.info("daemon_ready", instance=str(daemon.owner))
+
+
+def _sweeps(daemon: Daemon) -> SweepScheduler:
+    s = daemon.settings
+    sweeper = Sweeper(
+        daemon.client,
+        daemon.pool,
+        s,
+        dsn=daemon.dsn,
+        owner=daemon.owner,
+        source=daemon.source,
+        metrics=daemon.metrics,
+    )
+    return SweepScheduler(daemon.pool, sweeper, hour=s.loyaltyd_wallet_sweep_hour)
+
+
+def _outage_watch(daemon: Daemon) -> OutageWatch:
+    async def release() -> int:
+        return (await release_held_work(daemon.pool)).total
+
+    return OutageWatch(
+        daemon.client, release, probe_every=daemon.settings.loyaltyd_passkit_probe_seconds
+    )
 
 
 async def run_daemon(
@@ -256,7 +304,9 @@ async def run_daemon(
                 budget=budget,
                 account=account_key(_secret(settings.passkit_api_key)),
             )
-            daemon = Daemon(settings, dsn, pool, client, metrics, owner, stopping, heartbeat)
+            daemon = Daemon(
+                settings, dsn, pool, client, metrics, owner, stopping, heartbeat, source=source
+            )
             daemon.budget = budget
             heartbeat.taken_over = daemon.taken_over
             # Alive before the first claim. The second beat publishes the share the first

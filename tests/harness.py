@@ -61,6 +61,9 @@ def daemon_env(fake_url: str) -> dict[str, str]:
         "LOYALTYD_LISTENER_PROBE_SECONDS": "0.5",
         "LOYALTYD_LEASE_SECONDS": "3",
         "LOYALTYD_SHUTDOWN_GRACE_SECONDS": "5",
+        # The wallet tests sweep on purpose; elsewhere a start-up sweep would only add
+        # requests to what a test counts.
+        "LOYALTYD_WALLET_SWEEPS": "false",
     }
 
 

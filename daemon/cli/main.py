@@ -32,6 +32,8 @@ COMMANDS = {
     "requeue-dead": "requeue_dead",
     "status": "status",
     "check": "check",
+    "wallet-sync": "wallet_sync",
+    "webhooks": "webhooks",
     "demo": "demo",
 }
 

@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_PASSKIT_BASE_URL = "https://api.pub1.passkit.io"
+_WEBHOOK_TOKEN = re.compile(r"[A-Za-z0-9_-]{32,200}")
 
 
 def _split_commas(value: object) -> object:
@@ -149,6 +150,46 @@ class Settings(BaseSettings):
     loyaltyd_csv_max_bytes: int = Field(default=20_000_000, ge=1)
     loyaltyd_csv_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
 
+    # --- wallet truth -----------------------------------------------------------------------
+    loyaltyd_wallet_sweeps: bool = Field(
+        default=True,
+        description="Sweep PassKit's lists daily (and at start-up when due). Off: only "
+        "webhooks and the reads loyaltyd makes anyway keep wallet status current.",
+    )
+    loyaltyd_wallet_sweep_hour: int = Field(
+        default=4,
+        ge=0,
+        le=23,
+        description="Local hour (each program's time zone) of the daily sweep of PassKit's "
+        "lists; a program not swept in the last day is also swept at start-up.",
+    )
+    loyaltyd_wallet_repair_cap: int = Field(
+        default=1000,
+        ge=0,
+        le=1_000_000,
+        description="Balances one sweep may set again where PassKit's differs from the ledger; "
+        "the rest wait for the next sweep (a bad day cannot flood the account).",
+    )
+    loyaltyd_wallet_delete_checks: int = Field(
+        default=1000,
+        ge=0,
+        le=1_000_000,
+        description="Passes missing from a sweep's list that one sweep reads back (a 404 marks "
+        "the pass DELETED); the rest wait for the next sweep.",
+    )
+    loyaltyd_passkit_webhook_token: SecretStr | None = Field(
+        default=None,
+        description="Secret path segment of PassKit's webhook URL (/passkit/webhook/TOKEN): at "
+        "least 32 letters, digits, '-' or '_'. Unset: no webhook is accepted.",
+    )
+    loyaltyd_passkit_probe_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="While PassKit is down, one cheap request this often tells when it is back; "
+        "then everything held back by the outage is due at once.",
+    )
+
     # --- HTTP -------------------------------------------------------------------------------
     loyaltyd_http_port: int | None = Field(default=None, ge=1, le=65535)
     loyaltyd_http_host: str = "127.0.0.1"
@@ -185,7 +226,13 @@ class Settings(BaseSettings):
     def _comma_separated(cls, value: object) -> object:
         return _split_commas(value)
 
-    @field_validator("database_url", "passkit_api_key", "passkit_api_secret", mode="before")
+    @field_validator(
+        "database_url",
+        "passkit_api_key",
+        "passkit_api_secret",
+        "loyaltyd_passkit_webhook_token",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():
@@ -201,6 +248,16 @@ class Settings(BaseSettings):
                 "stops sending 2 heartbeats before it may be declared dead"
             )
         return self
+
+    @field_validator("loyaltyd_passkit_webhook_token")
+    @classmethod
+    def _long_random_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not _WEBHOOK_TOKEN.fullmatch(value.get_secret_value()):
+            raise ValueError(
+                "must be at least 32 letters, digits, '-' or '_' (for example the output of "
+                "`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            )
+        return value
 
     @field_validator("passkit_already_done_pattern")
     @classmethod
@@ -247,7 +304,12 @@ class Settings(BaseSettings):
 
     def secrets(self) -> list[str]:
         """Every configured secret value, for log redaction."""
-        values = [self.passkit_api_secret, self.passkit_api_key, *self.loyaltyd_api_keys]
+        values = [
+            self.passkit_api_secret,
+            self.passkit_api_key,
+            self.loyaltyd_passkit_webhook_token,
+            *self.loyaltyd_api_keys,
+        ]
         found = [v.get_secret_value() for v in values if v is not None]
         if self.database_url is not None:
             found.extend(_dsn_password(self.database_url.get_secret_value()))

@@ -121,3 +121,34 @@ class Metrics:
             ["program", "queue"],
             registry=r,
         )
+        # Wallet truth (daemon.wallet): what PassKit says of the passes, per program.
+        self.wallet_passes = Gauge(
+            "loyaltyd_wallet_passes",
+            "Passes by program and wallet status, as PassKit last said (passes_master.status).",
+            ["program", "status"],
+            registry=r,
+        )
+        self.wallet_drift = Counter(
+            "loyaltyd_wallet_balance_drift",
+            "Balances PassKit showed that differ from the ledger, by how they were found "
+            "(sweep, points_set) and what became of them (repaired, reported, deferred, seen).",
+            ["source", "outcome"],
+            registry=r,
+        )
+        self.wallet_webhooks = Counter(
+            "loyaltyd_wallet_webhooks",
+            "PassKit webhooks received by this daemon, by event (and refused ones).",
+            ["event"],
+            registry=r,
+        )
+        self.wallet_sweep_age = Gauge(
+            "loyaltyd_wallet_sweep_age_seconds",
+            "Seconds since each program's last completed sweep of PassKit's lists.",
+            ["program"],
+            registry=r,
+        )
+        self.wallet_inbox_depth = Gauge(
+            "loyaltyd_wallet_inbox_depth",
+            "Passes a webhook named that wait to be re-read from PassKit.",
+            registry=r,
+        )

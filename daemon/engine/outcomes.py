@@ -26,10 +26,16 @@ class Skipped:
 
 @dataclass(frozen=True, slots=True)
 class RetryLater:
-    """A transient failure: due again `delay` seconds after the outcome is recorded."""
+    """A transient failure: due again `delay` seconds after the outcome is recorded; an
+    infinite delay waits until PassKit answers again (the stores write 'infinity', and the
+    daemon that sees PassKit back makes every such row due at once)."""
 
     delay: float
     error: str
+
+    @property
+    def until_passkit_answers(self) -> bool:
+        return self.delay == float("inf")
 
 
 @dataclass(frozen=True, slots=True)

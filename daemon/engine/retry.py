@@ -13,10 +13,11 @@ them.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
-from daemon.core.errors import TransientError
+from daemon.core.errors import TransientError, TransientPassKitError
 from daemon.engine.outcomes import Failed, RetryLater
 
 # 2**32 × base is already years; beyond it the float maths would only overflow.
@@ -49,12 +50,21 @@ def decide(
     owed_seconds: float,
     rng: random.Random,
     policy: RetryPolicy,
+    *,
+    passkit_down: bool = False,
 ) -> RetryLater | Failed:
-    """After the `attempts`-th try (1-based) of work owed for `owed_seconds` failed."""
+    """After the `attempts`-th try (1-based) of work owed for `owed_seconds` failed.
+
+    While PassKit is down as a whole (`passkit_down`: the daemon's health signal, not this
+    one request), a transient PassKit failure spends no back-off: the work waits until PassKit
+    answers again (`RetryLater` with an infinite delay; the daemon's probe then makes it due
+    at once). A failure of one pass while PassKit answers keeps its own back-off."""
     if not isinstance(error, TransientError):
         return Failed(str(error))
     if owed_seconds >= policy.max_age:
         return Failed(f"gave up after {attempts} attempts over {_duration(owed_seconds)}: {error}")
+    if passkit_down and isinstance(error, TransientPassKitError):
+        return RetryLater(math.inf, f"waiting for PassKit to answer again: {error}")
     delay = backoff(attempts, rng, base=policy.base, cap=policy.cap)
     if error.retry_after is not None:
         delay = max(delay, error.retry_after)

@@ -117,6 +117,7 @@ class Worker(Generic[J]):
         metrics: Metrics | None = None,
         rng: random.Random | None = None,
         capacity: Callable[[], int] | None = None,
+        passkit_down: Callable[[], bool] | None = None,
     ) -> None:
         self.store = store
         self.handler = handler
@@ -131,6 +132,9 @@ class Worker(Generic[J]):
         # Fewer slots than configured while this is lower (the daemon's share of a rate limit
         # shared with other daemons: rows claimed beyond it would wait here, not elsewhere).
         self._capacity = capacity
+        # For the queues that call PassKit: while it is down as a whole, nothing is claimed
+        # (the work waits for PassKit, not for a back-off) and transient failures wait for it.
+        self._passkit_down = passkit_down or (lambda: False)
         self._tasks: dict[asyncio.Task[None], J] = {}
         self._results: list[tuple[J, Outcome]] = []
         self._results_ready = asyncio.Event()
@@ -183,6 +187,11 @@ class Worker(Generic[J]):
         try:
             while not stopping.is_set():
                 free = self._slots - self._held
+                if self._passkit_down():
+                    # Rung again when PassKit answers (the rows held back are released).
+                    self.wake.clear()
+                    await wait_any(self.wake, within=self.config.poll_interval)
+                    continue
                 if free < self._min_claim and self._held:
                     # Recording outcomes frees slots and rings again; until then there is
                     # nothing to claim for, whatever else rang.
@@ -257,13 +266,22 @@ class Worker(Generic[J]):
             log.warning("job_abandoned_fenced", queue=self.name)
             return None
         except LoyaltydError as exc:
-            outcome = decide(exc, job.attempts, job.owed_seconds, self._rng, self.config.retry)
+            outcome = decide(
+                exc,
+                job.attempts,
+                job.owed_seconds,
+                self._rng,
+                self.config.retry,
+                passkit_down=self._passkit_down(),
+            )
         except Exception as exc:
             # Anything else escaping a handler is a bug: recorded as a visible failure rather
             # than silently retried forever.
             log.exception("job_crashed", queue=self.name)
             return Failed(f"internal error: {exc!r}")
-        if isinstance(outcome, RetryLater):
+        if isinstance(outcome, RetryLater) and outcome.until_passkit_answers:
+            log.info("job_waits_for_passkit", queue=self.name, attempts=job.attempts)
+        elif isinstance(outcome, RetryLater):
             log.info(
                 "job_retry_later",
                 queue=self.name,

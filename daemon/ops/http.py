@@ -9,16 +9,22 @@ Off unless LOYALTYD_HTTP_PORT is set; binds LOYALTYD_HTTP_HOST (127.0.0.1 by def
     POST /api/notify/broadcast     → 202 {"id": …}: a push campaign, sent by the daemon
     POST /api/notify/birthday-run  → 200 the birthday run's summary
     GET  /api/campaigns/{id}       → 200 the campaign's progress, 404 when unknown
+    POST|PUT|DELETE /passkit/webhook/{token}
+                                   PassKit's webhooks (sink subscriptions): 200 once queued for
+                                   a re-read of the pass; 404 unless {token} is
+                                   LOYALTYD_PASSKIT_WEBHOOK_TOKEN; 400 a body that is not one
 
 `/api/*` needs an `X-API-Key` header matching one of LOYALTYD_API_KEYS (no keys configured:
 every call is refused). Every error answer is JSON `{"error": "…"}`: 400 bad JSON or fields,
-401 no or wrong key, 404, 405, 413 body over LOYALTYD_HTTP_MAX_BODY_BYTES, 500. Neither keys nor
-request bodies are ever logged.
+401 no or wrong key, 404, 405, 413 body over LOYALTYD_HTTP_MAX_BODY_BYTES, 500. Neither keys,
+the webhook token nor request bodies are ever logged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
+import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -26,6 +32,7 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client.exposition import choose_encoder
+from pydantic import SecretStr
 
 from daemon.birthday.bot import run_birthdays
 from daemon.campaigns.planner import campaign_status, create_campaign
@@ -41,7 +48,9 @@ from daemon.ops.api_models import (
 )
 from daemon.ops.http_guard import ConnectionLimits, GuardedAppRunner
 from daemon.ops.readiness import Running, readiness
+from daemon.passkit.records import pass_event
 from daemon.store.status import refresh_queue_gauges
+from daemon.store.wallet import DATABASE_ERRORS, receive_event
 
 log = get_logger(__name__)
 
@@ -50,6 +59,10 @@ Handler = Callable[[web.Request], Any]
 DB_TIMEOUT_SECONDS = 2.0
 # In-flight requests get this long to finish when the daemon stops.
 SHUTDOWN_SECONDS = 5.0
+WEBHOOK_PREFIX = "/passkit/webhook/"
+WEBHOOK_PATH = WEBHOOK_PREFIX + "{token}"
+# A PassKit webhook is a small JSON object (event, pass); anything larger is not one.
+WEBHOOK_MAX_BYTES = 65_536
 
 
 class HttpApi:
@@ -61,6 +74,7 @@ class HttpApi:
         self._keys = ApiKeys(running.settings.loyaltyd_api_keys)
         self._max_body = running.settings.loyaltyd_http_max_body_bytes
         self._body_timeout = running.settings.loyaltyd_http_body_timeout_seconds
+        self._webhooks = WebhookToken(running.settings.loyaltyd_passkit_webhook_token)
 
     @property
     def keys_configured(self) -> bool:
@@ -76,6 +90,8 @@ class HttpApi:
         app.router.add_post("/api/notify/broadcast", self.broadcast)
         app.router.add_post("/api/notify/birthday-run", self.birthday_run)
         app.router.add_get("/api/campaigns/{id}", self.campaign)
+        for method in ("POST", "PUT", "DELETE"):
+            app.router.add_route(method, WEBHOOK_PATH, self.webhook)
         return app
 
     # --- probes and metrics --------------------------------------------------------------------
@@ -133,21 +149,55 @@ class HttpApi:
             return _error(404, f"no campaign with id {campaign_id}")
         return web.json_response(status)
 
-    async def _body(self, request: web.Request) -> bytes:
-        too_large = ApiRequestError(
-            f"the request body is larger than {self._max_body} bytes", status=413
+    # --- PassKit's webhooks ---------------------------------------------------------------------
+
+    async def webhook(self, request: web.Request) -> web.Response:
+        """A doorbell: the pass it names is queued to be read again from PassKit (the read is
+        the truth), and PassKit is answered at once."""
+        if not self._webhooks.admits(request.match_info["token"]):
+            log.warning("passkit_webhook_refused", reason="wrong token", remote=request.remote)
+            self._running.metrics.wallet_webhooks.labels("refused").inc()
+            return _error(404, "Not Found")
+        try:
+            event = pass_event(_json_body(await self._body(request, WEBHOOK_MAX_BYTES)))
+        except ValueError as exc:
+            self._running.metrics.wallet_webhooks.labels("refused").inc()
+            log.warning("passkit_webhook_refused", reason=str(exc))
+            return _error(400, f"not a PassKit webhook: {exc}")
+        try:
+            received = await receive_event(
+                self._running.pool, event.passkit_id, event.protocol, event.event, event.class_id
+            )
+        except DATABASE_ERRORS as exc:
+            # PassKit calls again on an error answer; nothing was queued.
+            log.warning("passkit_webhook_not_queued", error=repr(exc))
+            return _error(503, "the database is unavailable; try again shortly")
+        self._running.metrics.wallet_webhooks.labels(event.event).inc()
+        log.info(
+            "passkit_webhook_received",
+            webhook_event=event.event,
+            passkit_id=event.passkit_id,
+            queued=received.queued,
         )
-        if request.content_length is not None and request.content_length > self._max_body:
+        return web.json_response({"status": "queued" if received.queued else "unknown pass"})
+
+    async def _body(self, request: web.Request, limit: int | None = None) -> bytes:
+        limit = limit or self._max_body
+        too_large = ApiRequestError(f"the request body is larger than {limit} bytes", status=413)
+        if request.content_length is not None and request.content_length > limit:
             raise too_large
         try:
             async with asyncio.timeout(self._body_timeout):
-                return await request.read()
+                body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise too_large from None
         except TimeoutError:
             raise ApiRequestError(
                 f"the request body did not arrive within {self._body_timeout:g} s", status=408
             ) from None
+        if len(body) > limit:
+            raise too_large
+        return body
 
     # --- middlewares ---------------------------------------------------------------------------
 
@@ -169,7 +219,7 @@ class HttpApi:
             log.info(
                 "http_request_refused",
                 method=request.method,
-                path=request.path,
+                path=_logged_path(request),
                 status=status,
                 error=str(exc),
             )
@@ -182,13 +232,39 @@ class HttpApi:
                 answer.headers["Allow"] = exc.headers["Allow"]
             return answer
         except Exception:
-            log.exception("http_request_failed", method=request.method, path=request.path)
+            log.exception("http_request_failed", method=request.method, path=_logged_path(request))
             return _error(500, "internal error; the daemon's log has the details")
         return response
 
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
+
+
+def _logged_path(request: web.Request) -> str:
+    """The path as logs may show it: never the webhook's secret token."""
+    if request.path.startswith(WEBHOOK_PREFIX):
+        return WEBHOOK_PREFIX + "…"
+    return request.path
+
+
+def _json_body(body: bytes) -> object:
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise ValueError("the body is not JSON") from None
+
+
+class WebhookToken:
+    """LOYALTYD_PASSKIT_WEBHOOK_TOKEN, compared in constant time; unset admits nothing."""
+
+    def __init__(self, token: SecretStr | None) -> None:
+        self._token = token.get_secret_value().encode() if token is not None else None
+
+    def admits(self, offered: str) -> bool:
+        if self._token is None:
+            return False
+        return hmac.compare_digest(self._token, offered.encode())
 
 
 @asynccontextmanager

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from daemon.core.errors import WorkRefused
 from daemon.core.logs import get_logger
-from daemon.engine.outcomes import Succeeded
+from daemon.domain.wallet import UNREACHABLE
+from daemon.engine.outcomes import Skipped, Succeeded
 from daemon.passkit.client import PassKitClient
 from daemon.store.passes import PassSyncJob
 
@@ -16,9 +17,11 @@ class PassSyncHandler:
     def __init__(self, client: PassKitClient) -> None:
         self._client = client
 
-    async def handle(self, job: PassSyncJob) -> Succeeded:
+    async def handle(self, job: PassSyncJob) -> Succeeded | Skipped:
         """Pass-state calls first, the message last: a retry after a failed message repeats
         only idempotent calls before it, never an alert that already went out."""
+        if job.unreachable is not None:
+            return Skipped(UNREACHABLE[job.unreachable])
         if not job.passkit_id:
             raise WorkRefused("pass has no passkit_internal_id: enrol it first")
         client, passkit_id = self._client, job.passkit_id

@@ -19,7 +19,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
@@ -41,11 +41,12 @@ from daemon.core.errors import (
 )
 from daemon.core.logs import SecretScrubber, get_logger
 from daemon.core.metrics import Metrics
+from daemon.domain.wallet import as_float32
 from daemon.engine.retry import backoff
 from daemon.passkit import routes
 from daemon.passkit.health import PassKitHealth
 from daemon.passkit.routes import Endpoint
-from daemon.passkit.throttle import Clock, Sleep, Throttle
+from daemon.passkit.throttle import Clock, Sleep, Throttle, bulk
 
 log = get_logger(__name__)
 
@@ -291,6 +292,32 @@ def _json_object(operation: str, body: bytes) -> JsonObject:
     return value
 
 
+# gRPC codes a stream may end with that are worth another try (grpc-gateway writes the error as
+# the stream's last line): CANCELLED, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED, INTERNAL,
+# UNAVAILABLE.
+_TRANSIENT_GRPC_CODES: Final = frozenset({1, 4, 8, 10, 13, 14})
+
+
+def _stream_line(operation: str, line: bytes, seen: int) -> JsonObject | None:
+    """One line of a grpc-gateway stream: the record of `{"result": …}`, None for a blank
+    line; an `{"error": …}` line raises what it says."""
+    text = line.strip()
+    if not text:
+        return None
+    item = _json_object(operation, text)
+    if "error" in item:
+        error = item["error"] if isinstance(item["error"], dict) else {}
+        code, message = error.get("code"), str(error.get("message", ""))[:_ERROR_BODY_CHARS]
+        what = f"PassKit {operation} stream failed after {seen} records: {code} {message}"
+        if code in _TRANSIENT_GRPC_CODES:
+            raise TransientPassKitError(what)
+        raise PermanentPassKitError(what)
+    result = item.get("result")
+    if not isinstance(result, dict):
+        raise PermanentPassKitError(f"PassKit {operation} streamed a line without a result")
+    return result
+
+
 def _metadata_of(current: JsonObject) -> JsonObject:
     metadata = current.get("metaData")
     return dict(metadata) if isinstance(metadata, dict) else {}
@@ -391,7 +418,21 @@ class PassKitClient:
         if points == 0:
             # proto3 drops a zero, so "set to 0" has its own flag.
             body["resetPoints"] = True
-        await self._call(routes.SET_POINTS, (), body, subject=passkit_id)
+        reply = await self._call(routes.SET_POINTS, (), body, subject=passkit_id)
+        if reply:
+            self._check_balance(passkit_id, points, _json_object("set_points", reply))
+
+    def _check_balance(self, passkit_id: str, points: int, answer: JsonObject) -> None:
+        """MemberPoints answers the balance PassKit now holds: one that is not what was set
+        (as a float32 can hold it) is drift, said once here and repaired by the next sweep."""
+        shown = answer.get("points", 0)
+        if not isinstance(shown, int | float) or isinstance(shown, bool):
+            return
+        if as_float32(float(points)) == as_float32(float(shown)):
+            return
+        log.warning("passkit_balance_differs", passkit_id=passkit_id, set=points, shows=shown)
+        if self._metrics is not None:
+            self._metrics.wallet_drift.labels("points_set", "seen").inc()
 
     async def write_message(self, protocol: str, passkit_id: str, text: str) -> str:
         """Write `text` into the pass's message field alone (one changed field: one alert).
@@ -508,6 +549,101 @@ class PassKitClient:
         reply = await self._call(endpoint, (), body, subject=subject)
         return _json_object(endpoint.operation, reply) if reply else {}
 
+    async def read_pass(self, protocol: str, passkit_id: str) -> JsonObject | None:
+        """The pass as PassKit holds it; None when PassKit answers 404 (no such pass)."""
+        try:
+            return await self.get(routes.READ_PASS[protocol], passkit_id)
+        except PermanentPassKitError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def count(self, endpoint: Endpoint, path: tuple[str, ...], body: JsonObject) -> int:
+        """A count route's `total` (io.Count; a zero may be left out of the JSON)."""
+        reply = await self._call(endpoint, path, body, subject="/".join(path) or "count")
+        total = _json_object(endpoint.operation, reply).get("total", 0) if reply else 0
+        if not isinstance(total, int) or isinstance(total, bool) or total < 0:
+            raise PermanentPassKitError(f"PassKit {endpoint.operation} answered total {total!r}")
+        return total
+
+    async def stream(
+        self, endpoint: Endpoint, path: tuple[str, ...], body: JsonObject
+    ) -> AsyncIterator[JsonObject]:
+        """The records of a list route, one at a time as they arrive: one request, one rate
+        token, and one in-flight slot held (as background work, behind syncs) until the last
+        line. A stream that breaks off, or ends with an error line, raises: what came before
+        is no proof that nothing else exists. Mock mode streams nothing."""
+        self._check_fence(endpoint)
+        data = encode_body(body)
+        if self._mock_mode:
+            self._mock_reply(endpoint, "/".join(path))
+            return
+        url = endpoint.url(self._settings.passkit_base_url, *path)
+        seen = 0
+        with bulk():
+            async with self._throttle as waited:
+                self._observe_wait(waited)
+                self._check_fence(endpoint)
+                async for record in self._stream_records(endpoint, url, data, "/".join(path)):
+                    seen += 1
+                    yield record
+        self._count(endpoint, "ok")
+        log.info("passkit_stream_read", operation=endpoint.operation, records=seen)
+
+    async def _stream_records(
+        self, endpoint: Endpoint, url: str, data: bytes, subject: str
+    ) -> AsyncIterator[JsonObject]:
+        session = self._require_session()
+        assert self._signer is not None
+        headers = {"Authorization": self._signer.header()}
+        # No total limit (a program of a million members streams for a while): only silence
+        # longer than the usual timeout ends it.
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_read=self._settings.passkit_timeout_seconds
+        )
+        seen = 0
+        try:
+            async with session.request(
+                endpoint.method, url, data=data, headers=headers, timeout=timeout
+            ) as response:
+                if response.status != 200:
+                    reply = _Reply(response.status, await response.read(), None)
+                    self._interpret(endpoint, subject, reply, None)
+                self.health.answered()
+                async for line in response.content:
+                    record = _stream_line(endpoint.operation, line, seen)
+                    if record is not None:
+                        seen += 1
+                        yield record
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self._count(endpoint, "transient")
+            error = TransientPassKitError(
+                f"PassKit {endpoint.operation} stream broke off after {seen} records: "
+                f"{type(exc).__name__}"
+            )
+            self.health.failed(endpoint.operation, str(error))
+            raise error from exc
+        except TransientPassKitError as exc:
+            self.health.failed(endpoint.operation, str(exc))
+            raise
+
+    async def probe(self, program_id: str | None = None) -> bool:
+        """One cheap read to learn whether PassKit answers at all (while it seems down): any
+        answer that is not a transient failure, a 404 included, means it is back."""
+        try:
+            await self._call(
+                routes.GET_PROGRAM,
+                (program_id or "loyaltyd-probe",),
+                None,
+                subject="probe",
+                log_refusal=False,
+            )
+        except TransientPassKitError:
+            return False
+        except PermanentPassKitError:
+            return True
+        return True
+
     # --- message helpers -----------------------------------------------------------------------
 
     async def _current_pass(self, read: Endpoint, passkit_id: str) -> JsonObject | None:
@@ -549,6 +685,7 @@ class PassKitClient:
         *,
         subject: str,
         already_done: AlreadyDone | None = None,
+        log_refusal: bool = True,
     ) -> bytes:
         """Send one logical request; return the response body of the successful attempt.
         `subject` (the pass or message id) names it in logs."""
@@ -575,6 +712,8 @@ class PassKitClient:
                 continue
             except PermanentPassKitError as exc:
                 self.health.answered()
+                if not log_refusal:
+                    raise
                 log.warning(
                     "passkit_request_refused",
                     operation=endpoint.operation,

@@ -7,6 +7,7 @@ connection errors); any answer that is not transient (2xx, or a 4xx refusal) bri
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Final
@@ -36,6 +37,9 @@ class PassKitHealth:
         self._warned_at: float | None = None
         self._failures_since_warning = 0
         self.last_error: str | None = None
+        # Set when PassKit answers again after being down (the outage watch releases the work
+        # held back meanwhile, and clears it).
+        self.recovered = asyncio.Event()
 
     @property
     def down(self) -> bool:
@@ -75,6 +79,7 @@ class PassKitHealth:
             )
             if self._metrics is not None:
                 self._metrics.passkit_up.set(1)
+            self.recovered.set()
         self._failures = 0
         self._failures_since_warning = 0
         self._down_since = None

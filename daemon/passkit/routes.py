@@ -3,8 +3,8 @@ by the fake PassKit (`daemon.testing.fakepasskit`) to answer them, so the two ca
 
 Paths are the grpc-gateway routes of PassKit's SDKs (PassKit/passkit-golang-grpc-sdk v1.1.123:
 io/members/a_rpc.pb.gw.go, io/single_use_coupons/a_rpc.pb.gw.go, io/event_tickets/a_rpc.pb.gw.go,
-io/a_rpc_messages.pb.gw.go, io/a_rpc_templates.pb.gw.go). A `{name}` segment stands for one
-URL-quoted path parameter.
+io/a_rpc_messages.pb.gw.go, io/a_rpc_templates.pb.gw.go, io/a_rpc_others.pb.gw.go). A `{name}`
+segment stands for one URL-quoted path parameter.
 """
 
 from __future__ import annotations
@@ -95,6 +95,30 @@ CREATE_MESSAGE: Final = Endpoint("create_message", "POST", "/message")
 GET_MESSAGE: Final = Endpoint("get_message", "GET", "/message/{id}")
 SEND_MESSAGE: Final = Endpoint("send_message", "POST", "/message/send")
 
+# --- wallet truth: lists, counts and webhooks -----------------------------------------------
+# Lists answer a grpc-gateway stream: one `{"result": …}` JSON object per line, and a last
+# `{"error": …}` line if the stream fails part-way (grpc-gateway runtime/handler.go). The body
+# is a ListRequest whose `filters.limit` defaults to 25: -1 asks for every record
+# (io/filter.pb.go Filters).
+LIST_MEMBERS: Final = Endpoint("list_members", "POST", "/members/member/list/{programId}")
+COUNT_MEMBERS: Final = Endpoint("count_members", "POST", "/members/count/{programId}")
+LIST_COUPONS: Final = Endpoint(
+    "list_coupons", "POST", "/coupon/singleUse/coupons/list/{couponCampaignId}"
+)
+COUNT_COUPONS: Final = Endpoint(
+    "count_coupons", "POST", "/coupon/singleUse/coupons/count/{couponCampaignId}"
+)
+LIST_TICKETS: Final = Endpoint("list_tickets", "POST", "/eventTickets/tickets/list")
+COUNT_TICKETS: Final = Endpoint("count_tickets", "POST", "/eventTickets/tickets/count")
+# Sink subscriptions (io/a_rpc_others.pb.gw.go, io/integration.pb.go SinkSubscription).
+CREATE_SINK: Final = Endpoint("create_sink", "POST", "/integrations/sink")
+UPDATE_SINK: Final = Endpoint("update_sink", "PUT", "/integrations/sink")
+LIST_SINKS: Final = Endpoint("list_sinks", "POST", "/integrations/sinks/list")
+GET_SINK: Final = Endpoint("get_sink", "GET", "/integrations/sink/{protocol}/{subscriptionId}")
+DELETE_SINK: Final = Endpoint(
+    "delete_sink", "DELETE", "/integrations/sink/{protocol}/{subscriptionId}"
+)
+
 # --- read by `loyaltyd check` ------------------------------------------------------------------
 GET_PROGRAM: Final = Endpoint("get_program", "GET", "/members/program/{id}")
 GET_TIER: Final = Endpoint("get_tier", "GET", "/members/tier/{programId}/{tierId}")
@@ -116,7 +140,32 @@ ALL: Final = (
     GET_PROGRAM,
     GET_TIER,
     GET_TEMPLATE,
+    LIST_MEMBERS,
+    COUNT_MEMBERS,
+    LIST_COUPONS,
+    COUNT_COUPONS,
+    LIST_TICKETS,
+    COUNT_TICKETS,
+    CREATE_SINK,
+    UPDATE_SINK,
+    LIST_SINKS,
+    GET_SINK,
+    DELETE_SINK,
 )
+
+# PassKit's names (io/protocols.pb.go PassProtocol) of loyaltyd's protocols, and the read of
+# one pass of each.
+PASSKIT_PROTOCOL: Final[Mapping[str, str]] = {
+    "MEMBERSHIP": "MEMBERSHIP",
+    "COUPON": "SINGLE_USE_COUPON",
+    "EVENT_TICKET": "EVENT_TICKETING",
+}
+PROTOCOL_OF_PASSKIT: Final[Mapping[str, str]] = {v: k for k, v in PASSKIT_PROTOCOL.items()}
+READ_PASS: Final[Mapping[str, Endpoint]] = {
+    "MEMBERSHIP": GET_MEMBER,
+    "COUPON": GET_COUPON,
+    "EVENT_TICKET": GET_TICKET,
+}
 
 MESSAGE_ROUTES: Final[Mapping[str, MessageRoutes]] = {
     "MEMBERSHIP": MessageRoutes(GET_MEMBER, UPDATE_MEMBER),
@@ -141,3 +190,31 @@ def endpoint_of(method: str, path: str) -> tuple[Endpoint, tuple[str, ...]] | No
         if found is not None:
             return endpoint, found
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class ListRequest:
+    """How to list (and count) every pass of one PassKit class: a program's members, a coupon
+    campaign's coupons, a production's tickets."""
+
+    records: Endpoint
+    count: Endpoint
+    path: tuple[str, ...]
+    body: Mapping[str, object]
+
+
+# Every record: PassKit's list answers 25 by default (io/filter.pb.go Filters.limit).
+ALL_RECORDS: Final[Mapping[str, object]] = {"limit": -1, "offset": 0}
+
+
+def list_request(protocol: str, class_id: str) -> ListRequest:
+    """The list of a class, by loyaltyd's protocol name (members.ListRequest,
+    single_use_coupons.ListRequest: the class in the path; TicketListRequest: in the body)."""
+    if protocol == "MEMBERSHIP":
+        return ListRequest(LIST_MEMBERS, COUNT_MEMBERS, (class_id,), {"filters": ALL_RECORDS})
+    if protocol == "COUPON":
+        return ListRequest(LIST_COUPONS, COUNT_COUPONS, (class_id,), {"filters": ALL_RECORDS})
+    if protocol == "EVENT_TICKET":
+        body = {"productionId": class_id, "filters": ALL_RECORDS}
+        return ListRequest(LIST_TICKETS, COUNT_TICKETS, (), body)
+    raise ValueError(f"unknown pass protocol {protocol!r}; expected one of {PROTOCOLS}")

@@ -38,6 +38,8 @@ class PassSyncJob:
     message: str | None
     redeem: bool
     check_in: bool
+    # DELETED or INVALIDATED: what PassKit said of the pass; nothing is sent to it any more.
+    unreachable: str | None = None
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> PassSyncJob:
@@ -53,6 +55,7 @@ class PassSyncJob:
             message=row["message"],
             redeem=row["redeem"],
             check_in=row["check_in"],
+            unreachable=row["unreachable"],
         )
 
     def log_fields(self) -> Mapping[str, str]:

@@ -16,6 +16,7 @@ from daemon.core.logs import get_logger
 from daemon.core.metrics import Metrics
 from daemon.store.passes import PassSyncStore
 from daemon.store.queries import q
+from daemon.store.wallet import ProgramWallet, inbox_depth, wallet_status
 
 log = get_logger(__name__)
 
@@ -63,6 +64,8 @@ async def refresh_queue_gauges(pool: asyncpg.Pool, metrics: Metrics, within: flo
             row = await pool.fetchrow(q("ops_sync_queue_gauges"))
             instances = await pool.fetch(q("ops_instances"))
             work = await pool.fetch(q("ops_work_by_program"))
+            wallets = await wallet_status(pool)
+            depth, _ = await inbox_depth(pool)
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         log.warning("queue_gauges_stale", error=repr(exc))
         return
@@ -71,6 +74,18 @@ async def refresh_queue_gauges(pool: asyncpg.Pool, metrics: Metrics, within: flo
     metrics.dead_syncs.set(row["dead"])
     _show_fleet(metrics, [Instance.from_row(r) for r in instances])
     _show_work(metrics, [ProgramWork.from_row(r) for r in work])
+    _show_wallets(metrics, wallets)
+    metrics.wallet_inbox_depth.set(depth)
+
+
+def _show_wallets(metrics: Metrics, wallets: list[ProgramWallet]) -> None:
+    metrics.wallet_passes.clear()
+    metrics.wallet_sweep_age.clear()
+    for w in wallets:
+        for status, count in w.passes.items():
+            metrics.wallet_passes.labels(str(w.program_id), status).set(count)
+        if w.sweep_age is not None:
+            metrics.wallet_sweep_age.labels(str(w.program_id)).set(w.sweep_age)
 
 
 def _show_fleet(metrics: Metrics, instances: list[Instance]) -> None:
@@ -193,10 +208,14 @@ class Retrying:
     rows: int
     next_in: float
     latest_error: str | None
+    # Of `rows`, those waiting for PassKit to answer again (held back while it was down).
+    held: int = 0
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Retrying:
-        return cls(row["queue"], row["rows"], max(0.0, row["next_in"]), row["latest_error"])
+        return cls(
+            row["queue"], row["rows"], max(0.0, row["next_in"]), row["latest_error"], row["held"]
+        )
 
 
 @dataclass(frozen=True)
@@ -254,6 +273,9 @@ class StatusReport:
     work: tuple[ProgramWork, ...] = ()
     dead_syncs: tuple[DeadSync, ...] = ()
     birthdays: tuple[BirthdaysToday, ...] = ()
+    wallets: tuple[ProgramWallet, ...] = ()
+    inbox: int = 0  # passes a webhook named, waiting to be re-read
+    unknown_webhooks: int = 0  # webhooks about passes loyaltyd does not know
 
     @property
     def dead_sync_count(self) -> int:
@@ -271,6 +293,8 @@ class StatusReport:
                 "recent": [asdict(d) for d in self.dead_syncs],
             },
             "birthdays_today": [asdict(b) for b in self.birthdays],
+            "wallets": [asdict(w) for w in self.wallets],
+            "webhook_inbox": {"waiting": self.inbox, "unknown_passes": self.unknown_webhooks},
         }
         return {key: _jsonable(value) for key, value in data.items()}
 
@@ -283,6 +307,7 @@ async def status_report(pool: asyncpg.Pool, *, campaigns: int, dead: int) -> Sta
     retrying = await pool.fetch(q("ops_retrying"))
     instances = await pool.fetch(q("ops_instances"))
     work = await pool.fetch(q("ops_work_by_program"))
+    inbox, unknown = await inbox_depth(pool)
     return StatusReport(
         campaigns=tuple(CampaignProgress.from_row(r) for r in recent),
         queues=tuple(await queue_depths(pool)),
@@ -291,6 +316,9 @@ async def status_report(pool: asyncpg.Pool, *, campaigns: int, dead: int) -> Sta
         work=tuple(ProgramWork.from_row(r) for r in work),
         dead_syncs=tuple(DeadSync.from_row(r) for r in dead_rows),
         birthdays=tuple(BirthdaysToday.from_row(r) for r in birthdays),
+        wallets=tuple(await wallet_status(pool)),
+        inbox=inbox,
+        unknown_webhooks=unknown,
     )
 
 

@@ -283,4 +283,6 @@ async def test_status_of_an_empty_database(
         "Dead pass syncs: none\n"
         "\n"
         "Birthdays today: no program has the birthday bot enabled\n"
+        "\n"
+        "Wallets: no passes yet\n"
     )

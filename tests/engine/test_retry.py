@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -10,6 +11,7 @@ from daemon.core.errors import (
     PassKitError,
     PayloadTooLarge,
     PermanentPassKitError,
+    TransientError,
     TransientPassKitError,
     Unauthorized,
     WorkRefused,
@@ -126,3 +128,33 @@ def test_custom_base_and_cap_are_respected() -> None:
     outcome = decide(transient(), 10, 0.0, random.Random(SEED), RetryPolicy(base=1, cap=2))
     assert isinstance(outcome, RetryLater)
     assert 1 <= outcome.delay <= 2
+
+
+@pytest.mark.parametrize(
+    ("error", "held"),
+    [
+        (TransientPassKitError("PassKit set_points answered 503", status=503), True),
+        (TransientPassKitError("PassKit write_message timed out"), True),
+        (TransientError("database: connection lost"), False),  # not PassKit's outage
+    ],
+)
+def test_while_passkit_is_down_its_failures_wait_for_it_not_for_a_back_off(
+    error: Exception, held: bool
+) -> None:
+    outcome = decide(error, 3, 120.0, random.Random(0), POLICY, passkit_down=True)
+    assert isinstance(outcome, RetryLater)
+    assert outcome.until_passkit_answers is held
+    assert (outcome.delay == math.inf) is held
+
+
+def test_a_failure_while_passkit_answers_keeps_its_own_back_off() -> None:
+    error = TransientPassKitError("PassKit set_points answered 503", status=503)
+    outcome = decide(error, 3, 120.0, random.Random(0), POLICY, passkit_down=False)
+    assert isinstance(outcome, RetryLater) and not outcome.until_passkit_answers
+    assert POLICY.base <= outcome.delay <= POLICY.cap
+
+
+def test_work_past_its_maximum_age_fails_even_while_passkit_is_down() -> None:
+    error = TransientPassKitError("PassKit set_points answered 503", status=503)
+    outcome = decide(error, 3, POLICY.max_age, random.Random(0), POLICY, passkit_down=True)
+    assert isinstance(outcome, Failed)

@@ -83,7 +83,9 @@ async def test_recipients_who_left_the_audience_since_the_start_are_skipped_at_c
     pool: asyncpg.Pool, queue: DeliveryStore, make_settings: Callable[..., Settings]
 ) -> None:
     program = await make_program(pool)
-    stays, opts_out, deactivated, uninstalled = [await make_pass(pool, program) for _ in range(4)]
+    stays, opts_out, deactivated, uninstalled, archived = [
+        await make_pass(pool, program) for _ in range(5)
+    ]
     campaign_id = await _started(pool, make_settings(), program_id=program)
     await pool.execute(
         "UPDATE users SET marketing_opt_in = false "
@@ -91,19 +93,21 @@ async def test_recipients_who_left_the_audience_since_the_start_are_skipped_at_c
         opts_out,
     )
     await pool.execute("UPDATE passes_master SET is_active = false WHERE id = $1", deactivated)
-    await pool.execute("UPDATE passes_master SET status = 'DELETED' WHERE id = $1", uninstalled)
+    await pool.execute("UPDATE passes_master SET status = 'UNINSTALLED' WHERE id = $1", uninstalled)
+    await pool.execute("UPDATE passes_master SET status = 'ARCHIVED' WHERE id = $1", archived)
     jobs = await queue.claim(uuid.uuid4(), 10)
     assert [j.pass_id for j in jobs] == [stays]
     reasons = {
         p: (await _delivery(pool, campaign_id, p))["error"]
-        for p in (opts_out, deactivated, uninstalled)
+        for p in (opts_out, deactivated, uninstalled, archived)
     }
     assert reasons == {
         opts_out: "member opted out of marketing",
         deactivated: "pass no longer active",
-        uninstalled: "pass no longer installed",
+        uninstalled: "pass uninstalled from the wallet",
+        archived: "pass no longer installed",
     }
-    assert (await campaign(pool, campaign_id))["skipped_count"] == 3
+    assert (await campaign(pool, campaign_id))["skipped_count"] == 4
 
 
 async def test_two_running_campaigns_never_push_one_pass_past_the_cap(

@@ -16,9 +16,9 @@ PACKAGE = Path(__file__).resolve().parent.parent.parent / "daemon"
 # other folders or from above.
 LAYERS: list[set[str]] = [
     {"core"},
-    {"engine"},
+    {"engine", "domain"},
     {"passkit", "store"},
-    {"passes", "campaigns", "birthday", "members", "testing"},
+    {"passes", "campaigns", "birthday", "members", "wallet", "testing"},
     {"ops"},
     {"app"},
     {"cli"},

@@ -9,18 +9,32 @@ that much time looks like to the claim statements.
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import asyncpg
+import pytest
 
 from daemon.core.config import Settings
 from daemon.testing.fakepasskit import ROUTE_SET_POINTS, FakePassKit, Faults
-from tests.campaign_support import insert_campaign, status_of, texts_sent
+from tests.campaign_support import bulk_audience, insert_campaign, status_of, texts_sent
 from tests.factories import make_pass, make_program
-from tests.harness import fake_passkit, running_daemon, settings_for, wait_until
+from tests.harness import (
+    DaemonProcess,
+    daemon_env,
+    fake_passkit,
+    running_daemon,
+    settings_for,
+    wait_until,
+)
 
 EARN = "SELECT process_membership_transaction($1, $2, $3, $4, NULL)"
+# The real-time outage (the issue's measurement): five minutes, so the test is marked slow
+# (LOYALTYD_TEST_OUTAGE_SECONDS shortens it while working on it).
+OUTAGE_SECONDS = float(os.environ.get("LOYALTYD_TEST_OUTAGE_SECONDS", "300"))
 
 _OWED_SYNCS = "FROM loyaltyd.pass_syncs WHERE state IN ('pending', 'claimed')"
 _OWED_DELIVERIES = "FROM loyaltyd.campaign_deliveries WHERE state IN ('pending', 'claimed')"
@@ -59,11 +73,13 @@ async def _pass_forward(pool: asyncpg.Pool, seconds: float) -> None:
 
 
 async def _seconds_to_next_due(pool: asyncpg.Pool) -> float | None:
+    """Until the next owed row is due; None when none is due at a time of its own (all wait
+    for PassKit to answer again, or none is owed)."""
     value = await pool.fetchval(
         "SELECT extract(epoch FROM min(due) - now())::float8 FROM ("
         " SELECT next_attempt_at AS due FROM loyaltyd.pass_syncs WHERE state = 'pending'"
         " UNION ALL SELECT available_at FROM loyaltyd.campaign_deliveries"
-        " WHERE state = 'pending') owed"
+        " WHERE state = 'pending') owed WHERE due < 'infinity'"
     )
     return None if value is None else float(value)
 
@@ -129,38 +145,36 @@ async def test_a_ten_minute_outage_heals_by_itself(
 ) -> None:
     """PassKit answers 503 to everything for ten minutes (virtual), then recovers: every owed
     sync and every campaign message arrives, nothing is dead or failed, nobody ran
-    `requeue-dead`."""
+    `requeue-dead`. While it is down nothing is claimed and no back-off grows: the work waits
+    for PassKit itself."""
     program = await make_program(pool)
     passes = [await make_pass(pool, program, points=0) for _ in range(10)]
     async with fake_passkit() as fake:
         fake.faults = Faults(p503=1.0)
-        settings = settings_for(make_settings, fake.url, loyaltyd_poll_interval_seconds=0.2)
+        settings = settings_for(
+            make_settings,
+            fake.url,
+            loyaltyd_poll_interval_seconds=0.2,
+            loyaltyd_passkit_probe_seconds=1.0,
+        )
         async with running_daemon(settings, database_url):
             for i, pass_id in enumerate(passes):
                 await pool.execute(EARN, pass_id, i + 1, "EARN", None)
             campaign_id = await insert_campaign(
                 pool, program_id=program, message_text="Storm sale today"
             )
-            await wait_until(lambda: fake.count() >= 20)
-            elapsed = 0.0
-            while await _owed(pool):
-                await wait_until(lambda: _nothing_due_or_claimed(pool), timeout=30)
-                if elapsed >= 600 and fake.faults.any:
-                    fake.faults = Faults()  # PassKit is back
-                next_due = await _seconds_to_next_due(pool)
-                if next_due is None:
-                    continue
-                step = max(next_due, 0.0) + 1.0
-                elapsed += step
-                await _pass_forward(pool, step)
-                assert elapsed < 3 * 3600, "still owed three virtual hours later"
+            await wait_until(lambda: fake.count() >= 10)
+            await wait_until(lambda: _nothing_claimed(pool), timeout=30)
+            await _pass_forward(pool, 600)  # ten minutes go by for the owed rows
+            await asyncio.sleep(2.0)
+            assert await _nothing_claimed(pool), "work claimed while PassKit was down"
+            fake.faults = Faults()  # PassKit is back
 
-            async def completed() -> bool:
-                return await status_of(pool, campaign_id) == "COMPLETED"
+            async def settled() -> bool:
+                return await _owed(pool) == 0 and await status_of(pool, campaign_id) == "COMPLETED"
 
-            await wait_until(completed)
+            await wait_until(settled, timeout=30)
 
-        assert elapsed >= 600
         dead = await pool.fetchval("SELECT count(*) FROM loyaltyd.pass_syncs WHERE state = 'dead'")
         failed = await pool.fetchval(
             "SELECT count(*) FROM loyaltyd.campaign_deliveries WHERE state <> 'sent'"
@@ -171,4 +185,59 @@ async def test_a_ten_minute_outage_heals_by_itself(
             assert fake.points_of(pk) == i + 1
             assert texts_sent(fake, pk) == ["Storm sale today"]
         attempts = [r.status for r in fake.requests]
-        assert attempts.count(503) < 20 * 20, "retries backed off instead of hammering"
+        assert attempts.count(503) < 40, "the outage was hammered instead of probed"
+
+
+async def _nothing_claimed(pool: asyncpg.Pool) -> bool:
+    claimed = await pool.fetchval(
+        "SELECT (SELECT count(*) FROM loyaltyd.pass_syncs WHERE state = 'claimed')"
+        "     + (SELECT count(*) FROM loyaltyd.campaign_deliveries WHERE state = 'claimed')"
+    )
+    return bool(claimed == 0)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(OUTAGE_SECONDS + 180)
+async def test_after_a_five_minute_outage_everything_owed_arrives_within_30_s(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
+    """PassKit answers 503 to everything for five real minutes, then recovers. A daemon
+    process holds the work back meanwhile (no back-off spent on an outage), probes PassKit
+    every few seconds, and once it answers, 30 owed pass syncs and 60 campaign messages all
+    arrive within 30 s; the outage cost a bounded number of requests."""
+    program = await make_program(pool)
+    passes = [await make_pass(pool, program, points=0) for _ in range(30)]
+    async with pool.acquire() as conn:
+        await bulk_audience(conn, program, 30, prefix="pk-outage")
+    async with fake_passkit() as fake:
+        fake.faults = Faults(p503=1.0)
+        env = {**daemon_env(fake.url), "LOYALTYD_PASSKIT_PROBE_SECONDS": "5"}
+        daemon = DaemonProcess(database_url, env, tmp_path / "daemon.log")
+        try:
+            await wait_until(lambda: "daemon_ready" in daemon.log_text(), timeout=30)
+            for i, pass_id in enumerate(passes):
+                await pool.execute(EARN, pass_id, i + 1, "EARN", None)
+            campaign_id = await insert_campaign(
+                pool, program_id=program, message_text="Storm sale today"
+            )
+            await asyncio.sleep(OUTAGE_SECONDS)
+            during = fake.count()
+            fake.faults = Faults()  # PassKit is back
+            recovered = time.monotonic()
+
+            async def all_arrived() -> bool:
+                return await _owed(pool) == 0 and await status_of(pool, campaign_id) == "COMPLETED"
+
+            await wait_until(all_arrived, timeout=60, interval=0.2)
+            took = time.monotonic() - recovered
+            code, _ = await daemon.terminate_timed(30)
+        finally:
+            daemon.stop_now()
+    assert code == 0
+    assert took <= 30, f"everything owed arrived {took:.1f} s after PassKit recovered"
+    for i, pass_id in enumerate(passes):
+        assert fake.points_of(await _passkit_id(pool, pass_id)) == i + 1
+    sent = await pool.fetchval("SELECT sent_count FROM push_campaigns WHERE id = $1", campaign_id)
+    assert sent == 60  # the 30 members above and the 30 of the bulk audience
+    # Held back, not hammered: the first failures, then one probe every 5 s.
+    assert during < 150, f"{during} requests during a {OUTAGE_SECONDS} s outage"

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import UTC, datetime
+from typing import Any
 
 from daemon.cli.commands._common import pool
 from daemon.cli.progress import progress_bar
@@ -68,6 +70,7 @@ def render(report: StatusReport, stale: float = 5.0) -> str:
         _retrying(report.retrying),
         _dead_syncs(report.dead_sync_count, report.dead_syncs),
         _birthdays(report.birthdays),
+        _wallets(report),
     ]
     return "\n".join(sections)
 
@@ -156,8 +159,12 @@ def _retrying(retrying: tuple[Retrying, ...]) -> str:
     ]
     for r in waiting:
         title = QUEUE_TITLES.get(r.queue, r.queue)
+        timing = f"next try in {age(r.next_in)}" if r.rows > r.held else ""
+        if r.held:
+            held = f"{r.held:,} until PassKit answers again (probed every few seconds)"
+            timing = f"{held}, {timing}" if timing else held
         lines.append(
-            f"  {title:<15}{r.rows:,} waiting, next try in {age(r.next_in)}: "
+            f"  {title:<15}{r.rows:,} waiting, {timing}: "
             f"{_clip(r.latest_error or 'no error recorded')}"
         )
     return "\n".join(lines) + "\n"
@@ -197,3 +204,67 @@ def _birthdays(programs: tuple[BirthdaysToday, ...]) -> str:
 def _clip(text: str) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= ERROR_WIDTH else flat[: ERROR_WIDTH - 1] + "…"
+
+
+WALLET_ORDER = ("INSTALLED", "UNINSTALLED", "INVALIDATED", "ISSUED", "DELETED")
+SWEPT = {"MEMBERSHIP": "members", "COUPON": "coupons", "EVENT_TICKET": "tickets"}
+
+
+def _wallets(report: StatusReport) -> str:
+    lines = ["Wallets (what PassKit says of each program's passes)"]
+    for w in report.wallets:
+        if not (w.passes or w.sweeps or w.webhooks):
+            continue  # nothing to say of a program without passes
+        counts = sorted(w.passes.items(), key=lambda kv: _wallet_rank(kv[0]))
+        shown = " · ".join(f"{n:,} {status.lower()}" for status, n in counts) or "no passes"
+        note = "" if w.follows else " [status managed by hand]"
+        lines.append(f"  {w.name or w.program_id}: {shown}{note}")
+        lines += [f"    {_sweep_line(sweep)}" for sweep in w.sweeps]
+        if w.webhooks:
+            events = ", ".join(
+                f"{n:,} {event.removeprefix('PASS_EVENT_').lower()}"
+                for event, n in sorted(w.webhooks.items())
+            )
+            lines.append(f"    webhooks received: {events}")
+    if len(lines) == 1 and not (report.inbox or report.unknown_webhooks):
+        return "Wallets: no passes yet\n"
+    unknown = f"; {report.unknown_webhooks:,} about passes loyaltyd does not know"
+    lines.append(
+        f"  Webhook inbox: {report.inbox:,} passes waiting to be read again"
+        + (unknown if report.unknown_webhooks else "")
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _wallet_rank(status: str) -> int:
+    return WALLET_ORDER.index(status) if status in WALLET_ORDER else len(WALLET_ORDER)
+
+
+def _sweep_line(sweep: dict[str, Any]) -> str:
+    what = SWEPT.get(sweep.get("protocol", ""), sweep.get("protocol", "?"))
+    when = _since(sweep.get("started_at"))
+    state = sweep.get("state", "?")
+    if state == "failed":
+        return f"{what} swept {when}: failed: {_clip(str(sweep.get('error') or ''))}"
+    if state == "running":
+        return f"{what} sweep running since {when}"
+    summary = sweep.get("summary") or {}
+    return (
+        f"{what} swept {when}: {summary.get('checked', 0):,} checked, "
+        f"{summary.get('installed', 0):,} newly installed, "
+        f"{summary.get('uninstalled', 0):,} uninstalled, "
+        f"{summary.get('invalidated', 0):,} invalidated, {summary.get('deleted', 0):,} deleted; "
+        f"balances {summary.get('drift_found', 0):,} differed, "
+        f"{summary.get('drift_repaired', 0):,} repaired, "
+        f"{summary.get('drift_reported', 0):,} reported"
+    )
+
+
+def _since(value: object) -> str:
+    if not isinstance(value, str):
+        return "at an unknown time"
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    return f"{age((datetime.now(UTC) - when).total_seconds())} ago"

@@ -101,6 +101,7 @@ UPDATE push_campaigns c
                           ELSE c.finished_at END,
        lease_owner = NULL,
        lease_expires_at = CASE
+           WHEN r.outcome = 'retry' AND r.retry_in = 'Infinity' THEN 'infinity'::timestamptz
            WHEN r.outcome = 'retry' THEN now() + make_interval(secs => r.retry_in)
            WHEN r.outcome = 'failed' AND c.started_at IS NOT NULL THEN now() + interval '1 min'
        END
@@ -334,7 +335,11 @@ checked AS (
     SELECT o.campaign_id, o.pass_id, o.lease_expired,
            CASE
                WHEN p.id IS NULL THEN 'pass deleted'
+               -- what PassKit said since the campaign started (sql/060): no phone to reach
+               WHEN w.status = 'DELETED' OR p.status = 'DELETED' THEN 'pass deleted at PassKit'
                WHEN p.is_active IS NOT TRUE THEN 'pass no longer active'
+               WHEN p.status = 'UNINSTALLED' THEN 'pass uninstalled from the wallet'
+               WHEN p.status = 'INVALIDATED' THEN 'pass invalidated at PassKit'
                WHEN p.status IS DISTINCT FROM 'INSTALLED' THEN 'pass no longer installed'
                WHEN u.marketing_opt_in IS NOT TRUE THEN 'member opted out of marketing'
                WHEN recent.n >= g.max_pushes_per_pass_per_day THEN
@@ -343,6 +348,7 @@ checked AS (
            END AS skip_reason
       FROM one_per_pass o
       LEFT JOIN passes_master p ON p.id = o.pass_id
+      LEFT JOIN loyaltyd.wallet_passes w ON w.pass_id = o.pass_id
       LEFT JOIN users u ON u.id = p.user_id
       LEFT JOIN programs g ON g.id = p.program_id
      CROSS JOIN LATERAL (
@@ -396,7 +402,8 @@ SELECT cl.campaign_id, cl.pass_id, cl.state, cl.attempts, cl.lease_expired,
 
 -- name: record_deliveries
 -- $1 = owner; $2 campaign ids, $3 pass ids, $4 outcomes ('sent'|'failed'|'skipped'|'retry'),
--- $5 seconds until the retry (NULL unless retry), $6 errors, $7 texts as sent. Only rows still leased to
+-- $5 seconds until the retry (NULL unless retry; Infinity: until PassKit answers again), $6 errors,
+-- $7 texts as sent. Only rows still leased to
 -- $1 are written (a daemon that lost its lease has no say any more), and the campaigns'
 -- counters move in the same statement, so they always equal the rows.
 WITH r AS (
@@ -409,6 +416,8 @@ written AS (
        SET state = CASE WHEN r.outcome = 'retry' THEN 'pending' ELSE r.outcome END,
            lease_owner = NULL,
            available_at = CASE WHEN r.retry_in IS NULL THEN d.available_at
+                               -- until PassKit answers again (release_held_work)
+                               WHEN r.retry_in = 'Infinity' THEN 'infinity'::timestamptz
                                ELSE now() + make_interval(secs => r.retry_in) END,
            error = r.error,
            rendered_text = coalesce(r.rendered_text, d.rendered_text),

@@ -126,17 +126,22 @@ HAVING l.birthday_bot_enabled OR count(b.id) > 0
 
 -- name: ops_retrying
 -- No parameters. Per queue ('sync', 'campaign'): rows waiting for another try after a
--- transient failure (a failed attempt left its error), seconds until the soonest is due again,
--- and the newest of those errors. Many rows here while PassKit is failing is the outage seen
--- from the database, by every daemon on it.
+-- transient failure (a failed attempt left its error), of those how many wait for PassKit to
+-- answer again at all (due 'infinity': held back while PassKit was down), seconds until the
+-- soonest of the others is due again, and the newest of those errors. Many rows here while
+-- PassKit is failing is the outage seen from the database, by every daemon on it.
 SELECT 'sync' AS queue, count(*) AS rows,
-       coalesce(extract(epoch FROM min(next_attempt_at) - now()), 0)::float8 AS next_in,
+       count(*) FILTER (WHERE next_attempt_at = 'infinity') AS held,
+       coalesce(extract(epoch FROM min(next_attempt_at) FILTER (WHERE next_attempt_at < 'infinity')
+                                   - now()), 0)::float8 AS next_in,
        (array_agg(last_error ORDER BY updated_at DESC))[1] AS latest_error
   FROM loyaltyd.pass_syncs
  WHERE state = 'pending' AND last_error IS NOT NULL
 UNION ALL
 SELECT 'campaign', count(*),
-       coalesce(extract(epoch FROM min(available_at) - now()), 0)::float8,
+       count(*) FILTER (WHERE available_at = 'infinity'),
+       coalesce(extract(epoch FROM min(available_at) FILTER (WHERE available_at < 'infinity')
+                                   - now()), 0)::float8,
        (array_agg(error ORDER BY available_at DESC))[1]
   FROM loyaltyd.campaign_deliveries
  WHERE state = 'pending' AND error IS NOT NULL;
@@ -180,3 +185,38 @@ SELECT id, host, pid, started_at,
        rate_limit, share, sent_per_second, taken_over
   FROM loyaltyd.instances
  ORDER BY heartbeat_at DESC;
+
+-- name: release_held_work
+-- No parameters. PassKit answers again: every row that waited for it (due 'infinity', written
+-- while PassKit was down as a whole) is due now, and every daemon's workers are rung. Pass
+-- syncs and webhook re-reads first in the claims' own order (they are claimed before campaign
+-- sends for PassKit's slots). Returns the rows released per queue.
+WITH syncs AS (
+    UPDATE loyaltyd.pass_syncs SET next_attempt_at = now(), updated_at = now()
+     WHERE state = 'pending' AND next_attempt_at = 'infinity'
+    RETURNING 1
+),
+deliveries AS (
+    UPDATE loyaltyd.campaign_deliveries d SET available_at = now()
+     WHERE d.state = 'pending' AND d.available_at = 'infinity'
+       AND d.campaign_id IN (SELECT c.id FROM push_campaigns c
+                              WHERE c.started_at IS NOT NULL AND c.finished_at IS NULL)
+    RETURNING 1
+),
+reads AS (
+    UPDATE loyaltyd.wallet_events SET available_at = now()
+     WHERE state = 'pending' AND available_at = 'infinity'
+    RETURNING 1
+),
+released AS (
+    SELECT (SELECT count(*) FROM syncs)::int AS syncs,
+           (SELECT count(*) FROM deliveries)::int AS deliveries,
+           (SELECT count(*) FROM reads)::int AS reads
+)
+SELECT r.*,
+       CASE WHEN r.syncs > 0 THEN pg_notify('loyaltyd_syncs', '')::text END,
+       CASE WHEN r.deliveries > 0 THEN pg_notify('loyaltyd_deliveries', '')::text END,
+       CASE WHEN r.deliveries > 0 THEN pg_notify('loyaltyd_campaign_messages', '')::text END,
+       CASE WHEN r.reads > 0 THEN pg_notify('loyaltyd_wallet_events', '')::text END
+  FROM released r;
+

@@ -30,10 +30,14 @@ UPDATE loyaltyd.pass_syncs s
        updated_at = now()
   FROM due
   JOIN passes_master p ON p.id = due.pass_id
+  LEFT JOIN loyaltyd.wallet_passes w ON w.pass_id = due.pass_id
  WHERE s.pass_id = due.pass_id
 RETURNING s.pass_id, s.generation, s.attempts, due.lease_expired,
           extract(epoch FROM now() - s.enqueued_at)::float8 AS owed_seconds,
           p.passkit_internal_id, p.protocol,
+          -- a pass PassKit deleted or invalidated is owed nothing any more (sql/060)
+          CASE WHEN w.status = 'DELETED' THEN 'DELETED'
+               WHEN p.status IN ('DELETED', 'INVALIDATED') THEN p.status END AS unreachable,
           CASE WHEN s.points_generation IS NOT NULL THEN s.points_balance END AS points_balance,
           CASE WHEN s.message_generation IS NOT NULL THEN s.message END AS message,
           s.redeem_generation IS NOT NULL AS redeem,
@@ -42,7 +46,7 @@ RETURNING s.pass_id, s.generation, s.attempts, due.lease_expired,
 -- name: record_pass_syncs
 -- $1 = owner; $2 pass ids, $3 generations claimed, $4 outcomes ('sent'|'skipped'|'retry'|
 -- 'failed'; sent and skipped clear the work, failed makes the row dead), $5 seconds until the
--- retry (NULL unless retry), $6 errors (NULL when sent). Only rows still leased to $1 are
+-- retry (NULL unless retry; Infinity: until PassKit answers again), $6 errors (NULL when sent). Only rows still leased to $1 are
 -- written: a daemon that lost its lease has no say any more.
 WITH r AS (
     SELECT r.pass_id, r.gen, r.retry_in, r.error,
@@ -70,7 +74,9 @@ UPDATE loyaltyd.pass_syncs s
                     WHEN r.outcome = 'retry' OR s.generation > r.gen THEN 'pending'
                     ELSE 'idle' END,
        attempts = CASE WHEN r.outcome = 'done' THEN 0 ELSE s.attempts END,
-       next_attempt_at = now() + make_interval(secs => coalesce(r.retry_in, 0)),
+       -- an infinite wait: until PassKit answers again (release_held_work)
+       next_attempt_at = CASE WHEN r.retry_in = 'Infinity' THEN 'infinity'::timestamptz
+                              ELSE now() + make_interval(secs => coalesce(r.retry_in, 0)) END,
        enqueued_at = CASE WHEN r.outcome = 'done' AND s.generation > r.gen THEN now()
                           ELSE s.enqueued_at END,
        last_error = r.error,
