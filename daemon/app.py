@@ -18,12 +18,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from aiohttp import web
 from pydantic import SecretStr
 
 from daemon.birthday.bot import BirthdayBot
 from daemon.campaigns.bulk import CHUNK_SLOTS, ChunkStore, MessageChunkHandler
 from daemon.campaigns.delivery import DeliveryHandler
+from daemon.campaigns.planner import CHANNEL as PLANNER_CHANNEL
 from daemon.campaigns.planner import CampaignPlanner, planner_config, planner_store
+from daemon.console.app import build_console
+from daemon.console.feed import Feed
 from daemon.core.clock import utc_now
 from daemon.core.config import Settings
 from daemon.core.logs import get_logger
@@ -71,6 +75,7 @@ class Daemon:
     listener: Listener | None = None
     stores: list[LeasedTable] = field(default_factory=list)
     budget: FleetBudget | None = None
+    feed: Feed | None = None  # the console's live feed, when the console is on
 
     def taken_over(self) -> int:
         """Rows this daemon took over from dead daemons, since it started."""
@@ -206,11 +211,13 @@ def _build_workers(daemon: Daemon) -> None:
 
 async def _supervise(daemon: Daemon) -> None:
     s = daemon.settings
+    watchers = {PLANNER_CHANNEL: daemon.feed.rung} if daemon.feed is not None else None
     daemon.listener = Listener(
         daemon.dsn,
         daemon.doorbells,
         probe_interval=s.loyaltyd_listener_probe_seconds,
         metrics=daemon.metrics,
+        watchers=watchers,
     )
     workers_done = asyncio.Event()
 
@@ -236,6 +243,8 @@ async def _supervise(daemon: Daemon) -> None:
                 daemon.birthdays.run(daemon.stopping, s.loyaltyd_shutdown_grace_seconds),
                 name="birthday-bot",
             )
+        if daemon.feed is not None:
+            tg.create_task(daemon.feed.run(daemon.stopping), name="console-feed")
         if not daemon.client.mock_mode:
             # Mock mode has no PassKit to sweep, nor to be down.
             tg.create_task(_outage_watch(daemon).run(daemon.stopping), name="passkit-outage")
@@ -244,6 +253,21 @@ async def _supervise(daemon: Daemon) -> None:
         # READY / WATCHDOG / STOPPING to systemd (a no-op outside it)
         tg.create_task(notify_systemd(daemon), name="systemd-notify")
         log.info("daemon_ready", instance=str(daemon.owner))
+
+
+def _console(daemon: Daemon) -> web.Application | None:
+    """The admins' console under /console/, when LOYALTYD_CONSOLE is on."""
+    if not daemon.settings.loyaltyd_console:
+        return None
+    daemon.feed = Feed(daemon.pool)
+    client = daemon.client
+    return build_console(
+        daemon.settings,
+        daemon.pool,
+        daemon.feed,
+        stopping=daemon.stopping,
+        passkit_down=lambda: client.health.down,
+    )
 
 
 def _sweeps(daemon: Daemon) -> SweepScheduler:
@@ -318,7 +342,7 @@ async def run_daemon(
             if on_start is not None:
                 on_start(daemon)
             # The HTTP port is bound first: a taken port stops start-up before any work.
-            async with serve_http(daemon):
+            async with serve_http(daemon, console=_console(daemon)):
                 await _supervise(daemon)
     finally:
         await pool.close()

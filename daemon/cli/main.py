@@ -34,6 +34,7 @@ COMMANDS = {
     "check": "check",
     "wallet-sync": "wallet_sync",
     "webhooks": "webhooks",
+    "console": "console",
     "demo": "demo",
 }
 

@@ -217,6 +217,48 @@ class Settings(BaseSettings):
         description="A kept-alive connection is closed after this long (once idle).",
     )
 
+    # --- console ----------------------------------------------------------------------------
+    loyaltyd_console: bool = Field(
+        default=False,
+        description="Serve the admins' console under /console/ on the HTTP server (needs "
+        "LOYALTYD_HTTP_PORT and LOYALTYD_CONSOLE_SECRET).",
+    )
+    loyaltyd_console_secret: SecretStr | None = Field(
+        default=None,
+        description="The key that signs console sessions: at least 32 characters.",
+    )
+    loyaltyd_console_url: str | None = Field(
+        default=None,
+        description="The console's address as people reach it (https://loyalty.example.com), "
+        "for invitation links; unset: the HTTP server's bound address.",
+    )
+    loyaltyd_console_session_hours: float = Field(
+        default=12.0, gt=0, le=24 * 30, description="A console sign-in lasts this long."
+    )
+    loyaltyd_console_trust_proxy: bool = Field(
+        default=False,
+        description="Believe X-Forwarded-Proto and X-Forwarded-For from the proxy in front "
+        "(https: cookies are Secure; sign-in limits count the real address).",
+    )
+    loyaltyd_console_confirm_above: int = Field(
+        default=1000,
+        ge=0,
+        description="Sending to more phones than this asks the admin to type the number.",
+    )
+    loyaltyd_console_csv_max_bytes: int = Field(
+        default=5_000_000, ge=1024, le=100_000_000, description="Largest CSV an admin uploads."
+    )
+    supabase_jwt_secret: SecretStr | None = Field(
+        default=None,
+        description="The Supabase project's JWT secret: console sign-in with a Supabase access "
+        "token (HS256); reads and writes then run as `authenticated` under its claims.",
+    )
+    supabase_jwks_url: str | None = Field(
+        default=None,
+        description="The Supabase project's JWKS (https://PROJECT.supabase.co/auth/v1/.well-known/"
+        "jwks.json), for access tokens signed with asymmetric keys.",
+    )
+
     # --- logging ----------------------------------------------------------------------------
     loyaltyd_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     loyaltyd_log_format: Literal["auto", "json", "console"] = "auto"
@@ -231,6 +273,10 @@ class Settings(BaseSettings):
         "passkit_api_key",
         "passkit_api_secret",
         "loyaltyd_passkit_webhook_token",
+        "loyaltyd_console_secret",
+        "supabase_jwt_secret",
+        "supabase_jwks_url",
+        "loyaltyd_console_url",
         mode="before",
     )
     @classmethod
@@ -258,6 +304,26 @@ class Settings(BaseSettings):
                 "`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
             )
         return value
+
+    @field_validator("loyaltyd_console_secret")
+    @classmethod
+    def _long_console_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters (e.g. `openssl rand -hex 32`)")
+        return value
+
+    @model_validator(mode="after")
+    def _console_needs_a_secret(self) -> Settings:
+        if self.loyaltyd_console and self.loyaltyd_console_secret is None:
+            raise ValueError(
+                "LOYALTYD_CONSOLE=1 needs LOYALTYD_CONSOLE_SECRET (at least 32 characters) to "
+                "sign sessions"
+            )
+        if self.loyaltyd_console and self.loyaltyd_http_port is None:
+            raise ValueError(
+                "LOYALTYD_CONSOLE=1 needs LOYALTYD_HTTP_PORT: the console is served there"
+            )
+        return self
 
     @field_validator("passkit_already_done_pattern")
     @classmethod
@@ -308,6 +374,8 @@ class Settings(BaseSettings):
             self.passkit_api_secret,
             self.passkit_api_key,
             self.loyaltyd_passkit_webhook_token,
+            self.loyaltyd_console_secret,
+            self.supabase_jwt_secret,
             *self.loyaltyd_api_keys,
         ]
         found = [v.get_secret_value() for v in values if v is not None]

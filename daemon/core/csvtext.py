@@ -27,3 +27,12 @@ def delimiter_for(header_line: str, column: str, *, dashes: bool = False) -> str
         if column in header_names(header_line, delimiter, dashes=dashes):
             return delimiter
     return None
+
+
+# OWASP "CSV injection": a spreadsheet runs a cell that starts with one of these.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_cell(value: str) -> str:
+    """A cell a spreadsheet shows as text: a leading formula character is quoted."""
+    return "'" + value if value.startswith(_FORMULA_START) else value

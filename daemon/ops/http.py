@@ -60,6 +60,7 @@ DB_TIMEOUT_SECONDS = 2.0
 # In-flight requests get this long to finish when the daemon stops.
 SHUTDOWN_SECONDS = 5.0
 WEBHOOK_PREFIX = "/passkit/webhook/"
+CONSOLE_PREFIX = "/console"
 WEBHOOK_PATH = WEBHOOK_PREFIX + "{token}"
 # A PassKit webhook is a small JSON object (event, pass); anything larger is not one.
 WEBHOOK_MAX_BYTES = 65_536
@@ -212,6 +213,9 @@ class HttpApi:
 
     @web.middleware
     async def _json_errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith(CONSOLE_PREFIX + "/"):
+            answer: web.StreamResponse = await handler(request)
+            return answer  # the console answers in HTML, itself
         try:
             response: web.StreamResponse = await handler(request)
         except (ApiRequestError, CampaignInputError) as exc:
@@ -269,7 +273,10 @@ class WebhookToken:
 
 @asynccontextmanager
 async def serve_http(
-    running: Running, *, clock: Callable[[], datetime] = utc_now
+    running: Running,
+    *,
+    clock: Callable[[], datetime] = utc_now,
+    console: web.Application | None = None,
 ) -> AsyncIterator[HttpApi | None]:
     """Serve while the block runs (nothing when LOYALTYD_HTTP_PORT is unset). A port that
     cannot be bound fails here, before the daemon starts working."""
@@ -278,12 +285,15 @@ async def serve_http(
         yield None
         return
     api = HttpApi(running, clock=clock)
+    app = api.app()
+    if console is not None:
+        app.add_subapp(CONSOLE_PREFIX + "/", console)
     limits = ConnectionLimits(
         max_connections=settings.loyaltyd_http_max_connections,
         header_timeout=settings.loyaltyd_http_header_timeout_seconds,
         lifetime=settings.loyaltyd_http_connection_seconds,
     )
-    runner = GuardedAppRunner(api.app(), limits=limits, shutdown_timeout=SHUTDOWN_SECONDS)
+    runner = GuardedAppRunner(app, limits=limits, shutdown_timeout=SHUTDOWN_SECONDS)
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.loyaltyd_http_host, settings.loyaltyd_http_port)
@@ -302,6 +312,8 @@ async def serve_http(
         )
         if not api.keys_configured:
             log.warning("http_api_keys_missing", detail="set LOYALTYD_API_KEYS; /api/* answers 401")
+        if console is not None:
+            log.info("console_served", path=CONSOLE_PREFIX + "/")
         yield api
     finally:
         await runner.cleanup()

@@ -37,9 +37,12 @@ class Listener:
         metrics: Metrics | None = None,
         rng: random.Random | None = None,
         connect: Connect | None = None,
+        watchers: Mapping[str, asyncio.Event] | None = None,
     ) -> None:
         self._dsn = dsn
         self._doorbells = doorbells
+        # Rung too, beside a channel's doorbell (the console's live feed watches campaigns).
+        self._watchers = dict(watchers or {})
         self._probe_interval = probe_interval
         self._metrics = metrics
         self._rng = rng or random.Random()
@@ -120,9 +123,9 @@ class Listener:
             conn.terminate()
 
     def _on_notify(self, _conn: Any, _pid: int, channel: str, _payload: str) -> None:
-        doorbell = self._doorbells.get(channel)
-        if doorbell is not None:
-            doorbell.set()
+        for ringing in (self._doorbells.get(channel), self._watchers.get(channel)):
+            if ringing is not None:
+                ringing.set()
 
     def _on_terminated(self, _conn: Any) -> None:
         self._lost.set()

@@ -19,7 +19,7 @@ LAYERS: list[set[str]] = [
     {"engine", "domain"},
     {"passkit", "store"},
     {"passes", "campaigns", "birthday", "members", "wallet", "testing"},
-    {"ops"},
+    {"ops", "console"},
     {"app"},
     {"cli"},
     {"__main__"},

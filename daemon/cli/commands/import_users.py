@@ -13,6 +13,7 @@ from typing import TextIO
 from daemon.cli.commands._common import pool
 from daemon.cli.progress import ProgressLine
 from daemon.core.config import Settings
+from daemon.core.csvtext import safe_cell
 from daemon.members.importer import ImportReport, RowResult, import_users
 from daemon.members.rules import COLUMNS, ImportAborted
 
@@ -100,15 +101,6 @@ def printable(text: str) -> str:
     """Text from the file as it may reach a terminal: control characters (escape sequences,
     carriage returns, bells) written as escapes, never obeyed."""
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
-
-
-# OWASP "CSV injection": a spreadsheet runs a cell that starts with one of these.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def safe_cell(value: str) -> str:
-    """A report cell a spreadsheet shows as text: a leading formula character is quoted."""
-    return "'" + value if value.startswith(_FORMULA_START) else value
 
 
 def _write_report(report: ImportReport, target: str) -> None:

@@ -1,0 +1,60 @@
+"""The console as an aiohttp sub-application, mounted under /console/ by the HTTP server when
+LOYALTYD_CONSOLE is on."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime
+
+import jwt
+from aiohttp import web
+
+from daemon.console.admin import Admin
+from daemon.console.auth import CookieSigner
+from daemon.console.campaigns import Campaigns
+from daemon.console.context import ConsoleContext
+from daemon.console.feed import Feed
+from daemon.console.signin import SignIn
+from daemon.console.web import (
+    POOL_KEY,
+    STATIC,
+    ConsoleConfig,
+    html_errors,
+    security_headers,
+    session_middleware,
+    templates,
+)
+from daemon.core.clock import utc_now
+from daemon.core.config import Settings
+from daemon.store.pool import Pool
+
+# Multipart overhead on top of the largest CSV an admin may upload.
+_FORM_ROOM = 256 * 1024
+
+
+def build_console(
+    settings: Settings,
+    pool: Pool,
+    feed: Feed,
+    *,
+    stopping: asyncio.Event,
+    clock: Callable[[], datetime] = utc_now,
+    passkit_down: Callable[[], bool] = lambda: False,
+) -> web.Application:
+    secret = settings.loyaltyd_console_secret
+    if secret is None:
+        raise ValueError("the console needs LOYALTYD_CONSOLE_SECRET")
+    config = ConsoleConfig(settings, CookieSigner(secret.get_secret_value()))
+    jwks = jwt.PyJWKClient(settings.supabase_jwks_url) if settings.supabase_jwks_url else None
+    env = templates()
+    ctx = ConsoleContext(settings, config, pool, feed, env, stopping, clock, jwks, passkit_down)
+    app = web.Application(
+        middlewares=[security_headers, html_errors(env), session_middleware(config)],
+        client_max_size=settings.loyaltyd_console_csv_max_bytes + _FORM_ROOM,
+    )
+    app[POOL_KEY] = pool
+    for part in (SignIn(ctx), Campaigns(ctx), Admin(ctx)):
+        part.routes(app)
+    app.router.add_static("/static/", STATIC, append_version=False)
+    return app

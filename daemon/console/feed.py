@@ -1,0 +1,143 @@
+"""Live pages without load: one feed per daemon, shared by every viewer.
+
+While at least one page watches, the feed reads what changed in the watched programs'
+campaigns (one statement), at most once a second while a campaign of theirs is being sent or
+a change was just seen, and otherwise when a campaign's NOTIFY rings (inserted, edited, moved
+by the daemon) or every few seconds. It keeps the latest progress of each campaign in memory,
+so the fragments that show progress are rendered from it, not read again per viewer, and
+tells each subscriber, as a small "changed" event, which of its programs' campaigns moved.
+Events coalesce per subscriber (a set of names), so a slow page gets the newest state, never
+a backlog, and nothing is lost: what changed after a read is found by the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+from daemon.core.clock import wait_any
+from daemon.core.logs import get_logger
+from daemon.store import console as store
+from daemon.store.pool import Pool
+
+log = get_logger(__name__)
+
+READ_EVERY_SECONDS: Final = 1.0
+IDLE_SECONDS: Final = 5.0
+# Rows a transaction committed late (its updated_at older than the last read) are still found.
+OVERLAP: Final = timedelta(seconds=2)
+
+
+Progress = store.Change  # a campaign as the live fragments show it
+
+
+@dataclass(eq=False)
+class Subscription:
+    programs: frozenset[uuid.UUID]
+    pending: set[str] = field(default_factory=set)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def notify(self, names: Iterable[str]) -> None:
+        self.pending.update(names)
+        if self.pending:
+            self.ready.set()
+
+    def take(self) -> list[str]:
+        names = sorted(self.pending)
+        self.pending.clear()
+        self.ready.clear()
+        return names
+
+
+class Feed:
+    def __init__(self, pool: Pool, *, read_every: float = READ_EVERY_SECONDS) -> None:
+        self._pool = pool
+        self._read_every = read_every
+        self._subscriptions: set[Subscription] = set()
+        self._watching = asyncio.Event()
+        self.rung = asyncio.Event()  # the campaigns' NOTIFY channel rings it
+        self.progress: dict[uuid.UUID, Progress] = {}
+        self._since = datetime.now(UTC)
+        self.reads = 0  # statements read, for the benchmark
+
+    def subscribe(self, programs: Iterable[uuid.UUID]) -> Subscription:
+        subscription = Subscription(frozenset(programs))
+        self._subscriptions.add(subscription)
+        self._watching.set()
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self._subscriptions.discard(subscription)
+        if not self._subscriptions:
+            self._watching.clear()
+
+    @property
+    def watchers(self) -> int:
+        return len(self._subscriptions)
+
+    def remember(self, progress: Progress) -> None:
+        """A campaign read by a page (not yet in the feed's memory)."""
+        self.progress.setdefault(progress.id, progress)
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            await wait_any(stopping, self._watching, within=None)
+            if stopping.is_set():
+                return
+            self.rung.clear()
+            busy = await self._read_once()
+            # At most one read a second, however often the doorbell rings; while nothing is
+            # being sent, the next read waits for a ring (or a few seconds).
+            await wait_any(stopping, within=self._read_every)
+            if not busy:
+                await wait_any(stopping, self.rung, within=IDLE_SECONDS - self._read_every)
+
+    async def _read_once(self) -> bool:
+        """One read of what changed; whether to read again in a second."""
+        programs = sorted({p for s in self._subscriptions for p in s.programs})
+        if not programs:
+            return False
+        try:
+            changes = await store.changes_since(self._pool, programs, self._since - OVERLAP)
+            running = await store.any_running(self._pool, programs)
+        except store.DATABASE_ERRORS as exc:
+            log.warning("console_feed_read_failed", error=repr(exc))
+            return True
+        self.reads += 1
+        moved: list[tuple[store.Change, bool]] = []
+        for change in changes:
+            known = self.progress.get(change.id)
+            self.progress[change.id] = change
+            if known is None or _shown(known) != _shown(change):
+                # A new campaign or a new status changes the history table itself; progress
+                # alone changes one row's progress cell.
+                moved.append((change, known is None or known.status != change.status))
+        if changes:
+            self._since = max(self._since, max(c.updated_at for c in changes))
+        self._announce(moved)
+        return running or bool(moved)
+
+    def _announce(self, moved: list[tuple[store.Change, bool]]) -> None:
+        for subscription in self._subscriptions:
+            mine = [(c, listed) for c, listed in moved if c.program_id in subscription.programs]
+            names = [f"campaign-{c.id}" for c, _ in mine]
+            if any(listed for _, listed in mine):
+                names.append("campaigns")
+            subscription.notify(names)
+
+
+def _shown(change: store.Change) -> tuple[object, ...]:
+    """What a page shows of a campaign: a change of anything else is no news."""
+    return (
+        change.status,
+        change.sent,
+        change.failed,
+        change.skipped,
+        change.recipient_count,
+        change.counted,
+        change.finished_at,
+    )

@@ -1,0 +1,99 @@
+// loyaltyd console: small enhancements over pages that work without JavaScript.
+// External file only (the CSP allows no inline script); event delegation, so fragments htmx
+// swaps in work too.
+(function () {
+  "use strict";
+
+  function updateCount(area) {
+    var target = document.getElementById(area.getAttribute("data-count"));
+    if (target) { target.textContent = area.value.trim().length + " / " + (area.maxLength > 0 ? area.maxLength : 500); }
+  }
+
+  function showSegment() {
+    var chosen = document.querySelector("input[data-segment]:checked");
+    document.querySelectorAll(".segment-params").forEach(function (box) {
+      box.classList.toggle("hidden", !chosen || box.getAttribute("data-for") !== chosen.value);
+    });
+  }
+
+  function showWhen() {
+    var later = document.querySelector("input[data-when][value=later]");
+    document.querySelectorAll(".when-later").forEach(function (input) {
+      input.classList.toggle("hidden", !(later && later.checked));
+    });
+  }
+
+  function guardTyped(input) {
+    var form = input.form;
+    var button = form && form.querySelector("button[type=submit]");
+    if (button) { button.disabled = input.value.replace(/[,\s]/g, "") !== input.getAttribute("data-must-equal"); }
+  }
+
+  document.addEventListener("input", function (event) {
+    var el = event.target;
+    if (el.matches && el.matches("textarea[data-count]")) { updateCount(el); }
+    if (el.matches && el.matches("input[data-must-equal]")) { guardTyped(el); }
+  });
+
+  document.addEventListener("change", function (event) {
+    var el = event.target;
+    if (el.matches && el.matches("input[data-segment]")) { showSegment(); }
+    if (el.matches && el.matches("input[data-when]")) { showWhen(); }
+  });
+
+  document.addEventListener("click", function (event) {
+    var opener = event.target.closest && event.target.closest("[data-dialog]");
+    if (opener) {
+      var dialog = document.getElementById(opener.getAttribute("data-dialog"));
+      if (dialog && dialog.showModal) {
+        event.preventDefault();
+        dialog.showModal();
+        var typed = dialog.querySelector("input[data-must-equal]");
+        if (typed) { guardTyped(typed); typed.focus(); }
+      }
+      return;
+    }
+    var closer = event.target.closest && event.target.closest("[data-close]");
+    if (closer) {
+      var open = closer.closest("dialog");
+      if (open) { open.close(); }
+      return;
+    }
+    var chip = event.target.closest && event.target.closest("[data-insert]");
+    if (chip) {
+      var area = document.getElementById(chip.getAttribute("data-target"));
+      if (!area) { return; }
+      var text = chip.getAttribute("data-insert");
+      var start = area.selectionStart || 0, end = area.selectionEnd || 0;
+      area.value = area.value.slice(0, start) + text + area.value.slice(end);
+      area.focus();
+      area.selectionStart = area.selectionEnd = start + text.length;
+      area.dispatchEvent(new Event("input", { bubbles: true }));
+    }
+  });
+
+  // "Something changed" from the server (one stream per page): each element that shows that
+  // thing fetches itself again (hx-trigger="changed"). The browser reconnects by itself; an
+  // interrupted stream is not an error worth a word.
+  function listen() {
+    var main = document.querySelector("main[data-events]");
+    if (!main || !window.EventSource || !window.htmx) { return; }
+    var source = new EventSource(main.getAttribute("data-events"));
+    source.onmessage = function (event) {
+      document.querySelectorAll("[data-on]").forEach(function (el) {
+        if (el.getAttribute("data-on").split(" ").indexOf(event.data) >= 0) {
+          window.htmx.trigger(el, "changed");
+        }
+      });
+    };
+    source.onerror = function () {};
+    window.addEventListener("pagehide", function () { source.close(); });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    showSegment();
+    showWhen();
+    document.querySelectorAll("textarea[data-count]").forEach(updateCount);
+    listen();
+  });
+})();

@@ -1,0 +1,247 @@
+"""The console's plumbing: the sub-application, its templates, and the rules every request
+follows.
+
+- Every answer carries a strict Content-Security-Policy (`default-src 'self'`, no inline
+  script or style, `frame-ancestors 'none'`), `X-Content-Type-Options: nosniff`, and pages
+  for a signed-in person are `no-store`.
+- Every state-changing request (POST) must come from the console itself: the browser's
+  `Sec-Fetch-Site` (or, without it, `Origin`) says same-origin, and it carries the session's
+  CSRF token (form field `csrf` or header `X-CSRF-Token`). The sign-in form, before any
+  session, carries a token of its own in a cookie (double submit).
+- A person is known by the signed session cookie (`HttpOnly`, `SameSite=Strict`, `Secure` over
+  https or behind a proxy that says so); without one, pages redirect to sign-in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Final
+from zoneinfo import ZoneInfo
+
+import jinja2
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from daemon.console.auth import COOKIE, SIGNIN_COOKIE, CookieSigner, Viewer, digest
+from daemon.core.config import Settings
+from daemon.core.logs import get_logger
+from daemon.store import console as store
+from daemon.store.pool import Pool
+
+log = get_logger(__name__)
+
+PREFIX: Final = "/console"
+STATIC: Final = Path(__file__).parent / "static"
+CSP: Final = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; "
+    "object-src 'none'"
+)
+# Reachable without a session.
+PUBLIC: Final = (f"{PREFIX}/signin", f"{PREFIX}/invite/", f"{PREFIX}/static/", f"{PREFIX}/supabase")
+VIEWER_KEY: Final = web.RequestKey("viewer", Viewer)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class ConsoleConfig:
+    settings: Settings
+    signer: CookieSigner
+
+    @property
+    def session_seconds(self) -> float:
+        return self.settings.loyaltyd_console_session_hours * 3600
+
+
+def templates() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("daemon.console", "templates"),
+        autoescape=jinja2.select_autoescape(["html"], default=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["number"] = lambda n: f"{int(n or 0):,}"
+    env.filters["when"] = _when
+    return env
+
+
+def _when(value: datetime | None, timezone: str | None = None) -> str:
+    if value is None:
+        return "—"
+    if timezone:
+        with contextlib.suppress(KeyError, ValueError):
+            value = value.astimezone(ZoneInfo(timezone))
+    return value.strftime("%Y-%m-%d %H:%M %Z")
+
+
+def secure_request(request: web.Request, settings: Settings) -> bool:
+    """Served over https: the connection itself, or a trusted proxy's X-Forwarded-Proto."""
+    if request.secure:
+        return True
+    forwarded = request.headers.get("X-Forwarded-Proto", "")
+    return settings.loyaltyd_console_trust_proxy and forwarded.split(",")[0].strip() == "https"
+
+
+def client_address(request: web.Request, settings: Settings) -> str:
+    if settings.loyaltyd_console_trust_proxy:
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        if forwarded:
+            return forwarded.split(",")[0].strip()
+    return request.remote or "unknown"
+
+
+def same_origin(request: web.Request) -> bool:
+    """The request comes from the console's own pages (what a browser says of it)."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return site in ("same-origin", "none")
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True  # not a browser's cross-site request (a browser sends one of the two)
+    return origin == f"{request.scheme}://{request.host}"
+
+
+def set_cookie(
+    response: web.StreamResponse,
+    request: web.Request,
+    settings: Settings,
+    name: str,
+    value: str,
+    max_age: float | None,
+) -> None:
+    response.set_cookie(
+        name,
+        value,
+        max_age=None if max_age is None else int(max_age),
+        path=PREFIX,
+        httponly=True,
+        samesite="Strict",
+        secure=secure_request(request, settings),
+    )
+
+
+@web.middleware
+async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        response = exc
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"
+    response.headers["X-Frame-Options"] = "DENY"
+    if not request.path.startswith(f"{PREFIX}/static/"):
+        response.headers["Cache-Control"] = "no-store"
+    if isinstance(response, web.HTTPException):
+        raise response
+    return response
+
+
+def session_middleware(config: ConsoleConfig) -> Middleware:
+    @web.middleware
+    async def known(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith(PUBLIC):
+            return await handler(request)
+        viewer = await _viewer(request, config)
+        if viewer is None:
+            if request.method == "GET" and "HX-Request" not in request.headers:
+                raise web.HTTPSeeOther(f"{PREFIX}/signin")
+            raise web.HTTPUnauthorized(text="sign in first")
+        if request.method not in ("GET", "HEAD"):
+            _check_csrf(request, viewer.csrf, await _form_token(request))
+        request[VIEWER_KEY] = viewer
+        return await handler(request)
+
+    return known
+
+
+async def _viewer(request: web.Request, config: ConsoleConfig) -> Viewer | None:
+    session_id = config.signer.unsign(request.cookies.get(COOKIE))
+    if session_id is None:
+        return None
+    id_hash = digest(session_id)
+    row = await store.session(request.app[POOL_KEY], id_hash)
+    if row is None:
+        return None
+    if row.claims is not None:
+        scope = store.Scope(request.app[POOL_KEY], row.claims)
+        programs = await store.supabase_programs(scope)
+        name = str(row.claims.get("email") or row.claims.get("sub"))
+        return Viewer(id_hash, name, row.csrf, {p: "admin" for p in programs}, False, row.claims)
+    return Viewer(id_hash, row.email or "?", row.csrf, row.roles, row.operator)
+
+
+async def _form_token(request: web.Request) -> str | None:
+    header = request.headers.get("X-CSRF-Token")
+    if header:
+        return header
+    if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        if request.content_type == "multipart/form-data":
+            return request.query.get("csrf")
+        form = await request.post()
+        value = form.get("csrf")
+        return value if isinstance(value, str) else None
+    return None
+
+
+def _check_csrf(request: web.Request, expected: str, offered: str | None) -> None:
+    if not same_origin(request):
+        log.warning("console_cross_site_refused", path=request.path)
+        raise web.HTTPForbidden(text="cross-site request refused")
+    if offered is None or not hmac.compare_digest(offered, expected):
+        log.warning("console_csrf_refused", path=request.path)
+        raise web.HTTPForbidden(text="the form is out of date: reload the page and try again")
+
+
+def check_signin_csrf(request: web.Request, offered: str | None) -> None:
+    """The sign-in form's own token (double submit) and same origin."""
+    expected = request.cookies.get(SIGNIN_COOKIE)
+    if expected is None:
+        raise web.HTTPForbidden(text="the form is out of date: reload the page and try again")
+    _check_csrf(request, expected, offered)
+
+
+POOL_KEY: Final = web.AppKey("pool", Pool)
+
+
+def viewer_of(request: web.Request) -> Viewer:
+    return request[VIEWER_KEY]
+
+
+_TITLES: Final = {
+    400: "That did not work",
+    401: "Sign in first",
+    403: "Not for you",
+    404: "Not found",
+    409: "Changed meanwhile",
+    413: "Too large",
+    429: "Too many tries",
+}
+
+
+def html_errors(env: jinja2.Environment) -> Middleware:
+    """An error a person hits in the browser is a page; a fragment's (htmx) stays a short
+    text, for the page around it."""
+
+    @web.middleware
+    async def page(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400 or "HX-Request" in request.headers:
+                raise
+            html = env.get_template("error.html").render(
+                viewer=request.get(VIEWER_KEY),
+                csrf="",
+                prefix=PREFIX,
+                title=_TITLES.get(exc.status, "Something went wrong"),
+                message=exc.text or exc.reason,
+            )
+            return web.Response(text=html, content_type="text/html", status=exc.status)
+
+    return page

@@ -1,0 +1,266 @@
+-- The console's statements (sql/061). Every read of a program's data takes the viewer's
+-- program ids ($n uuid[]) and keeps to them: an id of another program finds nothing, which the
+-- console answers with a 404. Under a Supabase sign-in the same statements run as
+-- `authenticated` with the token's claims, so the user's row-level security applies as well.
+
+-- --- people, invitations, sessions ------------------------------------------------------------
+
+-- name: console_user_upsert
+-- $1 = email (lower case), $2 = operator. The person, created if new (an existing person keeps
+-- their password; operator only ever turns on here).
+INSERT INTO loyaltyd.console_users AS u (email, operator) VALUES ($1, $2)
+ON CONFLICT (email) DO UPDATE SET operator = u.operator OR excluded.operator
+RETURNING id, email, operator, password_hash IS NOT NULL AS has_password;
+
+-- name: console_membership_grant
+-- $1 = user id, $2 = program id, $3 = role. A second invitation to a program sets the role.
+INSERT INTO loyaltyd.console_memberships (user_id, program_id, role) VALUES ($1, $2, $3)
+ON CONFLICT (user_id, program_id) DO UPDATE SET role = excluded.role;
+
+-- name: console_invite_create
+-- $1 = token hash, $2 = user id, $3 = hours valid.
+INSERT INTO loyaltyd.console_invites (token_hash, user_id, expires_at)
+VALUES ($1, $2, now() + make_interval(hours => $3));
+
+-- name: console_invite_use
+-- $1 = token hash. The invitation, used up by this statement: its person, or nothing when it is
+-- unknown, used or expired.
+UPDATE loyaltyd.console_invites i
+   SET used_at = now()
+  FROM loyaltyd.console_users u
+ WHERE i.token_hash = $1 AND i.used_at IS NULL AND i.expires_at > now() AND u.id = i.user_id
+RETURNING u.id, u.email;
+
+-- name: console_invite_peek
+-- $1 = token hash. Whether the invitation can still be used, and for whom (not used by this).
+SELECT u.email FROM loyaltyd.console_invites i JOIN loyaltyd.console_users u ON u.id = i.user_id
+ WHERE i.token_hash = $1 AND i.used_at IS NULL AND i.expires_at > now();
+
+-- name: console_password_set
+-- $1 = user id, $2 = password hash.
+UPDATE loyaltyd.console_users SET password_hash = $2, password_set_at = now() WHERE id = $1;
+
+-- name: console_user_by_email
+-- $1 = email.
+SELECT id, email, password_hash, operator FROM loyaltyd.console_users WHERE email = $1;
+
+-- name: console_signin_failures
+-- $1 = email, $2 = address, $3 = window in seconds. Failed sign-ins in the window, for the
+-- account and for the address; older rows go.
+WITH gone AS (
+    DELETE FROM loyaltyd.console_signin_failures WHERE at < now() - interval '1 day'
+)
+SELECT count(*) FILTER (WHERE email = $1)::int AS by_email,
+       count(*) FILTER (WHERE address = $2)::int AS by_address
+  FROM loyaltyd.console_signin_failures
+ WHERE at > now() - make_interval(secs => $3) AND (email = $1 OR address = $2);
+
+-- name: console_signin_failed
+-- $1 = email, $2 = address.
+INSERT INTO loyaltyd.console_signin_failures (email, address) VALUES ($1, $2);
+
+-- name: console_session_create
+-- $1 = id hash, $2 = user id (NULL: Supabase), $3 = Supabase claims, $4 = CSRF token,
+-- $5 = expires at.
+INSERT INTO loyaltyd.console_sessions (id_hash, user_id, supabase_claims, csrf_token, expires_at)
+VALUES ($1, $2, $3::jsonb, $4, $5);
+
+-- name: console_session
+-- $1 = id hash. A live session with its person, their programs and roles.
+SELECT s.user_id, s.supabase_claims, s.csrf_token, s.expires_at, u.email, u.operator,
+       coalesce((SELECT jsonb_object_agg(m.program_id, m.role)
+                   FROM loyaltyd.console_memberships m WHERE m.user_id = s.user_id), '{}')
+           AS roles
+  FROM loyaltyd.console_sessions s
+  LEFT JOIN loyaltyd.console_users u ON u.id = s.user_id
+ WHERE s.id_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now();
+
+-- name: console_session_end
+-- $1 = id hash (signing out).
+UPDATE loyaltyd.console_sessions SET revoked_at = now() WHERE id_hash = $1 AND revoked_at IS NULL;
+
+-- name: console_revoke
+-- $1 = email. Every session of the person ends, and (with $2) their access to programs.
+WITH person AS (SELECT id FROM loyaltyd.console_users WHERE email = $1),
+ended AS (
+    UPDATE loyaltyd.console_sessions SET revoked_at = now()
+     WHERE user_id IN (SELECT id FROM person) AND revoked_at IS NULL
+    RETURNING 1
+),
+removed AS (
+    DELETE FROM loyaltyd.console_memberships
+     WHERE $2 AND user_id IN (SELECT id FROM person)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM person)::int AS people, (SELECT count(*) FROM ended)::int AS sessions,
+       (SELECT count(*) FROM removed)::int AS memberships;
+
+-- name: console_supabase_programs
+-- No parameters; runs as `authenticated` with the token's claims. The programs the signed-in
+-- Supabase user administers, as the user's admin_profiles says (under its own row-level
+-- security).
+SELECT program_id FROM public.admin_profiles WHERE id = (SELECT auth.uid()) AND program_id IS NOT NULL;
+
+-- --- programs --------------------------------------------------------------------------------
+
+-- name: console_programs
+-- $1 = program ids.
+SELECT id, name, coalesce(nullif(timezone, ''), 'UTC') AS timezone,
+       max_pushes_per_pass_per_day, birthday_bot_enabled, birthday_reward_points,
+       birthday_message
+  FROM programs WHERE id = ANY($1::uuid[]) ORDER BY name, id;
+
+-- name: console_program_update
+-- $1 = program id, $2 = program ids of the viewer, then the settings: $3 birthday bot on,
+-- $4 reward points, $5 message, $6 time zone, $7 frequency cap. Returns the row before.
+WITH before AS (
+    SELECT id, birthday_bot_enabled, birthday_reward_points, birthday_message,
+           timezone, max_pushes_per_pass_per_day
+      FROM programs WHERE id = $1 AND id = ANY($2::uuid[]) FOR UPDATE
+),
+changed AS (
+    UPDATE programs g
+       SET birthday_bot_enabled = $3, birthday_reward_points = $4, birthday_message = $5,
+           timezone = $6, max_pushes_per_pass_per_day = $7
+      FROM before b WHERE g.id = b.id
+    RETURNING g.id
+)
+SELECT b.* FROM before b JOIN changed c ON c.id = b.id;
+
+-- name: console_setting_changes_record
+-- $1 = program id, $2 = who, $3 settings, $4 old values, $5 new values.
+INSERT INTO loyaltyd.program_setting_changes (program_id, changed_by, setting, old_value, new_value)
+SELECT $1, $2, s, o, n FROM unnest($3::text[], $4::text[], $5::text[]) AS c (s, o, n);
+
+-- name: console_setting_changes
+-- $1 = program id, $2 = how many. The newest changes of a program's settings.
+SELECT changed_by, changed_at, setting, old_value, new_value
+  FROM loyaltyd.program_setting_changes WHERE program_id = $1
+ ORDER BY changed_at DESC, id DESC LIMIT $2;
+
+-- name: console_sample_member
+-- $1 = program id, $2 = program ids of the viewer, $3 = a member id (NULL: any). A real member
+-- of the program for the message preview: the given one, else one with a first name.
+SELECT p.id AS pass_id, p.external_id, p.passkit_internal_id, u.first_name, u.last_name,
+       m.points_balance AS points, g.name AS program_name
+  FROM passes_master p
+  JOIN programs g ON g.id = p.program_id
+  LEFT JOIN users u ON u.id = p.user_id
+  LEFT JOIN protocol_membership m ON m.pass_id = p.id
+ WHERE p.program_id = $1 AND p.program_id = ANY($2::uuid[])
+   AND ($3::text IS NULL OR p.external_id = $3)
+ ORDER BY (u.first_name IS NULL), p.external_id
+ LIMIT 1;
+
+-- --- campaigns --------------------------------------------------------------------------------
+
+-- name: console_campaigns
+-- $1 = program ids, $2 = status filter (NULL: all), $3 = how many. The history, newest first,
+-- with progress.
+SELECT c.id, c.program_id, g.name AS program_name, c.name, c.segment, c.status,
+       c.scheduled_at, c.created_at, c.started_at, c.finished_at,
+       coalesce(c.recipient_count, 0) AS recipients, coalesce(c.sent_count, 0) AS sent,
+       coalesce(c.failed_count, 0) AS failed, coalesce(c.skipped_count, 0) AS skipped,
+       c.error, c.created_by
+  FROM push_campaigns c JOIN programs g ON g.id = c.program_id
+ WHERE c.program_id = ANY($1::uuid[]) AND ($2::text IS NULL OR c.status = $2)
+ ORDER BY c.created_at DESC, c.id DESC
+ LIMIT $3;
+
+-- name: console_campaign
+-- $1 = campaign id, $2 = program ids. One campaign, nothing when it is another program's.
+SELECT c.*, g.name AS program_name, coalesce(nullif(g.timezone, ''), 'UTC') AS timezone,
+       g.max_pushes_per_pass_per_day
+  FROM push_campaigns c JOIN programs g ON g.id = c.program_id
+ WHERE c.id = $1 AND c.program_id = ANY($2::uuid[]);
+
+-- name: console_campaign_insert
+-- $1 program, $2 name, $3 message, $4 segment, $5 min_tier_points, $6 min_points,
+-- $7 inactive_days, $8 zip codes, $9 member ids, $10 scheduled_at, $11 who, $12 program ids of
+-- the viewer, $13 'DRAFT' (the daemon counts its audience) or 'PENDING' (a test send).
+INSERT INTO push_campaigns (program_id, name, message_text, segment, min_tier_points,
+                            min_points, inactive_days, zip_codes, member_ids, scheduled_at,
+                            status, created_by)
+SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $13, $11
+ WHERE $1 = ANY($12::uuid[])
+RETURNING id;
+
+-- name: console_campaign_confirm
+-- $1 = campaign id, $2 = program ids, $3 = who, $4 = the count the admin confirmed. The DRAFT,
+-- as counted, goes out: only if it was counted and its count is still the one confirmed.
+UPDATE push_campaigns
+   SET status = 'PENDING', confirmed_by = $3
+ WHERE id = $1 AND program_id = ANY($2::uuid[]) AND status = 'DRAFT'
+   AND audience_counted_at IS NOT NULL AND recipient_count = $4
+RETURNING id;
+
+-- name: console_campaign_cancel
+-- $1 = campaign id, $2 = program ids, $3 = who.
+UPDATE push_campaigns
+   SET status = 'CANCELLED', cancelled_by = $3
+ WHERE id = $1 AND program_id = ANY($2::uuid[])
+   AND status IN ('DRAFT', 'PENDING', 'PROCESSING')
+RETURNING id;
+
+-- name: console_unknown_members
+-- $1 = program id, $2 = member ids. Those that match no pass of the program (the first 20),
+-- and how many.
+SELECT count(*)::int AS unknown, (array_agg(w.member_id ORDER BY w.member_id))[1:20] AS sample
+  FROM (SELECT DISTINCT unnest($2::text[])) AS w (member_id)
+ WHERE NOT EXISTS (SELECT 1 FROM passes_master p
+                    WHERE p.program_id = $1 AND p.external_id = w.member_id);
+
+-- name: console_outcomes
+-- $1 = campaign id. Skip and failure reasons, grouped.
+SELECT state, coalesce(error, '') AS reason, count(*)::int AS n
+  FROM campaign_deliveries
+ WHERE campaign_id = $1 AND state IN ('failed', 'skipped')
+ GROUP BY state, error ORDER BY n DESC, reason LIMIT 20;
+
+-- name: console_send_rate
+-- $1 = campaign id, $2 = since. Messages sent per second (one point per second with any).
+SELECT date_trunc('second', finished_at) AS at, count(*)::float8 AS n
+  FROM campaign_deliveries
+ WHERE campaign_id = $1 AND state = 'sent' AND finished_at >= $2
+ GROUP BY 1 ORDER BY 1;
+
+-- name: console_recipients
+-- $1 = campaign id, $2 = outcome filter (NULL: all), $3 = after this pass id (paging),
+-- $4 = how many.
+SELECT d.pass_id, p.external_id, d.state, d.error, d.rendered_text, d.finished_at
+  FROM campaign_deliveries d
+  LEFT JOIN passes_master p ON p.id = d.pass_id
+ WHERE d.campaign_id = $1 AND ($2::text IS NULL OR d.state = $2)
+   AND ($3::uuid IS NULL OR d.pass_id > $3)
+ ORDER BY d.pass_id
+ LIMIT $4;
+
+-- name: console_progress_changes
+-- $1 = program ids watched, $2 = changed after. Campaigns of those programs changed since (the
+-- live feed's one read a second while someone watches).
+SELECT id, program_id, status, coalesce(sent_count, 0) AS sent,
+       coalesce(failed_count, 0) AS failed, coalesce(skipped_count, 0) AS skipped,
+       recipient_count, audience_counted_at IS NOT NULL AS counted, started_at, finished_at,
+       updated_at
+  FROM push_campaigns
+ WHERE program_id = ANY($1::uuid[]) AND updated_at > $2;
+
+-- name: console_running
+-- $1 = program ids. Whether any of their campaigns is being sent, or is a DRAFT waiting for its
+-- count (the feed keeps reading once a second meanwhile).
+SELECT EXISTS (SELECT 1 FROM push_campaigns
+                WHERE program_id = ANY($1::uuid[])
+                  AND ((status IN ('PENDING', 'PROCESSING') AND finished_at IS NULL
+                        AND (scheduled_at IS NULL OR scheduled_at <= now()))
+                    OR (status = 'DRAFT' AND audience_counted_at IS NULL)));
+
+-- --- operations ----------------------------------------------------------------------------
+
+-- name: console_sends_per_second
+-- $1 = since. Campaign messages sent, and failed, per second over every program.
+SELECT date_trunc('second', finished_at) AS at,
+       count(*) FILTER (WHERE state = 'sent')::float8 AS sent,
+       count(*) FILTER (WHERE state = 'failed')::float8 AS failed
+  FROM loyaltyd.campaign_deliveries
+ WHERE finished_at >= $1 AND state IN ('sent', 'failed')
+ GROUP BY 1 ORDER BY 1;

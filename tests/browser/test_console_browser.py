@@ -1,0 +1,196 @@
+"""The console in a real browser (headless chromium), against a running daemon sending to the
+fake PassKit: an invitation to a first campaign and its cancel, and two programs' admins side
+by side, each seeing only their own. No console error under the strict CSP."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from playwright.async_api import Page, expect
+
+from daemon.core.config import Settings
+from daemon.testing.fakepasskit import FakePassKit, LatencyModel
+from tests.browser.conftest import ConsoleErrors
+from tests.campaign_support import bulk_audience
+from tests.console.support import PASSWORD, SECRET, invite
+from tests.factories import make_program
+from tests.harness import fake_passkit, running_daemon, settings_for
+from tests.ops.test_http_daemon import free_port
+
+# Screenshots for the README, when asked for (the tests always run the same steps).
+SHOTS = os.environ.get("LOYALTYD_SCREENSHOTS")
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakePassKit]:
+    async with fake_passkit(latency=LatencyModel(median_ms=25)) as f:
+        yield f
+
+
+@pytest.fixture
+def settings(fake: FakePassKit, make_settings: Callable[..., Settings]) -> Settings:
+    return settings_for(
+        make_settings,
+        fake.url,
+        loyaltyd_http_port=free_port(),
+        loyaltyd_console=True,
+        loyaltyd_console_secret=SECRET,
+        passkit_max_concurrency=2,
+        loyaltyd_console_confirm_above=100,
+    )
+
+
+def _base(settings: Settings) -> str:
+    return f"http://127.0.0.1:{settings.loyaltyd_http_port}/console"
+
+
+async def _shot(page: Page, name: str) -> None:
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
+
+
+async def _sign_in_by_invitation(page: Page, base: str, token: str) -> None:
+    await page.goto(f"{base}/invite/{token}")
+    await expect(page.get_by_role("heading", name="Welcome")).to_be_visible()
+    await page.get_by_label("New password").fill(PASSWORD)
+    await page.get_by_label("Again").fill(PASSWORD)
+    await page.get_by_role("button", name="Set password and sign in").click()
+    await expect(page.get_by_role("heading", name="Campaigns")).to_be_visible()
+
+
+async def test_from_an_invitation_to_a_sent_campaign_then_a_cancelled_one(
+    pool: asyncpg.Pool,
+    database_url: str,
+    settings: Settings,
+    fake: FakePassKit,
+    open_page: Callable[..., Awaitable[Page]],
+) -> None:
+    program = await make_program(pool, name="Joe's Pizza")
+    async with pool.acquire() as conn:
+        await bulk_audience(conn, program, 40)
+    token = await invite(pool, "ada@example.com", program)
+    base = _base(settings)
+    async with running_daemon(settings, database_url):
+        page = await open_page()
+        await _sign_in_by_invitation(page, base, token)
+        await _shot(page, "campaigns-empty")
+
+        # Compose, with the preview for a real member, and estimate.
+        await page.get_by_role("link", name="New campaign").first.click()
+        await page.get_by_label("Name").fill("Weekend double points")
+        await page.locator("#message").fill("Hi {first_name|friend}, double points this weekend!")
+        await expect(page.locator("#preview .phone-text")).to_contain_text(
+            re.compile(r"Hi Member\d+, double points")
+        )
+        await _shot(page, "new-campaign")
+        await page.get_by_role("button", name="Estimate").click()
+        await expect(page.locator(".status-line")).to_contain_text(
+            "This will buzz 40 phones.", timeout=15_000
+        )
+        await _shot(page, "estimate")
+
+        # The dialog says the daemon's count; confirming sends it.
+        await page.get_by_role("link", name="Send Push Blast").click()
+        dialog = page.locator("dialog#send-dialog")
+        await expect(dialog).to_be_visible()
+        await expect(dialog).to_contain_text("This will buzz 40 phones. Are you sure?")
+        await _shot(page, "confirm-dialog")
+        await dialog.get_by_role("button", name="Yes, send it").click()
+        await expect(page.locator(".status-line .status")).to_have_text("Completed", timeout=30_000)
+        await _shot(page, "campaign-completed")
+        assert len(fake.requests) >= 40
+
+        # A bigger one, cancelled while it goes out.
+        async with pool.acquire() as conn:
+            await bulk_audience(conn, program, 560, prefix="pk-more")
+        await page.goto(f"{base}/campaigns/new")
+        await page.get_by_label("Name").fill("Flash sale")
+        await page.locator("#message").fill("Flash sale: 50% off until 5 PM!")
+        await page.get_by_role("button", name="Estimate").click()
+        await expect(page.locator(".status-line")).to_contain_text(
+            "This will buzz 600 phones.", timeout=15_000
+        )
+        await page.get_by_role("link", name="Send Push Blast").click()
+        dialog = page.locator("dialog#send-dialog")
+        send = dialog.get_by_role("button", name="Yes, send it")
+        await expect(send).to_be_disabled()  # 600 is above the threshold: type it
+        await dialog.get_by_label("Type 600 to confirm").fill("600")
+        await send.click()
+        await expect(page.locator(".status-line .status")).to_have_text(
+            "Processing", timeout=15_000
+        )
+        await _shot(page, "campaign-sending")
+        await page.get_by_role("button", name="Cancel").click()
+        await (
+            page.locator("dialog#cancel-dialog")
+            .get_by_role("button", name="Yes, cancel it")
+            .click()
+        )
+        await expect(page.locator(".status-line .status")).to_have_text("Cancelled", timeout=15_000)
+
+        row = await pool.fetchrow(
+            "SELECT status, sent_count, skipped_count, recipient_count, confirmed_by, "
+            "cancelled_by FROM push_campaigns WHERE name = 'Flash sale'"
+        )
+        assert row is not None and row["status"] == "CANCELLED"
+        assert row["skipped_count"] > 0
+        assert (row["confirmed_by"], row["cancelled_by"]) == (
+            "console: ada@example.com",
+            "console: ada@example.com",
+        )
+        await page.goto(f"{base}/campaigns")
+        await _shot(page, "campaigns")
+        await _leave(page)
+
+
+async def test_two_programs_admins_side_by_side_see_only_their_own(
+    pool: asyncpg.Pool,
+    database_url: str,
+    settings: Settings,
+    open_page: Callable[..., Awaitable[Page]],
+    console_errors: ConsoleErrors,
+) -> None:
+    pizza = await make_program(pool, name="Joe's Pizza")
+    events = await make_program(pool, name="City Events")
+    campaigns: dict[str, Any] = {}
+    for program, name in ((pizza, "Pizza <b>night</b>"), (events, "<script>alert(1)</script>")):
+        campaigns[name] = await pool.fetchval(
+            "INSERT INTO push_campaigns (program_id, name, message_text, status) "
+            "VALUES ($1, $2, 'Hello', 'DRAFT') RETURNING id",
+            program,
+            name,
+        )
+    tokens = [
+        await invite(pool, "a@pizza.example", pizza),
+        await invite(pool, "b@events.example", events),
+    ]
+    base = _base(settings)
+    console_errors.allow("404")
+    async with running_daemon(settings, database_url):
+        alice, bob = await open_page(), await open_page(width=390, height=844)
+        await _sign_in_by_invitation(alice, base, tokens[0])
+        await _sign_in_by_invitation(bob, base, tokens[1])
+        await expect(alice.locator("table.campaigns")).to_contain_text("Pizza <b>night</b>")
+        await expect(alice.locator("table.campaigns")).not_to_contain_text("alert(1)")
+        await expect(bob.locator("table.campaigns")).to_contain_text("<script>alert(1)</script>")
+        await expect(bob.locator("table.campaigns")).not_to_contain_text("Pizza")
+        await _shot(bob, "campaigns-phone")
+        other = await alice.goto(f"{base}/campaigns/{campaigns['<script>alert(1)</script>']}")
+        assert other is not None and other.status == 404
+        other = await bob.goto(f"{base}/campaigns/{campaigns['Pizza <b>night</b>']}/recipients")
+        assert other is not None and other.status == 404
+        await _leave(alice, bob)
+
+
+async def _leave(*pages: Page) -> None:
+    """Close the pages' event streams before the daemon stops (a stream the server ends is an
+    error in the browser's console, and would fail the test)."""
+    for page in pages:
+        await page.goto("about:blank")

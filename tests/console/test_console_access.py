@@ -1,0 +1,334 @@
+"""Who may see and do what in the console, at the route level: the whole access matrix (no
+session, another program's ids, a viewer, a cross-site or token-less POST, an expired or
+revoked session), the headers every answer carries, text shown escaped, sign-in limits, and
+invitations used once."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp import web
+
+from daemon.core.config import Settings
+from daemon.store import console as store
+from daemon.store.queries import queries
+from tests.campaign_support import bulk_audience, stage_campaign
+from tests.console.support import (
+    PASSWORD,
+    Client,
+    accept,
+    browser,
+    console_app,
+    console_settings,
+    csrf_of,
+    invite,
+    sign_in_as,
+)
+from tests.factories import make_program
+
+
+@dataclass
+class World:
+    app: web.Application
+    pizza: uuid.UUID
+    events: uuid.UUID
+    pizza_campaign: uuid.UUID
+    events_campaign: uuid.UUID
+    events_draft: uuid.UUID
+
+
+@pytest.fixture
+async def world(pool: asyncpg.Pool, make_settings: Callable[..., Settings]) -> AsyncIterator[World]:
+    pizza = await make_program(pool, name="Joe's Pizza")
+    events = await make_program(pool, name="City Events")
+    async with pool.acquire() as conn:
+        await bulk_audience(conn, pizza, 3, prefix="pk-p")
+        await bulk_audience(conn, events, 3, prefix="pk-e")
+    pizza_campaign = await stage_campaign(
+        pool,
+        program_id=pizza,
+        name="<script>alert('pizza')</script>",
+        status="COMPLETED",
+        message_text="<img src=x onerror=alert(1)>",
+        recipient_count=3,
+        sent_count=3,
+    )
+    events_campaign = await stage_campaign(
+        pool, program_id=events, name="Events blast", status="PROCESSING", recipient_count=3
+    )
+    events_draft = await stage_campaign(
+        pool, program_id=events, name="Events draft", status="DRAFT"
+    )
+    async with console_app(console_settings(make_settings), pool) as app:
+        yield World(app, pizza, events, pizza_campaign, events_campaign, events_draft)
+
+
+def _id_routes(campaign: uuid.UUID) -> list[tuple[str, str]]:
+    return [
+        ("GET", f"/console/campaigns/{campaign}"),
+        ("GET", f"/console/campaigns/{campaign}/live"),
+        ("GET", f"/console/campaigns/{campaign}/progress"),
+        ("GET", f"/console/campaigns/{campaign}/confirm"),
+        ("GET", f"/console/campaigns/{campaign}/recipients"),
+        ("GET", f"/console/campaigns/{campaign}/recipients.csv"),
+        ("POST", f"/console/campaigns/{campaign}/confirm"),
+        ("POST", f"/console/campaigns/{campaign}/cancel"),
+        ("POST", f"/console/campaigns/{campaign}/test"),
+    ]
+
+
+async def _call(client: Client, method: str, path: str, csrf: str | None, **extra: Any) -> Any:
+    data = {"csrf": csrf, "count": "3", "member": "M-pk-e-1"} if method == "POST" else None
+    return await client.request(method, path, data=data, allow_redirects=False, **extra)
+
+
+async def test_without_a_session_pages_lead_to_sign_in_and_the_rest_is_refused(
+    world: World,
+) -> None:
+    async with browser(world.app) as client:
+        for path in ("/console/campaigns", "/console/campaigns/new", "/console/operations"):
+            page = await client.get(path, allow_redirects=False)
+            assert (page.status, page.headers["Location"]) == (303, "/console/signin")
+        for method, path in _id_routes(world.pizza_campaign):
+            answer = await _call(client, method, path, None, headers={"HX-Request": "true"})
+            assert answer.status in (401, 303), (method, path, answer.status)
+        stream = await client.get("/console/events", allow_redirects=False)
+        assert stream.status == 303
+
+
+async def test_an_admin_of_one_program_gets_404_for_everything_of_another(
+    world: World, pool: asyncpg.Pool
+) -> None:
+    async with browser(world.app) as client:
+        csrf = await sign_in_as(client, pool, "a@pizza.example", world.pizza)
+        for campaign in (world.events_campaign, world.events_draft, uuid.uuid4()):
+            for method, path in _id_routes(campaign):
+                answer = await _call(client, method, path, csrf)
+                assert answer.status == 404, (method, path, answer.status)
+        for method in ("GET", "POST"):
+            answer = await client.request(
+                method,
+                f"/console/programs/{world.events}/settings",
+                data={"csrf": csrf},
+                allow_redirects=False,
+            )
+            assert answer.status == 404
+        listing = await (await client.get("/console/campaigns")).text()
+        assert "Events blast" not in listing and "Events draft" not in listing
+    row = await pool.fetchrow(
+        "SELECT status, cancelled_by FROM push_campaigns WHERE id = $1", world.events_campaign
+    )
+    assert row is not None and (row["status"], row["cancelled_by"]) == ("PROCESSING", None)
+
+
+async def test_a_viewer_reads_but_may_not_send_cancel_or_compose(
+    world: World, pool: asyncpg.Pool
+) -> None:
+    async with browser(world.app) as client:
+        csrf = await sign_in_as(client, pool, "v@events.example", world.events, "viewer")
+        detail = await client.get(f"/console/campaigns/{world.events_campaign}")
+        assert detail.status == 200
+        assert "Cancel" not in await detail.text()
+        for path in ("confirm", "cancel", "test"):
+            answer = await _call(
+                client, "POST", f"/console/campaigns/{world.events_draft}/{path}", csrf
+            )
+            assert answer.status == 403, path
+        assert (await client.get("/console/campaigns/new")).status == 403
+        assert (await client.get(f"/console/programs/{world.events}/settings")).status == 404
+    assert (
+        await pool.fetchval("SELECT status FROM push_campaigns WHERE id = $1", world.events_draft)
+        == "DRAFT"
+    )
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},
+        {"Origin": "https://evil.example"},
+    ],
+)
+async def test_a_cross_site_post_is_refused(
+    world: World, pool: asyncpg.Pool, headers: dict[str, str]
+) -> None:
+    async with browser(world.app) as client:
+        csrf = await sign_in_as(client, pool, "a@events.example", world.events)
+        answer = await client.post(
+            f"/console/campaigns/{world.events_campaign}/cancel",
+            data={"csrf": csrf},
+            headers=headers,
+            allow_redirects=False,
+        )
+        assert answer.status == 403
+    assert (
+        await pool.fetchval(
+            "SELECT status FROM push_campaigns WHERE id = $1", world.events_campaign
+        )
+        == "PROCESSING"
+    )
+
+
+async def test_a_post_without_the_sessions_token_is_refused(
+    world: World, pool: asyncpg.Pool
+) -> None:
+    async with browser(world.app) as client:
+        await sign_in_as(client, pool, "a@events.example", world.events)
+        for data in ({}, {"csrf": "forged"}):
+            answer = await client.post(
+                f"/console/campaigns/{world.events_campaign}/cancel",
+                data=data,
+                allow_redirects=False,
+            )
+            assert answer.status == 403
+
+
+async def test_expired_and_revoked_sessions_sign_out(world: World, pool: asyncpg.Pool) -> None:
+    async with browser(world.app) as client:
+        await sign_in_as(client, pool, "a@events.example", world.events)
+        await pool.execute(
+            "UPDATE loyaltyd.console_sessions SET expires_at = now() - interval '1 s'"
+        )
+        page = await client.get("/console/campaigns", allow_redirects=False)
+        assert page.status == 303
+    async with browser(world.app) as client:
+        await sign_in_as(client, pool, "b@events.example", world.events)
+        assert await store.revoke(pool, "b@events.example", remove_access=False) == (1, 1, 0)
+        page = await client.get("/console/campaigns", allow_redirects=False)
+        assert page.status == 303
+
+
+async def test_every_answer_carries_the_security_headers(world: World, pool: asyncpg.Pool) -> None:
+    async with browser(world.app) as client:
+        signin = await client.get("/console/signin")
+        await sign_in_as(client, pool, "a@pizza.example", world.pizza)
+        page = await client.get("/console/campaigns")
+        missing = await client.get(f"/console/campaigns/{uuid.uuid4()}")
+        static = await client.get("/console/static/console.css")
+    for answer in (signin, page, missing):
+        csp = answer.headers["Content-Security-Policy"]
+        assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+        assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"
+        assert answer.headers["Cache-Control"] == "no-store"
+    assert static.headers["X-Content-Type-Options"] == "nosniff"
+    cookie = page.request_info.headers.get("Cookie", "")
+    assert "loyaltyd_session=" in cookie
+
+
+async def test_a_session_cookie_is_httponly_and_strict(world: World, pool: asyncpg.Pool) -> None:
+    async with browser(world.app) as client:
+        token = await invite(pool, "a@pizza.example", world.pizza)
+        answer = await accept(client, token)
+    set_cookie = answer.headers.getall("Set-Cookie")
+    session = next(c for c in set_cookie if c.startswith("loyaltyd_session="))
+    assert "HttpOnly" in session and "SameSite=Strict" in session and "Path=/console" in session
+    assert "Secure" not in session  # plain http in the test; https (or a trusted proxy) sets it
+
+
+async def test_text_an_admin_typed_is_always_shown_escaped(
+    world: World, pool: asyncpg.Pool
+) -> None:
+    async with browser(world.app) as client:
+        await sign_in_as(client, pool, "a@pizza.example", world.pizza)
+        listing = await (await client.get("/console/campaigns")).text()
+        detail = await (await client.get(f"/console/campaigns/{world.pizza_campaign}")).text()
+    assert "<script>alert" not in listing and "&lt;script&gt;alert(&#39;pizza&#39;)" in listing
+    assert "<img src=x" not in detail and "&lt;img src=x onerror=alert(1)&gt;" in detail
+
+
+async def test_sign_in_is_limited_per_account(world: World, pool: asyncpg.Pool) -> None:
+    token = await invite(pool, "a@pizza.example", world.pizza)
+    async with browser(world.app) as client:
+        await accept(client, token)
+    async with browser(world.app) as client:
+        for _ in range(5):
+            form = await client.get("/console/signin")
+            wrong = await client.post(
+                "/console/signin",
+                data={
+                    "csrf": csrf_of(await form.text()),
+                    "email": "a@pizza.example",
+                    "password": "nope-nope-nope",
+                },
+                allow_redirects=False,
+            )
+            assert wrong.status == 401
+        form = await client.get("/console/signin")
+        right = await client.post(
+            "/console/signin",
+            data={
+                "csrf": csrf_of(await form.text()),
+                "email": "A@Pizza.example",
+                "password": PASSWORD,
+            },
+            allow_redirects=False,
+        )
+        assert right.status == 429
+        assert "Too many failed sign-ins" in await right.text()
+
+
+async def test_sign_in_is_limited_per_address(world: World, pool: asyncpg.Pool) -> None:
+    async with browser(world.app) as client:
+        for n in range(20):
+            form = await client.get("/console/signin")
+            await client.post(
+                "/console/signin",
+                data={
+                    "csrf": csrf_of(await form.text()),
+                    "email": f"guess{n}@x.example",
+                    "password": "x" * 12,
+                },
+            )
+        form = await client.get("/console/signin")
+        answer = await client.post(
+            "/console/signin",
+            data={
+                "csrf": csrf_of(await form.text()),
+                "email": "new@x.example",
+                "password": "x" * 12,
+            },
+        )
+        assert answer.status == 429
+
+
+async def test_an_invitation_works_once_and_not_after_a_day(
+    world: World, pool: asyncpg.Pool
+) -> None:
+    token = await invite(pool, "a@pizza.example", world.pizza)
+    async with browser(world.app) as client:
+        assert (await accept(client, token)).status == 303
+    async with browser(world.app) as client:
+        again = await client.get(f"/console/invite/{token}")
+        assert again.status == 404 and "no longer works" in await again.text()
+    late = await invite(pool, "b@pizza.example", world.pizza)
+    await pool.execute("UPDATE loyaltyd.console_invites SET expires_at = now() - interval '1 s'")
+    async with browser(world.app) as client:
+        assert (await client.get(f"/console/invite/{late}")).status == 404
+
+
+async def test_a_short_or_mistyped_password_is_refused_and_the_link_still_works(
+    world: World, pool: asyncpg.Pool
+) -> None:
+    token = await invite(pool, "a@pizza.example", world.pizza)
+    async with browser(world.app) as client:
+        page = await client.get(f"/console/invite/{token}")
+        short = await client.post(
+            f"/console/invite/{token}",
+            data={"csrf": csrf_of(await page.text()), "password": "short", "confirm": "short"},
+            allow_redirects=False,
+        )
+        assert short.status == 400 and "at least 10 characters" in await short.text()
+        assert (await accept(client, token)).status == 303
+
+
+def test_no_console_statement_writes_as_the_daemon() -> None:
+    """The console's writes are a form's: push_campaigns' rules apply to them (sql/058)."""
+    console = {name: body for name, body in queries().items() if name.startswith("console_")}
+    assert console and not [n for n, body in console.items() if "writing_as_daemon" in body]
