@@ -13,7 +13,8 @@ import dataclasses
 import signal
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,6 +94,34 @@ def fleet_budget(settings: Settings, throttle: Throttle) -> FleetBudget | None:
         account=account_key(_secret(settings.passkit_api_key)),
         clock=time.monotonic,
     )
+
+
+@asynccontextmanager
+async def fleet_client(settings: Settings, pool: Pool) -> AsyncIterator[PassKitClient]:
+    """A PassKit client for a command that calls PassKit beside the daemons (`loyaltyd
+    wallet-sync`, `webhooks`): for as long as it runs it is one of the fleet, with a
+    heartbeat, its share of the account's PASSKIT_RATE_LIMIT, and the same fence."""
+    throttle = Throttle.from_settings(settings)
+    budget = fleet_budget(settings, throttle)
+    async with PassKitClient(settings, throttle=throttle) as client:
+        heartbeat = Heartbeat(
+            pool,
+            uuid.uuid4(),
+            interval=settings.loyaltyd_heartbeat_seconds,
+            stale=settings.loyaltyd_stale_seconds,
+            budget=budget,
+            account=account_key(_secret(settings.passkit_api_key)),
+        )
+        await heartbeat.beat()
+        await heartbeat.beat()
+        client.fence = heartbeat.fenced
+        done = asyncio.Event()
+        beating = asyncio.create_task(heartbeat.run(done), name="heartbeat")
+        try:
+            yield client
+        finally:
+            done.set()
+            await beating
 
 
 def _secret(value: SecretStr | None) -> str:
@@ -259,7 +288,7 @@ def _console(daemon: Daemon) -> web.Application | None:
     """The admins' console under /console/, when LOYALTYD_CONSOLE is on."""
     if not daemon.settings.loyaltyd_console:
         return None
-    daemon.feed = Feed(daemon.pool)
+    daemon.feed = Feed(daemon.pool, metrics=daemon.metrics)
     client = daemon.client
     return build_console(
         daemon.settings,

@@ -11,12 +11,13 @@
 -- clause, so the mark is set before the row's trigger runs). The mark is a transaction-local
 -- setting holding the transaction's own id: it ends with the transaction, no pooler, RESET ALL
 -- or DISCARD ALL can carry it to another one, and a session-level SET of it matches nothing.
--- Only the owner may call the function (EXECUTE is revoked from everyone else).
 --
 -- Guarded against: form write-backs (Softr), Data API callers (anon, authenticated,
--- service_role: the function is out of their reach and not in an exposed schema), loyaltyd's
--- own HTTP API and console (they never call it). Not guarded against: a SQL user connected as
--- the owner who calls the function on purpose; that user can alter the rules anyway.
+-- service_role, behind the `authenticator` login), loyaltyd's own HTTP API and console (they
+-- never mark a write), and any other role, even one that sets the setting by hand: the mark
+-- counts only in a session of loyaltyd's owning role or a member of it. Not guarded against: a
+-- SQL user connected as that role who sets the mark on purpose; that user can alter the rules
+-- anyway.
 
 CREATE OR REPLACE FUNCTION loyaltyd.writing_as_daemon() RETURNS boolean
 LANGUAGE sql VOLATILE SET search_path = '' AS $$
@@ -26,10 +27,17 @@ $$;
 COMMENT ON FUNCTION loyaltyd.writing_as_daemon() IS
     'Marks the current transaction as loyaltyd''s own: push_campaigns'' rules let it through.';
 
+-- The mark counts only from a session of the role that owns loyaltyd (the role `loyaltyd
+-- migrate` and the daemon connect as) or a member of it: a Data API caller, a console user or
+-- any other role that sets the setting by hand is still a stranger.
 CREATE OR REPLACE FUNCTION loyaltyd.written_by_loyaltyd() RETURNS boolean
 LANGUAGE sql STABLE SET search_path = '' AS $$
     SELECT coalesce(pg_catalog.current_setting('loyaltyd.writer', true)
                     = pg_catalog.pg_current_xact_id()::text, false)
+       AND pg_catalog.pg_has_role(
+               session_user,
+               (SELECT n.nspowner FROM pg_catalog.pg_namespace n WHERE n.nspname = 'loyaltyd'),
+               'MEMBER')
 $$;
 
 REVOKE ALL ON FUNCTION loyaltyd.writing_as_daemon() FROM PUBLIC;

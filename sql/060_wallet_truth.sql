@@ -9,6 +9,23 @@ ALTER TABLE public.programs
     ADD COLUMN IF NOT EXISTS passkit_coupon_campaign_id text,
     ADD COLUMN IF NOT EXISTS passkit_production_id text;
 
+-- The PassKit classes of each program that PassKit can list (and loyaltyd sweeps).
+CREATE OR REPLACE VIEW loyaltyd.wallet_program_classes AS
+SELECT g.id AS program_id, g.name, c.protocol, c.class_id,
+       coalesce(nullif(g.timezone, ''), 'UTC') AS timezone
+  FROM public.programs g
+ CROSS JOIN LATERAL (VALUES ('MEMBERSHIP', g.passkit_program_id),
+                            ('COUPON', g.passkit_coupon_campaign_id),
+                            ('EVENT_TICKET', g.passkit_production_id)) AS c (protocol, class_id)
+ WHERE coalesce(c.class_id, '') <> '';
+DO $$
+BEGIN
+    -- as its reader (Postgres 15 and later; on 14 only the owner reads loyaltyd anyway)
+    IF current_setting('server_version_num')::int >= 150000 THEN
+        ALTER VIEW loyaltyd.wallet_program_classes SET (security_invoker = true);
+    END IF;
+END $$;
+
 -- One row per pass PassKit has told us about. `status` is passMetaData.status in loyaltyd's
 -- words, or DELETED once a read answered 404; the times are PassKit's. A row is rewritten only
 -- when PassKit says something new (by a sweep's list or a re-read: `updated_by`); a sweep leaves
@@ -51,6 +68,7 @@ CREATE TABLE IF NOT EXISTS loyaltyd.wallet_sweeps (
     owner uuid,
     summary jsonb,
     error text,
+    retry_at timestamptz,
     CONSTRAINT wallet_sweeps_state_known CHECK (state IN ('running', 'completed', 'failed')),
     CONSTRAINT wallet_sweeps_protocol_known
         CHECK (protocol IN ('MEMBERSHIP', 'COUPON', 'EVENT_TICKET'))
@@ -81,6 +99,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS wallet_events_one_waiting_per_pass
     ON loyaltyd.wallet_events (passkit_id) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS wallet_events_due
     ON loyaltyd.wallet_events (available_at) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS wallet_events_being_read
+    ON loyaltyd.wallet_events (passkit_id) WHERE state = 'claimed';
 
 -- Webhooks received, by program and event (program NULL: a pass loyaltyd does not know).
 CREATE TABLE IF NOT EXISTS loyaltyd.wallet_event_counts (
@@ -103,7 +123,8 @@ DECLARE
     r text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['loyaltyd.wallet_passes', 'loyaltyd.wallet_sweeps',
-                             'loyaltyd.wallet_events', 'loyaltyd.wallet_event_counts'] LOOP
+                             'loyaltyd.wallet_events', 'loyaltyd.wallet_event_counts',
+                             'loyaltyd.wallet_program_classes'] LOOP
         EXECUTE format('REVOKE ALL ON %s FROM PUBLIC', t);
         FOREACH r IN ARRAY ARRAY['anon', 'authenticated', 'service_role'] LOOP
             IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN

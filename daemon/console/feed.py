@@ -21,6 +21,7 @@ from typing import Final
 
 from daemon.core.clock import wait_any
 from daemon.core.logs import get_logger
+from daemon.core.metrics import Metrics
 from daemon.store import console as store
 from daemon.store.pool import Pool
 
@@ -54,8 +55,15 @@ class Subscription:
 
 
 class Feed:
-    def __init__(self, pool: Pool, *, read_every: float = READ_EVERY_SECONDS) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        *,
+        read_every: float = READ_EVERY_SECONDS,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._pool = pool
+        self._metrics = metrics
         self._read_every = read_every
         self._subscriptions: set[Subscription] = set()
         self._watching = asyncio.Event()
@@ -102,12 +110,16 @@ class Feed:
         if not programs:
             return False
         try:
-            changes = await store.changes_since(self._pool, programs, self._since - OVERLAP)
-            running = await store.any_running(self._pool, programs)
+            changes, running = await store.changes_since(
+                self._pool, programs, self._since - OVERLAP
+            )
         except store.DATABASE_ERRORS as exc:
             log.warning("console_feed_read_failed", error=repr(exc))
             return True
         self.reads += 1
+        if self._metrics is not None:
+            self._metrics.console_feed_reads.inc()
+            self._metrics.console_watchers.set(len(self._subscriptions))
         moved: list[tuple[store.Change, bool]] = []
         for change in changes:
             known = self.progress.get(change.id)

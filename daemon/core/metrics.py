@@ -124,7 +124,8 @@ class Metrics:
         # Wallet truth (daemon.wallet): what PassKit says of the passes, per program.
         self.wallet_passes = Gauge(
             "loyaltyd_wallet_passes",
-            "Passes by program and wallet status, as PassKit last said (passes_master.status).",
+            "Passes by program and passes_master.status (what PassKit says, where the program "
+            "follows it).",
             ["program", "status"],
             registry=r,
         )
@@ -141,6 +142,26 @@ class Metrics:
             ["event"],
             registry=r,
         )
+        self.wallet_sweep_ok = Gauge(
+            "loyaltyd_wallet_sweep_ok",
+            "1 when each program class's last sweep completed, 0 when it failed.",
+            ["program", "protocol"],
+            registry=r,
+        )
+        self.wallet_sweep_drift = Gauge(
+            "loyaltyd_wallet_sweep_drift",
+            "Balances the last completed sweep of each program found different, and what became "
+            "of them (found, repaired, reported).",
+            ["program", "outcome"],
+            registry=r,
+        )
+        self.wallet_webhooks_received = Gauge(
+            "loyaltyd_wallet_webhooks_received",
+            "PassKit webhooks received by every daemon, per program and event (the database's "
+            "count).",
+            ["program", "event"],
+            registry=r,
+        )
         self.wallet_sweep_age = Gauge(
             "loyaltyd_wallet_sweep_age_seconds",
             "Seconds since each program's last completed sweep of PassKit's lists.",
@@ -151,4 +172,13 @@ class Metrics:
             "loyaltyd_wallet_inbox_depth",
             "Passes a webhook named that wait to be re-read from PassKit.",
             registry=r,
+        )
+        self.console_feed_reads = Counter(
+            "loyaltyd_console_feed_reads",
+            "Reads of campaign progress by the console's live feed (one a second at most while "
+            "someone watches, whatever the number of viewers).",
+            registry=r,
+        )
+        self.console_watchers = Gauge(
+            "loyaltyd_console_watchers", "Console pages watching live on this daemon.", registry=r
         )

@@ -18,15 +18,6 @@ from uuid import UUID
 
 WalletStatus = Literal["INSTALLED", "UNINSTALLED", "INVALIDATED", "ISSUED", "DELETED"]
 
-INSTALLED: Final = "INSTALLED"
-DELETED: Final = "DELETED"
-STATUSES: Final[tuple[WalletStatus, ...]] = (
-    "INSTALLED",
-    "UNINSTALLED",
-    "INVALIDATED",
-    "ISSUED",
-    "DELETED",
-)
 # PassKit's names and numbers (protojson writes names; a webhook might carry numbers).
 _OF_PASSKIT: Final[dict[str | int, WalletStatus]] = {
     "PASS_ISSUED": "ISSUED",
@@ -61,10 +52,6 @@ def as_float32(value: float) -> float:
     2**24 lose their last digits, so a balance is compared as PassKit can hold it."""
     rounded: float = struct.unpack("<f", struct.pack("<f", value))[0]
     return rounded
-
-
-def same_balance(ledger: int, passkit: float | None) -> bool:
-    return passkit is not None and as_float32(float(ledger)) == as_float32(passkit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +92,14 @@ class SweepClass:
     @property
     def label(self) -> str:
         """`Joe's Pizza (members)`: how a person names it."""
-        what = {"MEMBERSHIP": "members", "COUPON": "coupons", "EVENT_TICKET": "tickets"}
-        return f"{self.program_name or self.program_id} ({what.get(self.protocol, self.protocol)})"
+        return f"{self.program_name or self.program_id} ({swept_as(self.protocol)})"
+
+
+def swept_as(protocol: str) -> str:
+    """What a sweep of a protocol's class lists, in a person's words."""
+    return {"MEMBERSHIP": "members", "COUPON": "coupons", "EVENT_TICKET": "tickets"}.get(
+        protocol, protocol
+    )
 
 
 @dataclass(frozen=True, slots=True)

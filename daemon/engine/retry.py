@@ -58,12 +58,13 @@ def decide(
     While PassKit is down as a whole (`passkit_down`: the daemon's health signal, not this
     one request), a transient PassKit failure spends no back-off: the work waits until PassKit
     answers again (`RetryLater` with an infinite delay; the daemon's probe then makes it due
-    at once). A failure of one pass while PassKit answers keeps its own back-off."""
+    at once). A failure of one pass while PassKit answers keeps its own back-off, and so does
+    a failure that says when to come back (Retry-After)."""
     if not isinstance(error, TransientError):
         return Failed(str(error))
     if owed_seconds >= policy.max_age:
         return Failed(f"gave up after {attempts} attempts over {_duration(owed_seconds)}: {error}")
-    if passkit_down and isinstance(error, TransientPassKitError):
+    if passkit_down and isinstance(error, TransientPassKitError) and error.retry_after is None:
         return RetryLater(math.inf, f"waiting for PassKit to answer again: {error}")
     delay = backoff(attempts, rng, base=policy.base, cap=policy.cap)
     if error.retry_after is not None:

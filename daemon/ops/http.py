@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -59,6 +60,8 @@ Handler = Callable[[web.Request], Any]
 DB_TIMEOUT_SECONDS = 2.0
 # In-flight requests get this long to finish when the daemon stops.
 SHUTDOWN_SECONDS = 5.0
+# The wallet gauges count every pass: a scrape reads them at most this often.
+WALLET_GAUGES_SECONDS = 60.0
 WEBHOOK_PREFIX = "/passkit/webhook/"
 CONSOLE_PREFIX = "/console"
 WEBHOOK_PATH = WEBHOOK_PREFIX + "{token}"
@@ -76,6 +79,8 @@ class HttpApi:
         self._max_body = running.settings.loyaltyd_http_max_body_bytes
         self._body_timeout = running.settings.loyaltyd_http_body_timeout_seconds
         self._webhooks = WebhookToken(running.settings.loyaltyd_passkit_webhook_token)
+        self._refusals = RefusalLog()
+        self._wallets_read_at = -WALLET_GAUGES_SECONDS
 
     @property
     def keys_configured(self) -> bool:
@@ -106,7 +111,11 @@ class HttpApi:
 
     async def metrics(self, request: web.Request) -> web.Response:
         r = self._running
-        await refresh_queue_gauges(r.pool, r.metrics, DB_TIMEOUT_SECONDS)
+        now = time.monotonic()
+        wallets = now - self._wallets_read_at >= WALLET_GAUGES_SECONDS
+        if wallets:
+            self._wallets_read_at = now
+        await refresh_queue_gauges(r.pool, r.metrics, DB_TIMEOUT_SECONDS, wallets=wallets)
         # the scraper's Accept header picks the format (Prometheus text 0.0.4 by default)
         encode, content_type = choose_encoder(request.headers.get("Accept", ""))
         return web.Response(body=encode(r.metrics.registry), headers={"Content-Type": content_type})
@@ -156,8 +165,8 @@ class HttpApi:
         """A doorbell: the pass it names is queued to be read again from PassKit (the read is
         the truth), and PassKit is answered at once."""
         if not self._webhooks.admits(request.match_info["token"]):
-            log.warning("passkit_webhook_refused", reason="wrong token", remote=request.remote)
             self._running.metrics.wallet_webhooks.labels("refused").inc()
+            self._refusals.note(request.remote)
             return _error(404, "Not Found")
         try:
             event = pass_event(_json_body(await self._body(request, WEBHOOK_MAX_BYTES)))
@@ -189,7 +198,7 @@ class HttpApi:
             raise too_large
         try:
             async with asyncio.timeout(self._body_timeout):
-                body = await request.read()
+                body = await _read_at_most(request, limit)
         except web.HTTPRequestEntityTooLarge:
             raise too_large from None
         except TimeoutError:
@@ -243,6 +252,40 @@ class HttpApi:
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
+
+
+async def _read_at_most(request: web.Request, limit: int) -> bytes:
+    """The body, read no further than one byte past `limit` (a chunked body has no length to
+    refuse it by)."""
+    body = bytearray()
+    while len(body) <= limit:
+        chunk = await request.content.read(min(65_536, limit + 1 - len(body)))
+        if not chunk:
+            break
+        body += chunk
+    return bytes(body)
+
+
+class RefusalLog:
+    """Webhooks with a wrong token, said once a minute with their count: whoever knocks cannot
+    flood the log."""
+
+    def __init__(self, every: float = 60.0) -> None:
+        self._every = every
+        self._said_at = -every
+        self._since = 0
+
+    def note(self, remote: str | None) -> None:
+        self._since += 1
+        now = time.monotonic()
+        if now - self._said_at >= self._every:
+            log.warning(
+                "passkit_webhook_refused",
+                reason="wrong token",
+                count=self._since,
+                last_remote=remote,
+            )
+            self._said_at, self._since = now, 0
 
 
 def _logged_path(request: web.Request) -> str:

@@ -204,7 +204,7 @@ async def _partial_metadata(
         return
     body: JsonObject = {"id": request.pass_id, "metaData": {written: before[written]}}
     try:
-        await client.put(endpoints.write, body, subject=request.pass_id)
+        await client.send(endpoints.write, body, subject=request.pass_id)
         after = _metadata(await client.get(endpoints.read, request.pass_id))
     except PassKitError as exc:
         steps.append(Step("metaData", False, f"the partial write failed: {exc}"))
@@ -241,7 +241,7 @@ async def _restore(
     client: PassKitClient, write: routes.Endpoint, pass_id: str, metadata: dict[str, str]
 ) -> str:
     try:
-        await client.put(write, {"id": pass_id, "metaData": metadata}, subject=pass_id)
+        await client.send(write, {"id": pass_id, "metaData": metadata}, subject=pass_id)
     except PassKitError as exc:
         return f"restoring them failed: {exc}"
     return "restored"

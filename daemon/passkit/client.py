@@ -544,8 +544,8 @@ class PassKitClient:
         reply = await self._call(endpoint, path, None, subject="/".join(path))
         return _json_object(endpoint.operation, reply) if reply else {}
 
-    async def put(self, endpoint: Endpoint, body: JsonObject, *, subject: str) -> JsonObject:
-        """One PUT or POST of `body` to a route without path parameters."""
+    async def send(self, endpoint: Endpoint, body: JsonObject, *, subject: str) -> JsonObject:
+        """`body` to a route without path parameters, with the route's own method."""
         reply = await self._call(endpoint, (), body, subject=subject)
         return _json_object(endpoint.operation, reply) if reply else {}
 
@@ -624,8 +624,12 @@ class PassKitClient:
             self.health.failed(endpoint.operation, str(error))
             raise error from exc
         except TransientPassKitError as exc:
-            self.health.failed(endpoint.operation, str(exc))
+            self._note_failure(endpoint, exc)
             raise
+        except ValueError as exc:  # aiohttp: one line longer than it reads ("Chunk too big")
+            raise PermanentPassKitError(
+                f"PassKit {endpoint.operation} streamed a record too long to read: {exc}"
+            ) from exc
 
     async def probe(self, program_id: str | None = None) -> bool:
         """One cheap read to learn whether PassKit answers at all (while it seems down): any
@@ -638,8 +642,8 @@ class PassKitClient:
                 subject="probe",
                 log_refusal=False,
             )
-        except TransientPassKitError:
-            return False
+        except (TransientPassKitError, Fenced):
+            return False  # still down, or this daemon may not call anyone right now
         except PermanentPassKitError:
             return True
         return True
@@ -704,7 +708,7 @@ class PassKitClient:
                     continue
                 body_out = self._interpret(endpoint, subject, reply, already_done)
             except TransientPassKitError as exc:
-                self.health.failed(endpoint.operation, str(exc))
+                self._note_failure(endpoint, exc)
                 if quick_retried or not _quick_retry_allowed(exc):
                     raise
                 quick_retried = True
@@ -724,6 +728,13 @@ class PassKitClient:
                 raise
             self.health.answered()
             return body_out
+
+    def _note_failure(self, endpoint: Endpoint, exc: TransientPassKitError) -> None:
+        """A transient failure counts towards "PassKit is down", except a 429: PassKit
+        answering "too many requests" is answering (its Retry-After is honoured per row)."""
+        if exc.status == 429:
+            return
+        self.health.failed(endpoint.operation, str(exc))
 
     def _quick_retry_delay(
         self, endpoint: Endpoint, passkit_id: str, exc: TransientPassKitError

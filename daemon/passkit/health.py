@@ -1,8 +1,9 @@
 """Whether PassKit is answering, as this daemon sees it: for `/metrics`, `/readyz` details and
 one warning a minute while it is down, instead of one per request.
 
-PassKit counts as down after `DOWN_AFTER` transient failures in a row (5xx, 429, timeouts,
-connection errors); any answer that is not transient (2xx, or a 4xx refusal) brings it back.
+PassKit counts as down after `DOWN_AFTER` transient failures in a row (5xx, timeouts,
+connection errors; a 429 is PassKit answering, and does not count); any answer that is not
+transient (2xx, or a 4xx refusal) brings it back.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ class PassKitHealth:
                 down_seconds=round(now - self._down_since, 1),
                 failed_requests=self._failures_since_warning,
                 last_error=self.last_error,
-                detail="work waits in the queue and is retried with back-off; nothing is lost",
+                detail="work waits in the queue until PassKit answers (probed every few "
+                "seconds); nothing is lost",
             )
             self._warned_at = now
             self._failures_since_warning = 0

@@ -18,6 +18,9 @@ log = get_logger(__name__)
 
 # While PassKit is up: how often rows another daemon held back are looked for.
 RELEASE_EVERY_SECONDS = 30.0
+# After PassKit came back: the second release, for outcomes recorded after the first (a call
+# in flight, up to its timeout, and the worker's batch delay).
+AFTER_RECOVERY_SECONDS = 5.0
 
 Release = Callable[[], Awaitable[int]]
 
@@ -40,17 +43,19 @@ class OutageWatch:
 
     async def run(self, stopping: asyncio.Event) -> None:
         health = self._client.health
-        released_at = -self._release_every  # once at start-up too
+        next_release = self._clock()  # once at start-up too
         while not stopping.is_set():
             if health.down:
                 await self._client.probe()
-            if not health.down and (
-                health.recovered.is_set() or self._clock() - released_at >= self._release_every
-            ):
-                health.recovered.clear()
+            if not health.down and (health.recovered.is_set() or self._clock() >= next_release):
+                recovering = health.recovered.is_set()
                 if await self._released():
-                    released_at = self._clock()
-            wait = self._probe_every if health.down else self._release_every
+                    health.recovered.clear()
+                    # Calls that failed while PassKit was down may still be recorded as held
+                    # after this release: one more, a few seconds on, catches them.
+                    gap = AFTER_RECOVERY_SECONDS if recovering else self._release_every
+                    next_release = self._clock() + gap
+            wait = self._probe_every if health.down else max(0.0, next_release - self._clock())
             await wait_any(stopping, health.recovered, within=wait)
 
     async def _released(self) -> bool:

@@ -68,7 +68,8 @@ class PassEvent:
 
 
 def wallet_record(record: Any, *, metadata_key: str = "passMetaData") -> WalletRecord:
-    """A member, coupon or ticket as PassKit answers it."""
+    """A member, coupon or ticket as PassKit answers it. A member without `points` holds 0
+    (proto3 leaves a zero out); a coupon or ticket has no balance (None)."""
     if not isinstance(record, dict):
         raise ValueError(f"a PassKit record is a JSON object, not {type(record).__name__}")
     passkit_id = _id(record.get("id"), "id")
@@ -81,7 +82,9 @@ def wallet_record(record: Any, *, metadata_key: str = "passMetaData") -> WalletR
     if status is None:
         raise ValueError(f"unknown pass status {metadata.get('status')!r}")
     times = WalletTimes(**{ours: _time(metadata.get(theirs), theirs) for theirs, ours in _TIMES})
-    return WalletRecord(passkit_id, status, times, _points(record.get("points")))
+    member = "programId" in record or "tierId" in record or "points" in record
+    points = _points(record.get("points"), default=0.0 if member else None)
+    return WalletRecord(passkit_id, status, times, points)
 
 
 def pass_event(body: Any) -> PassEvent:
@@ -90,13 +93,13 @@ def pass_event(body: Any) -> PassEvent:
         raise ValueError("the body is not a JSON object")
     event = _lookup(PASS_EVENTS, body.get("event"))
     if event is None:
-        raise ValueError(f"unknown event {body.get('event')!r}")
+        raise ValueError(f"unknown event {_shown(body.get('event'))}")
     held = body.get("pass")
     if not isinstance(held, dict):
         raise ValueError("no pass object")
     protocol = _lookup(_PROTOCOLS, held.get("protocol"))
     if protocol is None:
-        raise ValueError(f"unknown protocol {held.get('protocol')!r}")
+        raise ValueError(f"unknown protocol {_shown(held.get('protocol'))}")
     class_id = held.get("classId")
     return PassEvent(
         event,
@@ -104,6 +107,12 @@ def pass_event(body: Any) -> PassEvent:
         protocol,
         class_id if isinstance(class_id, str) and class_id else None,
     )
+
+
+def _shown(value: object) -> str:
+    """A value from outside as an error may quote it: short."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:39] + "…"
 
 
 def _lookup(names: dict[str | int, str], value: object) -> str | None:
@@ -133,9 +142,9 @@ def _time(value: object, name: str) -> datetime | None:
     raise ValueError(f"{name} is not a time: {value!r}")
 
 
-def _points(value: object) -> float | None:
+def _points(value: object, *, default: float | None) -> float | None:
     if isinstance(value, bool):
-        return None
+        return default
     if isinstance(value, int | float):
         return float(value)
-    return None
+    return default

@@ -470,13 +470,17 @@ class Change:
 
 async def changes_since(
     pool: asyncpg.Pool, program_ids: Sequence[uuid.UUID], since: datetime
-) -> list[Change]:
+) -> tuple[list[Change], bool]:
+    """Campaigns of the programs changed since `since`, and whether any of them is being sent
+    (or counted): one statement."""
     rows = await pool.fetch(q("console_progress_changes"), list(program_ids), since)
-    return [Change(**dict(r)) for r in rows]
-
-
-async def any_running(pool: asyncpg.Pool, program_ids: Sequence[uuid.UUID]) -> bool:
-    return bool(await pool.fetchval(q("console_running"), list(program_ids)))
+    running = bool(rows and rows[0]["running"])
+    changes = [
+        Change(**{k: v for k, v in r.items() if k != "running"})
+        for r in rows
+        if r["id"] is not None
+    ]
+    return changes, running
 
 
 async def sends_per_second(

@@ -54,7 +54,9 @@ async def queue_depths(pool: asyncpg.Pool) -> list[QueueDepth]:
     return [QueueDepth(r["queue"], r["state"], r["rows"], r["oldest_age"]) for r in rows]
 
 
-async def refresh_queue_gauges(pool: asyncpg.Pool, metrics: Metrics, within: float) -> None:
+async def refresh_queue_gauges(
+    pool: asyncpg.Pool, metrics: Metrics, within: float, *, wallets: bool = True
+) -> None:
     """Set the pass-sync queue's loyaltyd_queue_depth / loyaltyd_queue_oldest_age_seconds from
     the table, so a scrape sees it as it is (the whole database's queue: every daemon on it
     reports the same). The campaign queue's are kept by the campaign planner on each pass.
@@ -64,7 +66,9 @@ async def refresh_queue_gauges(pool: asyncpg.Pool, metrics: Metrics, within: flo
             row = await pool.fetchrow(q("ops_sync_queue_gauges"))
             instances = await pool.fetch(q("ops_instances"))
             work = await pool.fetch(q("ops_work_by_program"))
-            wallets = await wallet_status(pool)
+            # Counting every pass is the one read that grows with the programs: the caller
+            # asks for it at most once a minute.
+            programs = await wallet_status(pool) if wallets else None
             depth, _ = await inbox_depth(pool)
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         log.warning("queue_gauges_stale", error=repr(exc))
@@ -74,18 +78,43 @@ async def refresh_queue_gauges(pool: asyncpg.Pool, metrics: Metrics, within: flo
     metrics.dead_syncs.set(row["dead"])
     _show_fleet(metrics, [Instance.from_row(r) for r in instances])
     _show_work(metrics, [ProgramWork.from_row(r) for r in work])
-    _show_wallets(metrics, wallets)
+    if programs is not None:
+        _show_wallets(metrics, programs)
     metrics.wallet_inbox_depth.set(depth)
 
 
 def _show_wallets(metrics: Metrics, wallets: list[ProgramWallet]) -> None:
-    metrics.wallet_passes.clear()
-    metrics.wallet_sweep_age.clear()
+    gauges = (
+        metrics.wallet_passes,
+        metrics.wallet_sweep_age,
+        metrics.wallet_sweep_ok,
+        metrics.wallet_sweep_drift,
+        metrics.wallet_webhooks_received,
+    )
+    for gauge in gauges:
+        gauge.clear()
     for w in wallets:
+        program = str(w.program_id)
         for status, count in w.passes.items():
-            metrics.wallet_passes.labels(str(w.program_id), status).set(count)
+            metrics.wallet_passes.labels(program, status).set(count)
         if w.sweep_age is not None:
-            metrics.wallet_sweep_age.labels(str(w.program_id)).set(w.sweep_age)
+            metrics.wallet_sweep_age.labels(program).set(w.sweep_age)
+        for event, count in w.webhooks.items():
+            metrics.wallet_webhooks_received.labels(program, event).set(count)
+        for sweep in w.sweeps:
+            _show_sweep(metrics, program, sweep)
+
+
+def _show_sweep(metrics: Metrics, program: str, sweep: dict[str, Any]) -> None:
+    state = sweep.get("state")
+    if state == "running":
+        return
+    metrics.wallet_sweep_ok.labels(program, sweep.get("protocol", "")).set(state == "completed")
+    summary = sweep.get("summary") or {}
+    if sweep.get("protocol") == "MEMBERSHIP" and summary:
+        for outcome in ("found", "repaired", "reported"):
+            value = summary.get(f"drift_{outcome}", 0)
+            metrics.wallet_sweep_drift.labels(program, outcome).set(value)
 
 
 def _show_fleet(metrics: Metrics, instances: list[Instance]) -> None:

@@ -34,6 +34,8 @@ from daemon.store.pool import connect
 from daemon.store.queries import q
 
 EVENTS_CHANNEL: Final = "loyaltyd_wallet_events"
+# Rows a sweep writes beyond which loyaltyd.wallet_passes' statistics are refreshed.
+ANALYZE_AFTER: Final = 10_000
 # What a lost connection or a refusing server raises here.
 DATABASE_ERRORS: Final = (OSError, asyncpg.InterfaceError, asyncpg.PostgresError)
 _STAGING: Final = "wallet_sweep_rows"
@@ -121,11 +123,20 @@ class SweepSession:
         )
 
     async def apply(self, sweep: SweepClass) -> Applied:
+        """The list, applied in one transaction; what re-reads said meanwhile stays."""
         await self._conn.execute(q("wallet_sweep_staging_ready"))
-        row = await self._conn.fetchrow(
-            q("wallet_sweep_apply"), sweep.program_id, sweep.protocol, self.started_at
-        )
-        return Applied(**dict(row))
+        async with self._conn.transaction():
+            row = await self._conn.fetchrow(
+                q("wallet_sweep_apply"), sweep.program_id, sweep.protocol, self.started_at
+            )
+            await self._conn.execute(
+                q("wallet_sweep_reads_since"), sweep.program_id, self.started_at
+            )
+        applied = Applied(**dict(row))
+        if applied.written > ANALYZE_AFTER:
+            # Many new rows: the drift statement that follows plans with fresh statistics.
+            await self._conn.execute("ANALYZE loyaltyd.wallet_passes")
+        return applied
 
     async def missing(self, sweep: SweepClass, limit: int) -> tuple[list[str], int]:
         """Up to `limit` PassKit ids of passes the list lacked, and how many it lacked."""
@@ -143,10 +154,20 @@ class SweepSession:
         values["reported_passes"] = tuple(values["reported_passes"] or ())
         return Drift(**values)
 
-    async def finish(self, summary: SweepSummary | None, error: str | None = None) -> None:
+    async def finish(
+        self,
+        summary: SweepSummary | None,
+        error: str | None = None,
+        *,
+        retry_in: float | None = None,
+    ) -> None:
+        """Record how the sweep ended; a failed one is tried again in `retry_in` seconds, or
+        (None) at the next daily hour."""
         state = "completed" if error is None else "failed"
         document = json.dumps(summary.as_json()) if summary is not None else None
-        await self._conn.execute(q("wallet_sweep_finish"), self.sweep_id, state, document, error)
+        await self._conn.execute(
+            q("wallet_sweep_finish"), self.sweep_id, state, document, error, retry_in
+        )
 
 
 # --- one pass ---------------------------------------------------------------------------------

@@ -11,10 +11,36 @@ from daemon.domain.wallet import WalletRecord
 from daemon.engine.outcomes import Succeeded
 from daemon.passkit.client import PassKitClient
 from daemon.passkit.records import wallet_record
+from daemon.passkit.throttle import bulk
 from daemon.store.pool import Pool
 from daemon.store.wallet import WalletEventJob, apply_read
 
 log = get_logger(__name__)
+
+
+async def read_and_apply(
+    client: PassKitClient, pool: Pool, protocol: str, passkit_id: str
+) -> WalletRecord:
+    """Read one pass from PassKit and apply what it says (a 404: DELETED). Background work:
+    it waits behind pass syncs for PassKit's slots. A record loyaltyd cannot read is PassKit's
+    refusal, not a crash."""
+    with bulk():
+        held = await client.read_pass(protocol, passkit_id)
+    try:
+        record = WalletRecord.deleted(passkit_id) if held is None else wallet_record(held)
+    except ValueError as exc:
+        raise PermanentPassKitError(
+            f"PassKit answered a record loyaltyd cannot read: {exc}"
+        ) from exc
+    moved = await apply_read(pool, protocol, record)
+    log.info(
+        "wallet_pass_read",
+        passkit_id=passkit_id,
+        status=record.status,
+        passes=len(moved),
+        moved=sum(1 for m in moved if m.moved),
+    )
+    return record
 
 
 class WalletReadHandler:
@@ -23,18 +49,5 @@ class WalletReadHandler:
         self._pool = pool
 
     async def handle(self, job: WalletEventJob) -> Succeeded:
-        held = await self._client.read_pass(job.protocol, job.passkit_id)
-        try:
-            record = WalletRecord.deleted(job.passkit_id) if held is None else wallet_record(held)
-        except ValueError as exc:
-            raise PermanentPassKitError(
-                f"PassKit answered a record loyaltyd cannot read: {exc}"
-            ) from exc
-        moved = await apply_read(self._pool, job.protocol, record)
-        log.info(
-            "wallet_pass_read",
-            status=record.status,
-            passes=len(moved),
-            moved=sum(1 for m in moved if m.moved),
-        )
+        await read_and_apply(self._client, self._pool, job.protocol, job.passkit_id)
         return Succeeded()

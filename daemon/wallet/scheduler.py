@@ -56,5 +56,9 @@ class SweepScheduler:
             try:
                 done += await self._sweeper.sweep(target) is not None
             except (LoyaltydError, *store.DATABASE_ERRORS):
-                continue  # recorded and logged by the sweep; tried again in ten minutes
+                continue  # recorded and logged by the sweep; tried again later
+            except Exception:
+                # A sweep must never stop the daemon: what went wrong is logged whole, and the
+                # program is swept again at its next daily hour.
+                log.exception("wallet_sweep_crashed", program_id=str(target.program_id))
         return done

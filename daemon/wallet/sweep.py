@@ -15,15 +15,16 @@ import uuid
 from collections.abc import Callable
 
 from daemon.core.config import Settings
-from daemon.core.errors import PermanentPassKitError
+from daemon.core.errors import PermanentPassKitError, TransientError
 from daemon.core.logs import get_logger
 from daemon.core.metrics import Metrics
 from daemon.domain.wallet import Applied, Drift, SweepClass, SweepSummary, WalletRecord
 from daemon.passkit.client import PassKitClient
 from daemon.passkit.records import wallet_record
-from daemon.passkit.routes import list_request
+from daemon.passkit.routes import ListRequest, list_request
 from daemon.store.pool import Pool
-from daemon.store.wallet import SweepSession, apply_read
+from daemon.store.wallet import SweepSession
+from daemon.wallet.inbox import read_and_apply
 
 log = get_logger(__name__)
 
@@ -31,6 +32,8 @@ log = get_logger(__name__)
 STAGE_BATCH = 5_000
 # Passes missing from the list read back at once (each read is one request within the budget).
 READ_CONCURRENCY = 8
+# A sweep that failed on a passing trouble (PassKit or the database) is tried again this soon.
+RETRY_SECONDS = 600.0
 
 
 class Sweeper:
@@ -71,7 +74,10 @@ class Sweeper:
             try:
                 summary = await self._run(session, target)
             except Exception as exc:
-                await session.finish(None, error=str(exc)[:500])
+                # A passing trouble is tried again in a few minutes; anything else at the next
+                # daily hour (never every few minutes all day long).
+                retry = RETRY_SECONDS if isinstance(exc, TransientError) else None
+                await session.finish(None, error=str(exc)[:500], retry_in=retry)
                 log.warning(
                     "wallet_sweep_failed",
                     program_id=str(target.program_id),
@@ -87,9 +93,13 @@ class Sweeper:
         started = self._clock()
         request = list_request(target.protocol, target.class_id)
         expected = await self._client.count(request.count, request.path, dict(request.body))
-        await self._stage(session, target)
+        unreadable = await self._stage(session, target, request)
         applied = await session.apply(target)
-        deleted, unchecked = await self._deletions(session, target, applied, expected)
+        if unreadable:
+            # What could be read is applied; what the list lacks proves nothing this time.
+            deleted, unchecked = 0, (await session.missing(target, 0))[1]
+        else:
+            deleted, unchecked = await self._deletions(session, target, applied, expected)
         drift = Drift()
         if target.protocol == "MEMBERSHIP":
             drift = await session.drift(target, self._settings.loyaltyd_wallet_repair_cap)
@@ -97,8 +107,8 @@ class Sweeper:
             target, applied, drift, deleted, unchecked, expected, self._clock() - started
         )
 
-    async def _stage(self, session: SweepSession, target: SweepClass) -> None:
-        request = list_request(target.protocol, target.class_id)
+    async def _stage(self, session: SweepSession, target: SweepClass, request: ListRequest) -> int:
+        """The list into the staging table in batches; how many records could not be read."""
         batch: list[WalletRecord] = []
         unreadable = staged = 0
         async for item in self._client.stream(request.records, request.path, dict(request.body)):
@@ -118,9 +128,13 @@ class Sweeper:
         if batch:
             await session.stage(batch)
         if unreadable:
-            raise PermanentPassKitError(
-                f"PassKit listed {unreadable} records loyaltyd cannot read: sweep not applied"
+            log.warning(
+                "wallet_list_unreadable",
+                records=unreadable,
+                program_id=str(target.program_id),
+                detail="the readable records are applied; no pass is marked deleted this time",
             )
+        return unreadable
 
     async def _deletions(
         self, session: SweepSession, target: SweepClass, applied: Applied, expected: int
@@ -151,19 +165,23 @@ class Sweeper:
                 detail="check the program's PassKit id; no pass is marked deleted",
             )
             return 0, total
-        deleted = 0
+        deleted = refused = 0
         for start in range(0, len(missing), READ_CONCURRENCY):
             chunk = missing[start : start + READ_CONCURRENCY]
-            gone = await asyncio.gather(*(self._read_back(target, i) for i in chunk))
-            deleted += sum(gone)
-        return deleted, total - len(missing)
+            for gone in await asyncio.gather(*(self._read_back(target, i) for i in chunk)):
+                deleted += gone is True
+                refused += gone is None
+        return deleted, total - len(missing) + refused
 
-    async def _read_back(self, target: SweepClass, passkit_id: str) -> bool:
-        """Read one pass the list lacked and record what PassKit says; True if it is gone."""
-        held = await self._client.read_pass(target.protocol, passkit_id)
-        record = WalletRecord.deleted(passkit_id) if held is None else wallet_record(held)
-        await apply_read(self._pool, target.protocol, record)
-        return held is None
+    async def _read_back(self, target: SweepClass, passkit_id: str) -> bool | None:
+        """Read one pass the list lacked and record what PassKit says; True if it is gone,
+        None when PassKit refused the read (that pass stays unchecked this time)."""
+        try:
+            record = await read_and_apply(self._client, self._pool, target.protocol, passkit_id)
+        except PermanentPassKitError as exc:
+            log.warning("wallet_read_back_refused", passkit_id=passkit_id, error=str(exc))
+            return None
+        return record.status == "DELETED"
 
     def _report(self, summary: SweepSummary) -> None:
         drift = summary.drift

@@ -31,9 +31,11 @@ class Sink:
     status: str
     target_url: str
 
-    @property
-    def ours(self) -> bool:
-        return urlsplit(self.target_url).path.startswith(WEBHOOK_PATH)
+    def ours(self, url: str) -> bool:
+        """loyaltyd's subscription at `url`'s host (another environment's, on another host of
+        the same PassKit account, is left alone)."""
+        mine, theirs = urlsplit(url), urlsplit(self.target_url)
+        return theirs.netloc == mine.netloc and theirs.path.startswith(WEBHOOK_PATH)
 
     @classmethod
     def from_json(cls, item: dict[str, Any]) -> Sink:
@@ -95,7 +97,7 @@ async def list_sinks(client: PassKitClient, target: SweepClass) -> list[Sink]:
 async def register(client: PassKitClient, target: SweepClass, url: str) -> str:
     """Create loyaltyd's subscription for `target`, or update the one it has; 'created' or
     'updated'."""
-    existing = [sink for sink in await list_sinks(client, target) if sink.ours]
+    existing = [sink for sink in await list_sinks(client, target) if sink.ours(url)]
     body: dict[str, Any] = {
         "classId": target.class_id,
         "protocol": routes.PASSKIT_PROTOCOL[target.protocol],
@@ -106,9 +108,9 @@ async def register(client: PassKitClient, target: SweepClass, url: str) -> str:
     }
     if existing:
         body["id"] = existing[0].id
-        await client.put(routes.UPDATE_SINK, body, subject=existing[0].id)
+        await client.send(routes.UPDATE_SINK, body, subject=existing[0].id)
         return "updated"
-    answer = await client.put(routes.CREATE_SINK, body, subject=target.class_id)
+    answer = await client.send(routes.CREATE_SINK, body, subject=target.class_id)
     if not answer.get("id") and not client.mock_mode:
         raise PermanentPassKitError("PassKit created the subscription without an id")
     return "created"

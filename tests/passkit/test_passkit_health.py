@@ -3,6 +3,8 @@ request, a gauge for /metrics, and a line when it recovers."""
 
 from __future__ import annotations
 
+import contextlib
+
 from structlog.testing import capture_logs
 
 from daemon.core.metrics import Metrics
@@ -53,3 +55,33 @@ def test_scattered_failures_between_answers_are_not_an_outage() -> None:
             health.answered()
     assert not health.down
     assert [e for e in logs if e["event"] == "passkit_unavailable"] == []
+
+
+async def test_a_fenced_daemons_probe_says_not_yet_instead_of_crashing() -> None:
+    """While PassKit is down and the database unreachable (the daemon fenced), the outage
+    watch's probe must not raise: it is supervised, and an escape would stop the daemon."""
+    from daemon.passkit.client import PassKitClient
+    from tests.passkit_fixtures import make_settings
+
+    client = PassKitClient(make_settings(passkit_api_key="k", passkit_api_secret="s" * 20))
+    client.fence = lambda: True
+    async with client:
+        assert await client.probe() is False
+
+
+async def test_rate_limiting_is_passkit_answering_not_an_outage() -> None:
+    """A run of 429s (a busy account) does not hold everything back: each row keeps the
+    Retry-After it was given."""
+    from daemon.core.errors import TransientPassKitError
+    from daemon.passkit.client import PassKitClient
+    from tests.harness import API_KEY, API_SECRET, fake_passkit
+    from tests.passkit_fixtures import make_settings
+
+    async with fake_passkit() as fake:
+        fake.fail_next(*([429] * 20))
+        settings = make_settings(fake.url, passkit_api_key=API_KEY, passkit_api_secret=API_SECRET)
+        async with PassKitClient(settings) as client:
+            for _ in range(10):
+                with contextlib.suppress(TransientPassKitError):
+                    await client.set_points("pk-1", 5)
+            assert not client.health.down

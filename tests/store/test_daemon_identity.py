@@ -18,10 +18,12 @@ MARK = "loyaltyd.writing_as_daemon()"
 
 
 def test_every_statement_that_updates_push_campaigns_writes_as_the_daemon() -> None:
+    """The daemon's own; the console's are an admin's, and never marked (test_console_access)."""
     updating = {
         name: body
         for name, body in queries().items()
         if re.search(r"\bUPDATE\s+push_campaigns\b", body, re.IGNORECASE)
+        and not name.startswith("console_")
     }
     assert len(updating) >= 10
     assert [name for name, body in updating.items() if MARK not in body] == []
@@ -88,3 +90,28 @@ async def test_the_daemons_statements_carry_the_mark_through_any_reset(
     await conn.execute(reset)
     status = await conn.fetchval(q("claim_campaign"), cid, version, uuid.uuid4(), 30.0)
     assert status == "PROCESSING"
+
+
+async def test_another_role_that_sets_the_mark_by_hand_is_still_a_stranger(
+    conn: asyncpg.Connection,
+) -> None:
+    """A role with every privilege on push_campaigns but not loyaltyd's owner: the mark it
+    sets itself counts for nothing."""
+    cid = await _running_on_conn(conn)
+    role = f"forger_{uuid.uuid4().hex[:8]}"
+    await conn.execute(f"CREATE ROLE {role}")
+    try:
+        await conn.execute(f"GRANT ALL ON push_campaigns TO {role}")
+        with pytest.raises(asyncpg.CheckViolationError):
+            async with conn.transaction():
+                await conn.execute(f"SET LOCAL SESSION AUTHORIZATION {role}")
+                await conn.execute(
+                    "SELECT set_config('loyaltyd.writer', pg_current_xact_id()::text, true)"
+                )
+                await conn.execute(
+                    "UPDATE push_campaigns SET status = 'COMPLETED' WHERE id = $1", cid
+                )
+        assert (await campaign(conn, cid))["status"] == "PROCESSING"
+    finally:
+        await conn.execute(f"REVOKE ALL ON push_campaigns FROM {role}")
+        await conn.execute(f"DROP ROLE {role}")

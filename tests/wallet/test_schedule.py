@@ -53,19 +53,26 @@ async def test_every_class_a_program_names_is_due_until_swept(pool: asyncpg.Pool
 
 
 @pytest.mark.parametrize(
-    ("state", "ago_minutes", "live_owner", "due"),
+    ("state", "ago_minutes", "retry_in_minutes", "live_owner", "due"),
     [
-        ("completed", 5, False, False),  # swept since the last sweep hour
-        ("completed", 25 * 60, False, True),  # more than a day ago
-        ("failed", 5, False, False),  # a little wait before the next try
-        ("failed", 15, False, True),
+        ("completed", 5, None, False, False),  # swept since the last sweep hour
+        ("completed", 25 * 60, None, False, True),  # more than a day ago
+        ("failed", 5, 5, False, False),  # a passing trouble: a little wait first
+        ("failed", 15, -5, False, True),  # …then tried again
+        ("failed", 15, None, False, False),  # failed for good: at the next sweep hour
+        ("failed", 25 * 60, None, False, True),  # …which has come
         # Being swept (or its daemon died): due, and the sweep's lock decides who runs it.
-        ("running", 1, True, True),
-        ("running", 1, False, True),
+        ("running", 1, None, True, True),
+        ("running", 1, None, False, True),
     ],
 )
 async def test_what_the_last_sweep_says_about_the_next(
-    pool: asyncpg.Pool, state: str, ago_minutes: int, live_owner: bool, due: bool
+    pool: asyncpg.Pool,
+    state: str,
+    ago_minutes: int,
+    retry_in_minutes: int | None,
+    live_owner: bool,
+    due: bool,
 ) -> None:
     program = await _program(pool)
     owner = uuid.uuid4()
@@ -78,6 +85,11 @@ async def test_what_the_last_sweep_says_about_the_next(
     # The sweep hour an hour ago in the program's time zone (UTC): the latest one has passed.
     hour = (datetime.now(UTC) - timedelta(hours=1)).hour
     await _sweep_row(pool, program, state, timedelta(minutes=ago_minutes), owner)
+    if retry_in_minutes is not None:
+        await pool.execute(
+            "UPDATE loyaltyd.wallet_sweeps SET retry_at = now() + make_interval(mins => $1)",
+            retry_in_minutes,
+        )
     assert await _due(pool, hour) == ({(program, "MEMBERSHIP")} if due else set())
 
 

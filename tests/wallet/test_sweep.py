@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -13,9 +14,10 @@ import pytest
 import daemon.wallet.sweep as sweep_module
 from daemon.core.config import Settings
 from daemon.core.errors import TransientPassKitError
-from daemon.domain.wallet import SweepClass
+from daemon.domain.wallet import SweepClass, WalletRecord, WalletTimes
 from daemon.passkit import routes
 from daemon.passkit.client import PassKitClient
+from daemon.store.wallet import SweepSession
 from daemon.testing.fakepasskit import ROUTE_GET_MEMBER, FakePassKit
 from daemon.wallet.sweep import Sweeper
 from tests.campaign_support import campaign_rig, insert_campaign
@@ -224,3 +226,37 @@ async def test_coupons_and_tickets_are_swept_where_the_program_names_their_class
         "INVALIDATED": 1,
         "DELETED": 1,
     }
+
+
+async def test_a_record_listed_twice_is_applied_once(
+    pool: asyncpg.Pool, database_url: str, fake: FakePassKit
+) -> None:
+    """PassKit listing one pass twice (its newest record wins) does not stop the sweep."""
+    program = await wallet_program(pool, fake, ["PASS_INSTALLED"])
+    target = SweepClass(program, "MEMBERSHIP", PROGRAM_CLASS)
+    older = WalletRecord(
+        "w-1", "INSTALLED", WalletTimes(updated_at=datetime(2024, 1, 1, tzinfo=UTC))
+    )
+    newer = WalletRecord(
+        "w-1", "UNINSTALLED", WalletTimes(updated_at=datetime(2024, 2, 1, tzinfo=UTC))
+    )
+    async with await SweepSession.open(database_url) as session:
+        assert await session.lock(target)
+        await session.start(target, uuid.uuid4())
+        await session.stage([older, newer, older])
+        applied = await session.apply(target)
+    assert (applied.listed, applied.checked, applied.uninstalled) == (3, 1, 1)
+    assert await statuses(pool, program) == {"UNINSTALLED": 1}
+
+
+async def test_a_pass_passkit_answers_unreadably_is_left_unchecked_not_a_crash(
+    pool: asyncpg.Pool, database_url: str, fake: FakePassKit, settings: Settings
+) -> None:
+    program = await wallet_program(pool, fake, ["PASS_INSTALLED", None])
+    await pool.execute(
+        "UPDATE passes_master SET passkit_internal_id = 'x' || repeat('y', 250) "
+        "WHERE passkit_internal_id = 'w-2'"
+    )
+    fake.add_pass("x" + "y" * 250, class_id="elsewhere", status="PASS_INSTALLED")
+    summary = await _sweep(pool, settings, database_url, program)
+    assert (summary.deleted, summary.unchecked) == (0, 1)

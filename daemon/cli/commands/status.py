@@ -12,6 +12,7 @@ from typing import Any
 from daemon.cli.commands._common import pool
 from daemon.cli.progress import progress_bar
 from daemon.core.config import Settings
+from daemon.domain.wallet import swept_as
 from daemon.store.status import (
     OUTSTANDING,
     BirthdaysToday,
@@ -207,7 +208,6 @@ def _clip(text: str) -> str:
 
 
 WALLET_ORDER = ("INSTALLED", "UNINSTALLED", "INVALIDATED", "ISSUED", "DELETED")
-SWEPT = {"MEMBERSHIP": "members", "COUPON": "coupons", "EVENT_TICKET": "tickets"}
 
 
 def _wallets(report: StatusReport) -> str:
@@ -241,7 +241,7 @@ def _wallet_rank(status: str) -> int:
 
 
 def _sweep_line(sweep: dict[str, Any]) -> str:
-    what = SWEPT.get(sweep.get("protocol", ""), sweep.get("protocol", "?"))
+    what = swept_as(str(sweep.get("protocol", "?")))
     when = _since(sweep.get("started_at"))
     state = sweep.get("state", "?")
     if state == "failed":

@@ -8,11 +8,11 @@ import sys
 import time
 import uuid
 
+from daemon.app import fleet_client
 from daemon.cli.commands._common import database
 from daemon.core.config import Settings
 from daemon.core.errors import LoyaltydError
 from daemon.domain.wallet import SweepClass, SweepSummary
-from daemon.passkit.client import PassKitClient
 from daemon.store.pool import create_pool
 from daemon.store.wallet import DATABASE_ERRORS, sweep_classes
 from daemon.wallet.sweep import Sweeper
@@ -38,7 +38,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     async with database(settings, auto_migrate=False) as target:
         pool = await create_pool(target.dsn, settings.loyaltyd_pool_size, source=target.source)
         try:
-            async with PassKitClient(settings) as client:
+            async with fleet_client(settings, pool) as client:
                 sweeper = Sweeper(
                     client,
                     pool,

@@ -101,7 +101,6 @@ UPDATE push_campaigns c
                           ELSE c.finished_at END,
        lease_owner = NULL,
        lease_expires_at = CASE
-           WHEN r.outcome = 'retry' AND r.retry_in = 'Infinity' THEN 'infinity'::timestamptz
            WHEN r.outcome = 'retry' THEN now() + make_interval(secs => r.retry_in)
            WHEN r.outcome = 'failed' AND c.started_at IS NOT NULL THEN now() + interval '1 min'
        END

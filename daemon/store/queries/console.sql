@@ -236,23 +236,25 @@ SELECT d.pass_id, p.external_id, d.state, d.error, d.rendered_text, d.finished_a
  LIMIT $4;
 
 -- name: console_progress_changes
--- $1 = program ids watched, $2 = changed after. Campaigns of those programs changed since (the
--- live feed's one read a second while someone watches).
-SELECT id, program_id, status, coalesce(sent_count, 0) AS sent,
-       coalesce(failed_count, 0) AS failed, coalesce(skipped_count, 0) AS skipped,
-       recipient_count, audience_counted_at IS NOT NULL AS counted, started_at, finished_at,
-       updated_at
-  FROM push_campaigns
- WHERE program_id = ANY($1::uuid[]) AND updated_at > $2;
-
--- name: console_running
--- $1 = program ids. Whether any of their campaigns is being sent, or is a DRAFT waiting for its
--- count (the feed keeps reading once a second meanwhile).
-SELECT EXISTS (SELECT 1 FROM push_campaigns
-                WHERE program_id = ANY($1::uuid[])
-                  AND ((status IN ('PENDING', 'PROCESSING') AND finished_at IS NULL
-                        AND (scheduled_at IS NULL OR scheduled_at <= now()))
-                    OR (status = 'DRAFT' AND audience_counted_at IS NULL)));
+-- $1 = program ids watched, $2 = changed after. The live feed's one read a second while someone
+-- watches: campaigns of those programs changed since, and (on every row; one row with a NULL id
+-- when nothing changed) whether any of them is being sent or is a DRAFT waiting for its count.
+WITH busy AS (
+    SELECT EXISTS (SELECT 1 FROM push_campaigns
+                    WHERE program_id = ANY($1::uuid[])
+                      AND ((status IN ('PENDING', 'PROCESSING') AND finished_at IS NULL
+                            AND (scheduled_at IS NULL OR scheduled_at <= now()))
+                        OR (status = 'DRAFT' AND audience_counted_at IS NULL))) AS running
+),
+changed AS (
+    SELECT id, program_id, status, coalesce(sent_count, 0) AS sent,
+           coalesce(failed_count, 0) AS failed, coalesce(skipped_count, 0) AS skipped,
+           recipient_count, audience_counted_at IS NOT NULL AS counted, started_at, finished_at,
+           updated_at
+      FROM push_campaigns
+     WHERE program_id = ANY($1::uuid[]) AND updated_at > $2
+)
+SELECT c.*, b.running FROM busy b LEFT JOIN changed c ON true;
 
 -- --- operations ----------------------------------------------------------------------------
 

@@ -8,17 +8,11 @@
 -- name: wallet_sweeps_due
 -- $1 = the local hour of the daily sweep. The program classes PassKit can list (a program's
 -- members, its coupon campaign, its production) whose last completed sweep started before the
--- latest local $1 o'clock (or that never had one), unless a sweep of it failed in the last ten
--- minutes (a little wait before the next try). One being swept right now is due too: its
--- advisory lock keeps a second sweep out, and a crashed daemon's lock is gone with it.
+-- latest local $1 o'clock (or that never had one), unless a sweep of it failed since and its
+-- retry time has not come. One being swept right now is due too: its advisory lock keeps a
+-- second sweep out, and a crashed daemon's lock is gone with it.
 WITH classes AS (
-    SELECT g.id AS program_id, g.name, c.protocol, c.class_id,
-           coalesce(nullif(g.timezone, ''), 'UTC') AS timezone
-      FROM programs g
-     CROSS JOIN LATERAL (VALUES ('MEMBERSHIP', g.passkit_program_id),
-                                ('COUPON', g.passkit_coupon_campaign_id),
-                                ('EVENT_TICKET', g.passkit_production_id)) AS c (protocol, class_id)
-     WHERE coalesce(c.class_id, '') <> ''
+    SELECT * FROM loyaltyd.wallet_program_classes
 ),
 boundary AS (
     -- The latest local $1:00 that has passed, as a point in time.
@@ -34,21 +28,21 @@ SELECT b.program_id, b.protocol, b.class_id, b.name
  WHERE NOT EXISTS (SELECT 1 FROM loyaltyd.wallet_sweeps s
                     WHERE s.program_id = b.program_id AND s.protocol = b.protocol
                       AND s.state = 'completed' AND s.started_at >= b.since)
+   -- a failed sweep is tried again at its retry time (a transient failure: minutes), or, when
+   -- it failed for good, at the next daily hour
    AND NOT EXISTS (SELECT 1 FROM loyaltyd.wallet_sweeps s
                     WHERE s.program_id = b.program_id AND s.protocol = b.protocol
-                      AND s.state = 'failed' AND s.started_at > now() - interval '10 minutes')
+                      AND s.state = 'failed' AND s.started_at >= b.since
+                      AND (s.retry_at IS NULL OR s.retry_at > now()))
  ORDER BY b.program_id, b.protocol;
 
 -- name: wallet_sweep_classes
 -- $1 = one program (NULL: every program). What `loyaltyd wallet-sync` sweeps: every class of
 -- the program(s) that PassKit can list, due or not.
-SELECT g.id AS program_id, c.protocol, c.class_id, g.name
-  FROM programs g
- CROSS JOIN LATERAL (VALUES ('MEMBERSHIP', g.passkit_program_id),
-                            ('COUPON', g.passkit_coupon_campaign_id),
-                            ('EVENT_TICKET', g.passkit_production_id)) AS c (protocol, class_id)
- WHERE coalesce(c.class_id, '') <> '' AND ($1::uuid IS NULL OR g.id = $1)
- ORDER BY g.name, g.id, c.protocol;
+SELECT program_id, protocol, class_id, name
+  FROM loyaltyd.wallet_program_classes
+ WHERE ($1::uuid IS NULL OR program_id = $1)
+ ORDER BY name, program_id, protocol;
 
 -- name: wallet_sweep_lock
 -- $1 = program id, $2 = protocol. Held by the sweep's connection while it runs (a session lock:
@@ -105,7 +99,8 @@ WITH listed AS MATERIALIZED (
               (r.status, r.first_installed_at, r.last_installed_at, r.first_uninstalled_at,
                r.last_uninstalled_at, r.invalidated_at, r.passkit_updated_at, r.points)
                AS differs
-      FROM pg_temp.wallet_sweep_rows r
+      FROM (SELECT DISTINCT ON (passkit_id) * FROM pg_temp.wallet_sweep_rows
+             ORDER BY passkit_id, passkit_updated_at DESC NULLS LAST) r  -- a record listed twice
       JOIN passes_master p ON p.passkit_internal_id = r.passkit_id
       JOIN programs g ON g.id = p.program_id
       LEFT JOIN loyaltyd.wallet_passes w ON w.pass_id = p.id
@@ -128,6 +123,8 @@ written AS (
            invalidated_at = excluded.invalidated_at,
            passkit_updated_at = excluded.passkit_updated_at,
            passkit_points = excluded.passkit_points, updated_at = now(), updated_by = 'sweep'
+     -- a re-read that committed meanwhile is newer than the list: it stays
+     WHERE w.updated_at < $3
     RETURNING w.pass_id
 ),
 moved AS (
@@ -156,6 +153,16 @@ SELECT (SELECT count(*) FROM pg_temp.wallet_sweep_rows)::int AS listed,
        (SELECT count(*) FROM news WHERE status = 'INVALIDATED')::int AS invalidated,
        (SELECT count(*) FROM news WHERE status = 'ISSUED')::int AS issued;
 
+-- name: wallet_sweep_reads_since
+-- $1 = program id, $2 = when the sweep started. In the sweep's apply transaction, after
+-- wallet_sweep_apply: what re-reads said since the sweep started is newer than its list, so
+-- passes_master.status is theirs again wherever the apply moved it back.
+UPDATE passes_master m
+   SET status = w.status
+  FROM loyaltyd.wallet_passes w JOIN programs g ON g.id = w.program_id
+ WHERE w.pass_id = m.id AND w.program_id = $1 AND w.updated_by = 'read' AND w.updated_at >= $2
+   AND g.wallet_status_from_passkit AND m.status IS DISTINCT FROM w.status;
+
 -- name: wallet_sweep_missing
 -- $1 = program id, $2 = protocol, $3 = at most this many. Passes of the class that PassKit's
 -- list did not contain (and not already known deleted), and how many there are in all: each
@@ -168,7 +175,8 @@ SELECT p.passkit_internal_id, count(*) OVER ()::int AS total
    AND w.status IS DISTINCT FROM 'DELETED'
    AND NOT EXISTS (SELECT 1 FROM pg_temp.wallet_sweep_rows r
                     WHERE r.passkit_id = p.passkit_internal_id)
- ORDER BY p.passkit_internal_id
+ -- those checked longest ago first: over several sweeps every missing pass is read back
+ ORDER BY w.updated_at NULLS FIRST, p.passkit_internal_id
  LIMIT $3;
 
 -- name: wallet_sweep_drift
@@ -184,7 +192,8 @@ WITH drifted AS MATERIALIZED (
            w.drift_repaired_points, w.drift_reported_at,
            (w.drift_repaired_at IS NOT NULL AND w.drift_repaired_points = m.points_balance)
                AS recurring
-      FROM pg_temp.wallet_sweep_rows r
+      FROM (SELECT DISTINCT ON (passkit_id) * FROM pg_temp.wallet_sweep_rows
+             ORDER BY passkit_id, passkit_updated_at DESC NULLS LAST) r
       JOIN passes_master p ON p.passkit_internal_id = r.passkit_id
       JOIN protocol_membership m ON m.pass_id = p.id
       JOIN loyaltyd.wallet_passes w ON w.pass_id = p.id
@@ -192,7 +201,7 @@ WITH drifted AS MATERIALIZED (
      WHERE p.program_id = $1 AND coalesce(p.protocol, 'MEMBERSHIP') = 'MEMBERSHIP'
        AND r.points IS NOT NULL AND m.points_balance IS NOT NULL
        AND m.points_balance::real <> r.points
-       AND w.status <> 'DELETED'
+       AND w.status NOT IN ('DELETED', 'INVALIDATED')  -- owed nothing: its syncs are skipped
        AND (s.pass_id IS NULL OR s.state = 'dead' OR (s.state = 'idle' AND s.updated_at < $3))
 ),
 to_repair AS (
@@ -240,9 +249,15 @@ SELECT (SELECT count(*) FROM drifted)::int AS found,
        (SELECT array_agg(pass_id) FROM reported) AS reported_passes;
 
 -- name: wallet_sweep_finish
--- $1 = sweep id, $2 = 'completed' or 'failed', $3 = summary, $4 = error.
+-- $1 = sweep id, $2 = 'completed' or 'failed', $3 = summary, $4 = error, $5 = seconds until a
+-- failed sweep is tried again (NULL: at the next daily hour). Sweeps older than 30 days go.
+WITH pruned AS (
+    DELETE FROM loyaltyd.wallet_sweeps
+     WHERE started_at < now() - interval '30 days' AND state <> 'running'
+)
 UPDATE loyaltyd.wallet_sweeps
-   SET state = $2, finished_at = now(), summary = $3::jsonb, error = $4
+   SET state = $2, finished_at = now(), summary = $3::jsonb, error = $4,
+       retry_at = now() + make_interval(secs => $5)
  WHERE id = $1;
 
 -- --- what PassKit said of one pass -------------------------------------------------------------
@@ -332,21 +347,32 @@ WITH dead AS MATERIALIZED (
     SELECT coalesce(array_agg(id), '{}') AS owners
       FROM loyaltyd.instances WHERE heartbeat_at < now() - make_interval(secs => $4)
 ),
-due AS (
-    SELECT e.id, e.state = 'claimed' AS lease_expired
-      FROM loyaltyd.wallet_events e, dead
-     WHERE (e.state = 'pending' AND e.available_at <= now()
-            AND NOT EXISTS (SELECT 1 FROM loyaltyd.wallet_events c
-                             WHERE c.passkit_id = e.passkit_id AND c.state = 'claimed'))
-        OR (e.state = 'claimed' AND (e.available_at <= now() OR e.lease_owner = ANY(dead.owners)))
+fresh AS (
+    -- Waiting rows whose time has come (the pending partial index).
+    SELECT e.id, false AS lease_expired, e.available_at
+      FROM loyaltyd.wallet_events e
+     WHERE e.state = 'pending' AND e.available_at <= now()
+       AND NOT EXISTS (SELECT 1 FROM loyaltyd.wallet_events c
+                        WHERE c.passkit_id = e.passkit_id AND c.state = 'claimed')
      ORDER BY e.available_at
      LIMIT $2
        FOR UPDATE OF e SKIP LOCKED
+),
+taken_over AS (
+    -- Rows being read by a daemon that died (the claimed partial index).
+    SELECT e.id, true AS lease_expired, e.available_at
+      FROM loyaltyd.wallet_events e, dead
+     WHERE e.state = 'claimed' AND (e.available_at <= now() OR e.lease_owner = ANY(dead.owners))
+     LIMIT $2
+       FOR UPDATE OF e SKIP LOCKED
+),
+due AS (
+    SELECT * FROM taken_over UNION ALL SELECT * FROM fresh
 )
 UPDATE loyaltyd.wallet_events e
    SET state = 'claimed', lease_owner = $1, attempts = e.attempts + 1,
        available_at = now() + make_interval(secs => $3)
-  FROM due
+  FROM (SELECT * FROM due ORDER BY lease_expired DESC, available_at LIMIT $2) due
  WHERE e.id = due.id
 RETURNING e.id, e.passkit_id, e.protocol, e.event, e.attempts, due.lease_expired,
           extract(epoch FROM now() - e.received_at)::float8 AS owed_seconds;
@@ -371,13 +397,22 @@ finished AS (
             OR EXISTS (SELECT 1 FROM loyaltyd.wallet_events n
                         WHERE n.passkit_id = h.passkit_id AND n.state = 'pending'))
     RETURNING e.id
+),
+retried AS (
+    UPDATE loyaltyd.wallet_events e
+       SET state = 'pending', lease_owner = NULL,
+           available_at = CASE WHEN h.retry_in = 'Infinity' THEN 'infinity'
+                               ELSE now() + make_interval(secs => h.retry_in) END
+      FROM held h
+     WHERE e.id = h.id AND h.outcome = 'retry' AND e.id NOT IN (SELECT id FROM finished)
 )
+-- A flood about one pass costs PassKit one read every two seconds at most: the next read of a
+-- pass just read waits that long (well within the five seconds a status may take).
 UPDATE loyaltyd.wallet_events e
-   SET state = 'pending', lease_owner = NULL,
-       available_at = CASE WHEN h.retry_in = 'Infinity' THEN 'infinity'
-                           ELSE now() + make_interval(secs => h.retry_in) END
+   SET available_at = greatest(e.available_at, now() + interval '2 seconds')
   FROM held h
- WHERE e.id = h.id AND h.outcome = 'retry' AND e.id NOT IN (SELECT id FROM finished);
+ WHERE e.passkit_id = h.passkit_id AND e.state = 'pending' AND h.outcome <> 'retry'
+   AND e.id NOT IN (SELECT id FROM finished);
 
 -- name: extend_wallet_events
 -- $1 = owner, $2 = ids being read, $3 = lease length in seconds.

@@ -1,0 +1,282 @@
+"""The console's flows at the route level: compose with a CSV file (unknown member ids told
+before anything is sent), the confirmation that must name the daemon's own count (typed above
+the threshold), a test send, program settings with their change log, the recipients' export,
+and operations for operators only."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import asyncpg
+import pytest
+from aiohttp import FormData, web
+
+from daemon.core.config import Settings
+from tests.campaign_support import bulk_audience, plan, stage_campaign, write_as_daemon
+from tests.console.support import browser, console_app, console_settings, sign_in_as
+from tests.factories import make_program
+
+
+@pytest.fixture
+async def app(
+    pool: asyncpg.Pool, make_settings: Callable[..., Settings]
+) -> AsyncIterator[web.Application]:
+    settings = console_settings(make_settings, loyaltyd_console_confirm_above=2)
+    async with console_app(settings, pool) as console:
+        yield console
+
+
+async def _program(pool: asyncpg.Pool, members: int = 3) -> uuid.UUID:
+    program = await make_program(pool)
+    async with pool.acquire() as conn:
+        await bulk_audience(conn, program, members)
+    return program
+
+
+def _upload(csrf: str, program: uuid.UUID, csv: bytes) -> FormData:
+    form = FormData()
+    for name, value in (
+        ("csrf", csrf),
+        ("program", str(program)),
+        ("name", "From a file"),
+        ("message", "Hello {first_name}"),
+        ("segment", "CSV"),
+        ("when", "now"),
+    ):
+        form.add_field(name, value)
+    form.add_field("csv", csv, filename="members.csv", content_type="text/csv")
+    return form
+
+
+async def test_a_csv_file_becomes_a_draft_whose_unknown_member_ids_are_told_before_sending(
+    app: web.Application, pool: asyncpg.Pool, make_settings: Callable[..., Settings]
+) -> None:
+    program = await _program(pool)
+    async with browser(app) as client:
+        csrf = await sign_in_as(client, pool, "a@x.example", program)
+        csv = b"member_id\nM-pk-1\nM-pk-2\nNOBODY-1\nNOBODY-2\n"
+        created = await client.post(
+            f"/console/campaigns?csrf={csrf}",
+            data=_upload(csrf, program, csv),
+            allow_redirects=False,
+        )
+        assert created.status == 303, await created.text()
+        await plan(pool, make_settings())  # the daemon counts the DRAFT
+        page = await (await client.get(created.headers["Location"])).text()
+    assert "This will buzz <strong>2</strong> phones." in page
+    assert "2 member ids match no pass of this program" in page and "NOBODY-1" in page
+
+
+async def test_a_csv_file_over_the_limit_is_refused(
+    pool: asyncpg.Pool, make_settings: Callable[..., Settings]
+) -> None:
+    program = await _program(pool)
+    settings = console_settings(make_settings, loyaltyd_console_csv_max_bytes=1024)
+    async with console_app(settings, pool) as console, browser(console) as client:
+        csrf = await sign_in_as(client, pool, "a@x.example", program)
+        csv = b"member_id\n" + b"M-1234567890\n" * 200
+        answer = await client.post(
+            f"/console/campaigns?csrf={csrf}", data=_upload(csrf, program, csv)
+        )
+        assert answer.status == 400
+        assert "larger than 1,024 bytes" in await answer.text()
+    assert await pool.fetchval("SELECT count(*) FROM push_campaigns") == 0
+
+
+async def test_a_bad_campaign_is_shown_back_with_what_to_fix(
+    app: web.Application, pool: asyncpg.Pool
+) -> None:
+    program = await _program(pool)
+    async with browser(app) as client:
+        csrf = await sign_in_as(client, pool, "a@x.example", program)
+        answer = await client.post(
+            "/console/campaigns",
+            data={
+                "csrf": csrf,
+                "program": str(program),
+                "name": "Oops",
+                "message": "Hi {nickname}",
+                "segment": "LOCAL",
+                "when": "now",
+            },
+        )
+        text = await answer.text()
+    assert answer.status == 400
+    assert "unknown placeholder {nickname}" in text
+    assert "zip" in text.lower()
+    assert 'value="Oops"' in text  # what was typed stays
+    assert await pool.fetchval("SELECT count(*) FROM push_campaigns") == 0
+
+
+async def test_confirming_needs_the_count_the_daemon_made_and_above_the_threshold_typing_it(
+    app: web.Application, pool: asyncpg.Pool
+) -> None:
+    program = await _program(pool, members=3)
+    draft = await stage_campaign(pool, program_id=program, status="DRAFT", name="Blast")
+    await write_as_daemon(
+        pool,
+        "UPDATE push_campaigns SET recipient_count = 3, audience_counted_at = now() WHERE id = $1",
+        draft,
+    )
+    async with browser(app) as client:
+        csrf = await sign_in_as(client, pool, "a@x.example", program)
+        url = f"/console/campaigns/{draft}/confirm"
+        stale = await client.post(url, data={"csrf": csrf, "count": "2", "typed": "2"})
+        assert stale.status == 409 and "The count changed" in await stale.text()
+        untyped = await client.post(url, data={"csrf": csrf, "count": "3"})
+        assert untyped.status == 409 and "Type 3" in await untyped.text()
+        page = await (await client.get(url)).text()
+        assert "This will buzz <strong>3</strong> phones. Are you sure?" in page
+        sent = await client.post(
+            url, data={"csrf": csrf, "count": "3", "typed": "3"}, allow_redirects=False
+        )
+        assert sent.status == 303
+    row = await pool.fetchrow(
+        "SELECT status, confirmed_by, confirmed_at FROM push_campaigns WHERE id = $1", draft
+    )
+    assert row is not None and (row["status"], row["confirmed_by"]) == (
+        "PENDING",
+        "console: a@x.example",
+    )
+    assert row["confirmed_at"] is not None
+
+
+async def test_a_test_send_goes_to_the_one_member_chosen(
+    app: web.Application, pool: asyncpg.Pool
+) -> None:
+    program = await _program(pool)
+    draft = await stage_campaign(
+        pool, program_id=program, status="DRAFT", name="Blast", message_text="Hi!"
+    )
+    async with browser(app) as client:
+        csrf = await sign_in_as(client, pool, "a@x.example", program)
+        answer = await client.post(
+            f"/console/campaigns/{draft}/test",
+            data={"csrf": csrf, "member": "M-pk-2"},
+            allow_redirects=False,
+        )
+        assert answer.status == 303
+    row = await pool.fetchrow(
+        "SELECT name, status, segment, member_ids, message_text FROM push_campaigns WHERE id <> $1",
+        draft,
+    )
+    assert row is not None
+    assert (row["name"], row["status"], row["segment"], row["member_ids"], row["message_text"]) == (
+        "Test of Blast",
+        "PENDING",
+        "CSV",
+        ["M-pk-2"],
+        "Hi!",
+    )
+
+
+async def test_program_settings_are_saved_with_who_and_when(
+    app: web.Application, pool: asyncpg.Pool
+) -> None:
+    program = await _program(pool)
+    async with browser(app) as client:
+        csrf = await sign_in_as(client, pool, "a@x.example", program)
+        url = f"/console/programs/{program}/settings"
+        bad = await client.post(
+            url,
+            data={
+                "csrf": csrf,
+                "birthday_reward_points": "-5",
+                "birthday_message": "Hi {nick}",
+                "timezone": "Mars/Base",
+                "max_pushes_per_pass_per_day": "3",
+            },
+        )
+        text = await bad.text()
+        assert bad.status == 400
+        assert "the reward must be between 0 and 1,000,000" in text
+        assert "unknown placeholder {nick}" in text and "not a time zone" in text
+        good = await client.post(
+            url,
+            data={
+                "csrf": csrf,
+                "birthday_bot_enabled": "on",
+                "birthday_reward_points": "50",
+                "birthday_message": "Happy birthday {first_name|friend}!",
+                "timezone": "Europe/Paris",
+                "max_pushes_per_pass_per_day": "2",
+            },
+        )
+        text = await good.text()
+        assert good.status == 200 and "Saved:" in text
+    row = await pool.fetchrow(
+        "SELECT birthday_bot_enabled, birthday_reward_points, timezone, "
+        "max_pushes_per_pass_per_day FROM programs WHERE id = $1",
+        program,
+    )
+    assert row is not None and tuple(row) == (True, 50, "Europe/Paris", 2)
+    changes = await pool.fetch(
+        "SELECT changed_by, setting, old_value, new_value FROM "
+        "loyaltyd.program_setting_changes ORDER BY setting"
+    )
+    assert {c["setting"]: (c["old_value"], c["new_value"]) for c in changes}["timezone"] == (
+        "UTC",
+        "Europe/Paris",
+    )
+    assert {c["changed_by"] for c in changes} == {"console: a@x.example"}
+    assert "Europe/Paris" in text  # the change log on the page
+
+
+async def test_the_recipients_export_is_formula_safe(
+    app: web.Application, pool: asyncpg.Pool
+) -> None:
+    program = await _program(pool)
+    campaign = await stage_campaign(pool, program_id=program, status="COMPLETED", name="Done")
+    pass_id = await pool.fetchval("SELECT id FROM passes_master WHERE external_id = 'M-pk-1'")
+    await pool.execute(
+        "UPDATE passes_master SET external_id = '=HYPERLINK(\"x\")' WHERE id = $1", pass_id
+    )
+    await pool.execute(
+        "INSERT INTO loyaltyd.campaign_deliveries (campaign_id, pass_id, state, rendered_text, "
+        "finished_at) VALUES ($1, $2, 'sent', '+1 for you', now())",
+        campaign,
+        pass_id,
+    )
+    async with browser(app) as client:
+        await sign_in_as(client, pool, "a@x.example", program)
+        export = await client.get(f"/console/campaigns/{campaign}/recipients.csv")
+        body = await export.text()
+    assert export.headers["Content-Type"].startswith("text/csv")
+    lines = body.splitlines()
+    assert lines[0] == "member_id,outcome,reason,message,at"
+    assert lines[1].startswith('"\'=HYPERLINK(""x"")",sent,,\'+1 for you,')
+
+
+async def test_operations_is_for_operators_only(app: web.Application, pool: asyncpg.Pool) -> None:
+    program = await _program(pool)
+    async with browser(app) as client:
+        await sign_in_as(client, pool, "a@x.example", program)
+        assert (await client.get("/console/operations")).status == 404
+    async with browser(app) as client:
+        csrf = await sign_in_as(client, pool, "ops@x.example", None, operator=True)
+        page = await client.get("/console/operations")
+        assert page.status == 200 and "Dead pass syncs" in await page.text()
+        requeue = await client.post(
+            "/console/operations/requeue", data={"csrf": csrf}, allow_redirects=False
+        )
+        assert requeue.status == 303
+
+
+async def test_the_preview_renders_a_real_members_message(
+    app: web.Application, pool: asyncpg.Pool
+) -> None:
+    program = await _program(pool)
+    async with browser(app) as client:
+        csrf = await sign_in_as(client, pool, "a@x.example", program)
+        answer = await client.post(
+            "/console/campaigns/preview",
+            data={
+                "program": str(program),
+                "message": "Hi {first_name}, {points} pts at {program_name}",
+                "member": "M-pk-2",
+            },
+            headers={"X-CSRF-Token": csrf, "HX-Request": "true"},
+        )
+        text = await answer.text()
+    assert "Hi Member2, 42 pts at Joe&#39;s Pizza" in text
