@@ -19,7 +19,7 @@ from daemon.testing.fakepasskit import FakePassKit, LatencyModel
 from tests.browser.conftest import ConsoleErrors
 from tests.campaign_support import bulk_audience
 from tests.console.support import PASSWORD, SECRET, invite
-from tests.factories import make_program
+from tests.factories import make_pass, make_program
 from tests.harness import fake_passkit, running_daemon, settings_for
 from tests.ops.test_http_daemon import free_port
 
@@ -147,6 +147,43 @@ async def test_from_an_invitation_to_a_sent_campaign_then_a_cancelled_one(
         )
         await page.goto(f"{base}/campaigns")
         await _shot(page, "campaigns")
+
+        # Program settings, with their change log.
+        await page.get_by_role("link", name="Settings").click()
+        await page.get_by_label("Give each member reward points").check()
+        await page.get_by_role("spinbutton", name="Reward points").fill("50")
+        await page.get_by_role("button", name="Save").click()
+        await expect(page.get_by_role("status")).to_contain_text("Saved:")
+        await expect(page.locator("table")).to_contain_text("console: ada@example.com")
+        await _shot(page, "settings")
+        await _leave(page)
+
+
+async def test_an_operator_sees_the_fleet_and_requeues_dead_syncs(
+    pool: asyncpg.Pool,
+    database_url: str,
+    settings: Settings,
+    open_page: Callable[..., Awaitable[Page]],
+) -> None:
+    program = await make_program(pool, name="Joe's Pizza")
+    dead = await make_pass(pool, program)
+    await pool.execute(
+        "INSERT INTO loyaltyd.pass_syncs (pass_id, program_id, points_balance, points_generation,"
+        " state, last_error) VALUES ($1, $2, 5, 1, 'dead', 'PassKit set_points answered 404')",
+        dead,
+        program,
+    )
+    token = await invite(pool, "ops@example.com", None, operator=True)
+    base = _base(settings)
+    async with running_daemon(settings, database_url):
+        page = await open_page()
+        await _sign_in_by_invitation(page, base, token)
+        await page.get_by_role("link", name="Operations").click()
+        await expect(page.locator("body")).to_contain_text("Dead pass syncs (1)")
+        await expect(page.locator("body")).to_contain_text("Answering")
+        await _shot(page, "operations")
+        await page.get_by_role("button", name="Requeue", exact=True).click()
+        await expect(page.locator("body")).to_contain_text("Dead pass syncs (0)")
         await _leave(page)
 
 
