@@ -291,7 +291,12 @@ class MockRun:
 async def mock_blast(conn: asyncpg.Connection, dsn: str, args: argparse.Namespace) -> MockRun:
     print(f"seeding {args.mock_recipients:,} members for the mock run…", flush=True)
     program = await seed_program(conn, args.mock_recipients, "mock")
-    env = {"PASSKIT_MAX_CONCURRENCY": str(args.mock_concurrency)}
+    # The mock run measures the audience and memory: mock PassKit unpaced and instant.
+    env = {
+        "PASSKIT_MAX_CONCURRENCY": str(args.mock_concurrency),
+        "PASSKIT_RATE_LIMIT": "0",
+        "PASSKIT_MOCK_LATENCY_MS": "0",
+    }
     async with daemon(dsn, env) as proc:
         start_rss = proc.rss_mb()
         samples: list[float] = [start_rss]

@@ -21,7 +21,8 @@ from daemon.campaigns.planner import CampaignPlanner, planner_config, planner_st
 from daemon.core.config import Settings
 from daemon.core.metrics import Metrics
 from daemon.engine.worker import Worker
-from daemon.passkit.client import PassKitClient, visible_text
+from daemon.passkit.client import PassKitClient
+from daemon.passkit.suffix import visible_text
 from daemon.store.campaigns import CampaignJob
 from daemon.store.deliveries import CHANNEL as DELIVERIES_CHANNEL
 from daemon.store.deliveries import DeliveryStore, MessageDeliveryStore

@@ -133,6 +133,9 @@ def make_settings(database_url: str) -> Callable[..., Settings]:
             "passkit_api_key": "",
             "passkit_api_secret": "",
             "loyaltyd_http_port": None,
+            # Mock mode answers at once and without a limit here, unless a test paces it.
+            "passkit_mock_latency_ms": 0,
+            "passkit_rate_limit": 0,
         }
         values.update(overrides)
         return settings_of(values)

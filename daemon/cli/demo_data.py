@@ -29,7 +29,7 @@ from daemon.app import Daemon, run_daemon
 from daemon.birthday.bot import run_birthdays
 from daemon.cli.progress import ProgressLine
 from daemon.core.config import Settings
-from daemon.passkit.client import visible_text
+from daemon.passkit.suffix import visible_text
 from daemon.store.embedded import DATABASE_NAME, EmbeddedPostgres
 from daemon.store.migrate import migrate
 from daemon.store.pool import DatabaseTarget, ensure_database, session

@@ -54,6 +54,12 @@ class Settings(BaseSettings):
         default=50.0, ge=0, description="Requests per second across the process; 0 = no limit."
     )
     passkit_rate_burst: int = Field(default=5, ge=1, le=10_000)
+    passkit_mock_latency_ms: float = Field(
+        default=5.0,
+        ge=0,
+        le=10_000,
+        description="Mock mode only: how long the in-process PassKit takes to answer.",
+    )
     passkit_timeout_seconds: float = Field(default=15.0, gt=0, le=300)
     passkit_jwt_lifetime_seconds: int = Field(default=60, ge=10, le=3600)
     passkit_message_field: str = Field(
@@ -354,9 +360,8 @@ class Settings(BaseSettings):
 
     @property
     def reads_pass_before_message(self) -> bool:
-        """A message write reads the pass first: read_modify_write mode, except in mock mode,
-        where there is no pass to read."""
-        return self.passkit_metadata_mode == "read_modify_write" and not self.passkit_mock_mode
+        """A message write reads the pass first (read_modify_write mode; mock mode too)."""
+        return self.passkit_metadata_mode == "read_modify_write"
 
     @property
     def requests_per_message(self) -> int:

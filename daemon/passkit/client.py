@@ -1,11 +1,12 @@
 """The PassKit REST client: everything loyaltyd says to PassKit goes through `PassKitClient`.
 
-It is the only aiohttp client user. Failures leave it as `daemon.core.errors` classes (mapped
-here, `raise … from exc`). Each logical request is one attempt, plus at most one quick retry of
-a transient failure that asks for no more than a second's wait (PassKit: "503: back off for
-250 ms and repeat"); every longer wait is the queue's (`daemon.engine.retry`), so no worker
-slot or lease is held while PassKit recovers. Each attempt takes a concurrency slot and a rate
-token from the process-wide `Throttle`.
+It carries each request over a transport (`daemon.passkit.transport`: aiohttp, or mock mode's
+in-process PassKit), the only seam below it. Failures leave it as `daemon.core.errors` classes
+(aiohttp's mapped by the transport, statuses here). Each logical request is one attempt, plus
+at most one quick retry of a transient failure that asks for no more than a second's wait
+(PassKit: "503: back off for 250 ms and repeat"); every longer wait is the queue's
+(`daemon.engine.retry`), so no worker slot or lease is held while PassKit recovers. Each
+attempt takes a concurrency slot and a rate token from the process-wide `Throttle`.
 
 What is known about the API (and what is not) is in passkit-api.md beside the spec; choices
 made where it is silent are noted where they are made.
@@ -20,7 +21,7 @@ import random
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from types import TracebackType
@@ -45,8 +46,11 @@ from daemon.domain.wallet import as_float32
 from daemon.engine.retry import backoff
 from daemon.passkit import routes
 from daemon.passkit.health import PassKitHealth
+from daemon.passkit.mock import MockPassKit
 from daemon.passkit.routes import Endpoint
+from daemon.passkit.suffix import with_invisible_nonce
 from daemon.passkit.throttle import Clock, Sleep, Throttle, bulk
+from daemon.passkit.transport import HttpTransport, Reply, Request, Transport, TransportFailed
 
 log = get_logger(__name__)
 
@@ -68,31 +72,6 @@ AlreadyDone = Callable[[int, str], bool]
 
 
 # --- pure helpers ------------------------------------------------------------------------------
-
-# Apple alerts only when a field's value changes, so a repeated text gets an invisible suffix.
-# Two characters every renderer treats as zero-width; not ZERO WIDTH JOINER, which would fuse
-# a trailing emoji with whatever follows it.
-_ZW_ZERO = "\u200b"  # ZERO WIDTH SPACE
-_ZW_ONE = "\u200c"  # ZERO WIDTH NON-JOINER
-_ZW_CHARS = _ZW_ZERO + _ZW_ONE
-_BITS_TO_ZW = str.maketrans("01", _ZW_CHARS)
-# 24 bits: two writes to one pass collide only if exactly a multiple of 2**24 writes (or ms)
-# lie between them; costs 72 bytes of the 10,000.
-NONCE_BITS: Final = 24
-
-
-def invisible_suffix(nonce: int) -> str:
-    """`nonce` (mod 2**NONCE_BITS) written in zero-width characters."""
-    return format(nonce % 2**NONCE_BITS, f"0{NONCE_BITS}b").translate(_BITS_TO_ZW)
-
-
-def visible_text(value: str) -> str:
-    """The text a person sees: `value` without a trailing invisible suffix."""
-    return value.rstrip(_ZW_CHARS)
-
-
-def with_invisible_nonce(text: str, nonce: int) -> str:
-    return visible_text(text) + invisible_suffix(nonce)
 
 
 def encode_body(body: Mapping[str, Any]) -> bytes:
@@ -160,7 +139,8 @@ def warn_if_mock(settings: Settings, logger: structlog.typing.FilteringBoundLogg
         api_key_set=settings.passkit_api_key is not None,
         api_secret_set=settings.passkit_api_secret is not None,
         detail="PASSKIT_API_KEY or PASSKIT_API_SECRET is unset: nothing is sent to PassKit; "
-        "every call is logged and counted as sent",
+        "an in-process PassKit answers each call after PASSKIT_MOCK_LATENCY_MS, paced by "
+        "PASSKIT_RATE_LIMIT like real calls (passkit_mock_traffic each second)",
     )
     return True
 
@@ -248,24 +228,7 @@ class _NonceCounter:
 # --- transport ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Reply:
-    status: int
-    body: bytes
-    retry_after: str | None
-
-
-def _transport_error(operation: str, exc: BaseException, scrubber: SecretScrubber) -> PassKitError:
-    if isinstance(exc, aiohttp.InvalidURL):
-        return PermanentPassKitError(f"PassKit {operation}: invalid URL {exc}")
-    if isinstance(exc, TimeoutError):
-        return TransientPassKitError(f"PassKit {operation} timed out")
-    return TransientPassKitError(
-        scrubber.scrub(f"PassKit {operation} failed: {type(exc).__name__}: {exc}")
-    )
-
-
-def _status_error(operation: str, reply: _Reply, text: str, now: float) -> PassKitError:
+def _status_error(operation: str, reply: Reply, text: str, now: float) -> PassKitError:
     message = f"PassKit {operation} answered {reply.status}: {text}"
     if reply.status == 401:
         return Unauthorized(message)
@@ -323,31 +286,14 @@ def _metadata_of(current: JsonObject) -> JsonObject:
     return dict(metadata) if isinstance(metadata, dict) else {}
 
 
-def _new_session(settings: Settings) -> aiohttp.ClientSession:
-    """The session a client owns: bounded time per request, one connection per slot."""
-    total = settings.passkit_timeout_seconds
-    timeout = aiohttp.ClientTimeout(total=total, connect=min(total, 10.0), sock_read=total)
-    connector = aiohttp.TCPConnector(
-        limit=settings.passkit_max_concurrency,
-        limit_per_host=settings.passkit_max_concurrency,
-        ttl_dns_cache=300,
-    )
-    return aiohttp.ClientSession(
-        timeout=timeout,
-        connector=connector,
-        headers={"Content-Type": "application/json", "Accept": "application/json"},
-    )
-
-
 # --- the client --------------------------------------------------------------------------------
 
 
 class PassKitClient:
-    """Async context manager owning one aiohttp session (unless given one).
-
-    In mock mode (no API key or secret) no session exists and nothing leaves the machine:
-    each call is logged as `passkit_mock_call` and succeeds. Bodies are still built and
-    size-checked, so mock mode catches what PassKit would refuse.
+    """Async context manager owning its transport (unless given one): requests to PassKit
+    over aiohttp (`HttpTransport`, on the given session if any), or in mock mode (no API key
+    or secret) answered in-process by `MockPassKit`, after the same throttle, budget, reads
+    and size checks, so mock mode paces like PassKit and catches what it would refuse.
     """
 
     def __init__(
@@ -356,6 +302,7 @@ class PassKitClient:
         metrics: Metrics | None = None,
         session: aiohttp.ClientSession | None = None,
         *,
+        transport: Transport | None = None,
         throttle: Throttle | None = None,
         sleep: Sleep = asyncio.sleep,
         clock: Clock = time.monotonic,
@@ -366,8 +313,6 @@ class PassKitClient:
         # What PassKit answers is stored (last_error, error): never with our own secrets in it.
         self._scrubber = SecretScrubber(settings.secrets())
         self._metrics = metrics
-        self._session = session
-        self._owns_session = session is None
         self._throttle = throttle or Throttle.from_settings(settings, clock=clock, sleep=sleep)
         self._sleep = sleep
         self._clock = clock
@@ -375,6 +320,9 @@ class PassKitClient:
         self._rng = rng if rng is not None else random.Random()
         self._mock_mode = settings.passkit_mock_mode
         self._signer = None if self._mock_mode else _TokenSigner(settings, wall_clock)
+        self._owns_transport = transport is None
+        self._transport = transport or self._new_transport(session, sleep)
+        self._entered = False
         self._nonces = _NonceCounter(int(wall_clock() * 1000))
         self._already_done = already_done_matcher(settings.passkit_already_done_pattern)
         self.health = PassKitHealth(metrics, clock=clock)
@@ -382,13 +330,21 @@ class PassKitClient:
         # daemon.store.instances); checked before a request and again right before it leaves.
         self.fence: Callable[[], bool] | None = None
 
+    def _new_transport(self, session: aiohttp.ClientSession | None, sleep: Sleep) -> Transport:
+        if not self._mock_mode:
+            return HttpTransport(self._settings, self._scrubber, session)
+        return MockPassKit(
+            self._settings.passkit_mock_latency_ms / 1000,
+            message_field=self._settings.passkit_message_field,
+            sleep=sleep,
+        )
+
     @property
     def mock_mode(self) -> bool:
         return self._mock_mode
 
     async def __aenter__(self) -> PassKitClient:
-        if self._session is None and not self._mock_mode:
-            self._session = _new_session(self._settings)
+        self._entered = True
         return self
 
     async def __aexit__(
@@ -400,9 +356,9 @@ class PassKitClient:
         await self.close()
 
     async def close(self) -> None:
-        if self._owns_session and self._session is not None:
-            await self._session.close()
-            self._session = None
+        self._entered = False
+        if self._owns_transport:
+            await self._transport.close()
 
     # --- public calls --------------------------------------------------------------------------
 
@@ -496,7 +452,7 @@ class PassKitClient:
                 raise
             self._repeat(endpoint, passkit_id)
             return
-        if not reply or self._mock_mode:
+        if not reply:
             return
         answer = _json_object(endpoint.operation, reply)
         if answer.get("valid") is not False:
@@ -517,8 +473,6 @@ class PassKitClient:
             raise ValueError("a PassKit message needs a title and a text")
         body: JsonObject = {"title": title, "plainTextContent": text}
         reply = await self._call(routes.CREATE_MESSAGE, (), body, subject="message")
-        if self._mock_mode:
-            return f"mock-{self._nonces.take()}"
         message_id = _json_object(routes.CREATE_MESSAGE.operation, reply).get("id")
         if not isinstance(message_id, str) or not message_id:
             raise PermanentPassKitError("PassKit create_message answered without an id")
@@ -531,8 +485,6 @@ class PassKitClient:
             return 0
         body: JsonObject = {"messageId": message_id, "passIds": {"ids": list(pass_ids)}}
         reply = await self._call(routes.SEND_MESSAGE, (), body, subject=message_id)
-        if self._mock_mode:
-            return len(pass_ids)
         count = _json_object(routes.SEND_MESSAGE.operation, reply).get("count", 0)
         # int32 in proto3: a count of 0 is left out of the JSON unless zeros are emitted.
         if not isinstance(count, int) or isinstance(count, bool):
@@ -540,7 +492,7 @@ class PassKitClient:
         return count
 
     async def get(self, endpoint: Endpoint, *path: str) -> JsonObject:
-        """One GET, answered as a JSON object ({} in mock mode)."""
+        """One GET, answered as a JSON object."""
         reply = await self._call(endpoint, path, None, subject="/".join(path))
         return _json_object(endpoint.operation, reply) if reply else {}
 
@@ -574,62 +526,45 @@ class PassKitClient:
         line. A stream that breaks off, or ends with an error line, raises: what came before
         is no proof that nothing else exists. Mock mode streams nothing."""
         self._check_fence(endpoint)
-        data = encode_body(body)
-        if self._mock_mode:
-            self._mock_reply(endpoint, "/".join(path))
-            return
-        url = endpoint.url(self._settings.passkit_base_url, *path)
+        request = self._request(endpoint, path, encode_body(body))
         seen = 0
         with bulk():
             async with self._throttle as waited:
                 self._observe_wait(waited)
                 self._check_fence(endpoint)
-                async for record in self._stream_records(endpoint, url, data, "/".join(path)):
+                async for record in self._stream_records(request, "/".join(path)):
                     seen += 1
                     yield record
         self._count(endpoint, "ok")
         log.info("passkit_stream_read", operation=endpoint.operation, records=seen)
 
-    async def _stream_records(
-        self, endpoint: Endpoint, url: str, data: bytes, subject: str
-    ) -> AsyncIterator[JsonObject]:
-        session = self._require_session()
-        assert self._signer is not None
-        headers = {"Authorization": self._signer.header()}
-        # No total limit (a program of a million members streams for a while): only silence
-        # longer than the usual timeout ends it.
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_read=self._settings.passkit_timeout_seconds
-        )
+    async def _stream_records(self, request: Request, subject: str) -> AsyncIterator[JsonObject]:
+        endpoint = request.endpoint
+        idle = self._settings.passkit_timeout_seconds
         seen = 0
         try:
-            async with session.request(
-                endpoint.method, url, data=data, headers=headers, timeout=timeout
-            ) as response:
+            streamed = self._transport.stream(self._signed(request), idle_seconds=idle)
+            async with streamed as response:
                 if response.status != 200:
-                    reply = _Reply(response.status, await response.read(), None)
+                    reply = Reply(response.status, await response.read(), None)
                     self._interpret(endpoint, subject, reply, None)
                 self.health.answered()
-                async for line in response.content:
+                async for line in response.lines():
                     record = _stream_line(endpoint.operation, line, seen)
                     if record is not None:
                         seen += 1
                         yield record
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except TransportFailed as exc:
             self._count(endpoint, "transient")
             error = TransientPassKitError(
                 f"PassKit {endpoint.operation} stream broke off after {seen} records: "
-                f"{type(exc).__name__}"
+                f"{_cause_name(exc)}"
             )
             self.health.failed(endpoint.operation, str(error))
             raise error from exc
         except TransientPassKitError as exc:
             self._note_failure(endpoint, exc)
             raise
-        except ValueError as exc:  # aiohttp: one line longer than it reads ("Chunk too big")
-            raise PermanentPassKitError(
-                f"PassKit {endpoint.operation} streamed a record too long to read: {exc}"
-            ) from exc
 
     async def probe(self, program_id: str | None = None) -> bool:
         """One cheap read to learn whether PassKit answers at all (while it seems down): any
@@ -695,13 +630,10 @@ class PassKitClient:
         `subject` (the pass or message id) names it in logs."""
         self._check_fence(endpoint)
         data = encode_body(body) if body is not None else None
-        if self._mock_mode:
-            return self._mock_reply(endpoint, subject)
-        url = endpoint.url(self._settings.passkit_base_url, *path)
         quick_retried, resigned = False, False
         while True:
             try:
-                reply = await self._send(endpoint, url, data)
+                reply = await self._send(self._request(endpoint, path, data))
                 if reply.status == 401 and not resigned:
                     resigned = True
                     self._resign(endpoint, subject)
@@ -751,24 +683,30 @@ class PassKitClient:
         )
         return delay
 
-    async def _send(self, endpoint: Endpoint, url: str, data: bytes | None) -> _Reply:
-        """One attempt: a slot and a token, the request, aiohttp errors mapped to ours."""
-        session = self._require_session()
-        assert self._signer is not None
+    def _request(self, endpoint: Endpoint, path: tuple[str, ...], data: bytes | None) -> Request:
+        if not self._entered:
+            raise RuntimeError("PassKitClient used outside `async with` (its transport is shut)")
+        url = endpoint.url(self._settings.passkit_base_url, *path)
+        return Request(endpoint, path, url, data, {})
+
+    def _signed(self, request: Request) -> Request:
+        """Signed as late as possible (a token expires); mock mode signs nothing."""
+        if self._signer is None:
+            return request
+        return replace(request, headers={"Authorization": self._signer.header()})
+
+    async def _send(self, request: Request) -> Reply:
+        """One attempt: a slot and a token, signed, carried by the transport."""
+        endpoint = request.endpoint
         async with self._throttle as waited:
             self._observe_wait(waited)
             self._check_fence(endpoint)  # the wait for a slot and a token may have been long
             started = self._clock()
             try:
-                headers = {"Authorization": self._signer.header()}
-                async with session.request(
-                    endpoint.method, url, data=data, headers=headers
-                ) as response:
-                    body = await response.read()
-                    return _Reply(response.status, body, response.headers.get("Retry-After"))
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                self._count(endpoint, "transient")
-                raise _transport_error(endpoint.operation, exc, self._scrubber) from exc
+                return await self._transport.send(self._signed(request))
+            except PassKitError as exc:
+                self._count(endpoint, _outcome_of(exc))
+                raise
             finally:
                 self._observe_latency(endpoint, self._clock() - started)
 
@@ -776,7 +714,7 @@ class PassKitClient:
         self,
         endpoint: Endpoint,
         passkit_id: str,
-        reply: _Reply,
+        reply: Reply,
         already_done: AlreadyDone | None,
     ) -> bytes:
         if 200 <= reply.status < 300:
@@ -811,25 +749,11 @@ class PassKitClient:
             "passkit_unauthorized_resigning", operation=endpoint.operation, passkit_id=passkit_id
         )
 
-    def _mock_reply(self, endpoint: Endpoint, passkit_id: str) -> bytes:
-        self._count(endpoint, "mock")
-        log.info(
-            "passkit_mock_call",
-            operation=endpoint.operation,
-            method=endpoint.method,
-            path=endpoint.path,
-            passkit_id=passkit_id,
-        )
-        return b""
-
-    def _require_session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            raise RuntimeError("PassKitClient used outside `async with` (no HTTP session)")
-        return self._session
-
     # --- metrics -------------------------------------------------------------------------------
 
     def _count(self, endpoint: Endpoint, outcome: str) -> None:
+        if outcome == "ok" and self._mock_mode:
+            outcome = "mock"  # answered, by nobody: never counted as PassKit's "ok"
         if self._metrics is not None:
             self._metrics.passkit_requests.labels(endpoint.operation, outcome).inc()
 
@@ -855,3 +779,12 @@ def _retry_reason(exc: PassKitError) -> str:
     if exc.status is not None:
         return str(exc.status)
     return "timeout" if isinstance(exc.__cause__, TimeoutError) else "connection"
+
+
+def _outcome_of(exc: PassKitError) -> str:
+    return "transient" if isinstance(exc, TransientPassKitError) else "permanent"
+
+
+def _cause_name(exc: BaseException) -> str:
+    cause = exc.__cause__
+    return type(cause).__name__ if cause is not None else type(exc).__name__

@@ -111,6 +111,6 @@ async def register(client: PassKitClient, target: SweepClass, url: str) -> str:
         await client.send(routes.UPDATE_SINK, body, subject=existing[0].id)
         return "updated"
     answer = await client.send(routes.CREATE_SINK, body, subject=target.class_id)
-    if not answer.get("id") and not client.mock_mode:
+    if not answer.get("id"):
         raise PermanentPassKitError("PassKit created the subscription without an id")
     return "created"

@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime
 import asyncpg
 
 from daemon.core.config import Settings
-from daemon.passkit.client import visible_text
+from daemon.passkit.suffix import visible_text
 from tests.factories import make_pass, make_program
 from tests.harness import fake_passkit, running_daemon, settings_for, wait_until
 

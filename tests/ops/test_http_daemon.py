@@ -16,7 +16,7 @@ from daemon.app import run_daemon
 from daemon.core.config import Settings
 from daemon.core.dsn import database_of
 from daemon.core.errors import ConfigError
-from daemon.passkit.client import visible_text
+from daemon.passkit.suffix import visible_text
 from tests.factories import make_pass, make_program
 from tests.harness import fake_passkit, running_daemon, settings_for, wait_until
 

@@ -13,7 +13,7 @@ import asyncpg
 
 from daemon.cli.commands.status import render
 from daemon.core.config import Settings
-from daemon.passkit.client import visible_text
+from daemon.passkit.suffix import visible_text
 from daemon.store.status import status_report
 from daemon.testing.fakepasskit import ROUTE_REDEEM_COUPON, ROUTE_SET_POINTS, Faults, LatencyModel
 from tests.factories import make_pass, make_program

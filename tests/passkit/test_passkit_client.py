@@ -26,17 +26,14 @@ from daemon.core.logs import configure_logging
 from daemon.core.metrics import Metrics
 from daemon.passkit.client import (
     MAX_PAYLOAD_BYTES,
-    NONCE_BITS,
     PassKitClient,
     already_done_matcher,
     encode_body,
-    invisible_suffix,
     is_transient_status,
     parse_retry_after,
-    visible_text,
     warn_if_mock,
-    with_invisible_nonce,
 )
+from daemon.passkit.suffix import NONCE_BITS, invisible_suffix, visible_text, with_invisible_nonce
 from daemon.passkit.throttle import Throttle
 from tests.passkit_fixtures import (
     API_KEY,
@@ -519,33 +516,7 @@ def test_encode_body_is_compact_utf8() -> None:
     assert encode_body({"id": "a", "t": "é\u200b"}) == '{"id":"a","t":"é\u200b"}'.encode()
 
 
-# --- mock mode -----------------------------------------------------------------------------------
-
-
-async def test_mock_mode_sends_nothing_and_logs_every_call(http: aioresponses) -> None:
-    metrics = Metrics()
-    async with client_for(mock_settings(), metrics=metrics) as client:
-        assert client.mock_mode
-        with capture_logs() as logs:
-            await client.set_points("pk1", 5)
-            value = await client.write_message("COUPON", "c1", "Hi")
-            await client.redeem_coupon("c1")
-            await client.check_in_ticket("t1")
-    assert total_requests(http) == 0
-    assert visible_text(value) == "Hi"
-    mocked = [(e["operation"], e["passkit_id"]) for e in logs if e["event"] == "passkit_mock_call"]
-    assert mocked == [
-        ("set_points", "pk1"),
-        ("write_message", "c1"),
-        ("redeem_coupon", "c1"),
-        ("check_in_ticket", "t1"),
-    ]
-    assert (
-        metrics.registry.get_sample_value(
-            "loyaltyd_passkit_requests_total", {"operation": "set_points", "outcome": "mock"}
-        )
-        == 1.0
-    )
+# --- mock mode (more in test_mock_mode.py) -----------------------------------------------------
 
 
 async def test_mock_mode_still_refuses_oversized_payloads() -> None:

@@ -16,7 +16,8 @@ import pytest_asyncio
 
 from daemon.core.errors import PermanentPassKitError, TransientPassKitError, Unauthorized
 from daemon.passkit import routes
-from daemon.passkit.client import PassKitClient, visible_text
+from daemon.passkit.client import PassKitClient
+from daemon.passkit.suffix import visible_text
 from daemon.testing.fakepasskit import (
     NO_ANSWER,
     ROUTE_GET_COUPON,

@@ -17,7 +17,8 @@ import pytest_asyncio
 
 from daemon.core.errors import PermanentPassKitError, Unauthorized
 from daemon.passkit import routes
-from daemon.passkit.client import PassKitClient, visible_text
+from daemon.passkit.client import PassKitClient
+from daemon.passkit.suffix import visible_text
 from daemon.testing.fakepasskit import (
     ROUTE_GET_COUPON,
     ROUTE_REDEEM_COUPON,
