@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator, MutableMapping
+from typing import Any
 
 import pytest
 from aioresponses import aioresponses
@@ -20,11 +22,11 @@ from tests.passkit_fixtures import mock_settings, mocked_http
 
 
 @pytest.fixture
-def http(monkeypatch: pytest.MonkeyPatch) -> aioresponses:
+def http(monkeypatch: pytest.MonkeyPatch) -> Iterator[aioresponses]:
     yield from mocked_http(monkeypatch)
 
 
-def _events(logs: list[dict[str, object]], name: str) -> list[dict[str, object]]:
+def _events(logs: list[MutableMapping[str, Any]], name: str) -> list[MutableMapping[str, Any]]:
     return [e for e in logs if e["event"] == name]
 
 
