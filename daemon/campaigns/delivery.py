@@ -10,13 +10,14 @@ from typing import Final
 from daemon.campaigns.rules import message_text
 from daemon.core.errors import WorkRefused
 from daemon.core.templating import Template, TemplateError, parse_template
+from daemon.domain.wallet import NOT_AT_PASSKIT
 from daemon.engine.outcomes import Skipped, Succeeded
 from daemon.passkit.client import PassKitClient
 from daemon.passkit.throttle import bulk
 from daemon.store.deliveries import Delivery
 
 # A recipient whose pass PassKit never issued: skipped, pass by pass or in a chunk.
-NO_PASSKIT_ID: Final = Skipped("pass has no passkit_internal_id (not issued in PassKit)")
+NO_PASSKIT_ID: Final = Skipped(NOT_AT_PASSKIT)
 # Parsed message templates kept per campaign; a handful of campaigns run at once at most.
 _TEMPLATE_CACHE_SIZE: Final = 64
 

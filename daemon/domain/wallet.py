@@ -29,6 +29,9 @@ _OF_PASSKIT: Final[dict[str | int, WalletStatus]] = {
     2: "UNINSTALLED",
     3: "INVALIDATED",
 }
+# Why a campaign message or a pass sync is not sent to a pass PassKit never issued (imported
+# members before enrolment): it owes PassKit nothing, and its ledger stands without it.
+NOT_AT_PASSKIT: Final = "pass has no passkit_internal_id (not issued in PassKit)"
 # Why a campaign message or a pass sync is not sent to a pass PassKit says is out of reach.
 UNREACHABLE: Final[dict[str, str]] = {
     "UNINSTALLED": "pass uninstalled from the wallet",

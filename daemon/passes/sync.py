@@ -3,9 +3,8 @@ check-in is owed (the rows come from `daemon.store.passes`)."""
 
 from __future__ import annotations
 
-from daemon.core.errors import WorkRefused
 from daemon.core.logs import get_logger
-from daemon.domain.wallet import UNREACHABLE
+from daemon.domain.wallet import NOT_AT_PASSKIT, UNREACHABLE
 from daemon.engine.outcomes import Skipped, Succeeded
 from daemon.passkit.client import PassKitClient
 from daemon.store.passes import PassSyncJob
@@ -23,7 +22,8 @@ class PassSyncHandler:
         if job.unreachable is not None:
             return Skipped(UNREACHABLE[job.unreachable])
         if not job.passkit_id:
-            raise WorkRefused("pass has no passkit_internal_id: enrol it first")
+            log.info("pass_sync_skipped", reason=NOT_AT_PASSKIT)
+            return Skipped(NOT_AT_PASSKIT)
         client, passkit_id = self._client, job.passkit_id
         if job.protocol == "MEMBERSHIP" and job.points is not None:
             await client.set_points(passkit_id, job.points)

@@ -177,18 +177,21 @@ async def test_thirty_percent_503_still_syncs_everything(
         assert any(r.status == 503 for r in fake.requests)
 
 
-async def test_pass_without_passkit_id_is_dead_with_a_reason(
+async def test_pass_without_passkit_id_owes_passkit_nothing_its_sync_is_skipped(
     pool: asyncpg.Pool, database_url: str, make_settings: Callable[..., Settings]
 ) -> None:
     program = await make_program(pool)
     pass_id = await make_pass(pool, program, passkit_internal_id=None)
     async with fake_passkit() as fake:
         async with running_daemon(settings_for(make_settings, fake.url), database_url):
-            await pool.execute(EARN, pass_id, 3, "EARN", None)
+            await pool.execute(EARN, pass_id, 3, "EARN", "Thanks")
             await wait_until(lambda: _settled(pool))
         assert fake.count() == 0
-    error = await pool.fetchval("SELECT last_error FROM loyaltyd.pass_syncs WHERE state = 'dead'")
-    assert "passkit_internal_id" in error
+    row = await pool.fetchrow("SELECT state, last_error FROM loyaltyd.pass_syncs")
+    assert row["state"] == "idle", "skipped, not dead: there is nothing to requeue"
+    assert "passkit_internal_id" in row["last_error"]
+    balance = "SELECT points_balance FROM protocol_membership WHERE pass_id = $1"
+    assert await pool.fetchval(balance, pass_id) == 3
 
 
 async def test_killed_listener_connection_is_replaced_and_nothing_is_missed(

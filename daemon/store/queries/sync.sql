@@ -49,7 +49,7 @@ RETURNING s.pass_id, s.generation, s.attempts, due.lease_expired,
 -- retry (NULL unless retry; Infinity: until PassKit answers again), $6 errors (NULL when sent). Only rows still leased to $1 are
 -- written: a daemon that lost its lease has no say any more.
 WITH r AS (
-    SELECT r.pass_id, r.gen, r.retry_in, r.error,
+    SELECT r.pass_id, r.gen, r.retry_in, r.error, r.outcome = 'sent' AS sent,
            CASE WHEN r.outcome IN ('sent', 'skipped') THEN 'done'
                 WHEN r.outcome = 'failed' THEN 'dead'
                 ELSE r.outcome END AS outcome
@@ -80,7 +80,8 @@ UPDATE loyaltyd.pass_syncs s
        enqueued_at = CASE WHEN r.outcome = 'done' AND s.generation > r.gen THEN now()
                           ELSE s.enqueued_at END,
        last_error = r.error,
-       last_synced_at = CASE WHEN r.outcome = 'done' THEN now() ELSE s.last_synced_at END,
+       -- a skipped sync (no PassKit id, out of reach) owes nothing, yet synced nothing
+       last_synced_at = CASE WHEN r.sent THEN now() ELSE s.last_synced_at END,
        lease_owner = NULL,
        lease_expires_at = NULL,
        updated_at = now()
