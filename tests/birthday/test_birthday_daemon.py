@@ -64,7 +64,7 @@ async def test_a_gift_to_a_pass_without_a_passkit_id_is_recorded_and_its_sync_sk
                 state = await pool.fetchval(
                     "SELECT state FROM loyaltyd.pass_syncs WHERE pass_id = $1", pass_id
                 )
-                return state == "idle"
+                return bool(state == "idle")
 
             await wait_until(synced, timeout=15)
         assert fake.requests == []
