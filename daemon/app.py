@@ -77,6 +77,7 @@ class Daemon:
     stores: list[LeasedTable] = field(default_factory=list)
     budget: FleetBudget | None = None
     feed: Feed | None = None  # the console's live feed, when the console is on
+    on_ready: Callable[[Daemon], None] | None = None
 
     def taken_over(self) -> int:
         """Rows this daemon took over from dead daemons, since it started."""
@@ -281,7 +282,10 @@ async def _supervise(daemon: Daemon) -> None:
                 tg.create_task(_sweeps(daemon).run(daemon.stopping), name="wallet-sweeps")
         # READY / WATCHDOG / STOPPING to systemd (a no-op outside it)
         tg.create_task(notify_systemd(daemon), name="systemd-notify")
+        await daemon.heartbeat.mark_ready()
         log.info("daemon_ready", instance=str(daemon.owner))
+        if daemon.on_ready is not None:
+            daemon.on_ready(daemon)
 
 
 def _console(daemon: Daemon) -> web.Application | None:
@@ -328,6 +332,7 @@ async def run_daemon(
     *,
     stopping: asyncio.Event | None = None,
     on_start: Callable[[Daemon], None] | None = None,
+    on_ready: Callable[[Daemon], None] | None = None,
     source: str = "DATABASE_URL",
 ) -> None:
     """Run until `stopping` is set (signals set it when not given).
@@ -360,19 +365,24 @@ async def run_daemon(
             daemon = Daemon(
                 settings, dsn, pool, client, metrics, owner, stopping, heartbeat, source=source
             )
-            daemon.budget = budget
+            daemon.budget, daemon.on_ready = budget, on_ready
             heartbeat.taken_over = daemon.taken_over
             # Alive before the first claim. The second beat publishes the share the first
             # worked out, and starts using it (a daemon alone gets the whole limit at once).
             await heartbeat.beat()
-            await heartbeat.beat()
-            client.fence = heartbeat.fenced
-            _build_workers(daemon)
-            if on_start is not None:
-                on_start(daemon)
-            # The HTTP port is bound first: a taken port stops start-up before any work.
-            async with serve_http(daemon, console=_console(daemon)):
-                await _supervise(daemon)
+            try:
+                await heartbeat.beat()
+                client.fence = heartbeat.fenced
+                _build_workers(daemon)
+                if on_start is not None:
+                    on_start(daemon)
+                # The HTTP port is bound first: a taken port stops start-up before any work.
+                async with serve_http(daemon, console=_console(daemon)):
+                    await _supervise(daemon)
+            finally:
+                if not heartbeat.ready:
+                    # Failed or stopped before it was ready: it never was one of the fleet.
+                    await asyncio.shield(heartbeat.leave())
     finally:
         await pool.close()
     log.info("daemon_stopped")

@@ -149,6 +149,13 @@ class Settings(BaseSettings):
         description="A daemon whose heartbeat is this old is dead: its rows are taken over "
         "at once. At least 3 x LOYALTYD_HEARTBEAT_SECONDS.",
     )
+    loyaltyd_status_dead_hours: float = Field(
+        default=1.0,
+        ge=0,
+        le=24 * 30,
+        description="`loyaltyd status` and the console list a dead daemon for this long after "
+        "its last heartbeat.",
+    )
     loyaltyd_birthday_interval_minutes: int = Field(default=30, ge=1, le=60)
 
     # --- campaigns --------------------------------------------------------------------------

@@ -76,6 +76,7 @@ class Heartbeat:
         self._clock = clock
         self._where = (socket.gethostname(), os.getpid())
         self._last_ok: float | None = None
+        self.ready = False
         self._fenced_logged = False
         self._mismatch_logged = False
 
@@ -176,6 +177,17 @@ class Heartbeat:
         if self._budget is not None and self._budget.settling:
             return self._interval / 4
         return self._interval
+
+    async def mark_ready(self) -> None:
+        """The daemon's workers run: from now on it is listed, and a crash leaves its row for
+        the others to take its work over."""
+        await self._pool.execute(q("instance_ready"), self._owner)
+        self.ready = True
+
+    async def leave(self) -> None:
+        """Delete this daemon's row: a clean stop, or a start that failed before it was ready
+        (so it never shares the budget nor shows as a dead daemon)."""
+        await self._leave()
 
     async def _leave(self) -> None:
         if self._budget is not None:

@@ -23,6 +23,8 @@ log = get_logger(__name__)
 # States of work still to do ('dead' rows wait for an operator, not for a worker).
 OUTSTANDING = ("pending", "claimed")
 SYNC_QUEUE = PassSyncStore.name
+# Dead daemons listed by default (LOYALTYD_STATUS_DEAD_HOURS) and on the fleet gauges.
+HOUR = 3600.0
 
 
 async def database_ok(pool: asyncpg.Pool, within: float) -> bool:
@@ -64,7 +66,7 @@ async def refresh_queue_gauges(
     try:
         async with asyncio.timeout(within):
             row = await pool.fetchrow(q("ops_sync_queue_gauges"))
-            instances = await pool.fetch(q("ops_instances"))
+            instances = await pool.fetch(q("ops_instances"), HOUR)
             work = await pool.fetch(q("ops_work_by_program"))
             # Counting every pass is the one read that grows with the programs: the caller
             # asks for it at most once a minute.
@@ -328,13 +330,16 @@ class StatusReport:
         return {key: _jsonable(value) for key, value in data.items()}
 
 
-async def status_report(pool: asyncpg.Pool, *, campaigns: int, dead: int) -> StatusReport:
-    """`campaigns` campaigns (unfinished first), the `dead` newest dead syncs, and the rest."""
+async def status_report(
+    pool: asyncpg.Pool, *, campaigns: int, dead: int, dead_daemons_shown: float = HOUR
+) -> StatusReport:
+    """`campaigns` campaigns (unfinished first), the `dead` newest dead syncs, daemons dead
+    for less than `dead_daemons_shown` seconds, and the rest."""
     recent = await pool.fetch(q("ops_recent_campaigns"), campaigns)
     dead_rows = await pool.fetch(q("ops_dead_syncs"), dead)
     birthdays = await pool.fetch(q("ops_birthdays_today"))
     retrying = await pool.fetch(q("ops_retrying"))
-    instances = await pool.fetch(q("ops_instances"))
+    instances = await pool.fetch(q("ops_instances"), dead_daemons_shown)
     work = await pool.fetch(q("ops_work_by_program"))
     inbox, unknown = await inbox_depth(pool)
     return StatusReport(

@@ -14,6 +14,7 @@ from pathlib import Path
 from threading import Thread
 from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
@@ -179,7 +180,11 @@ def test_invalid_settings_in_the_env_file_name_the_variable(tmp_path: Path) -> N
     assert "PASSKIT_MAX_CONCURRENCY" in result.stderr
 
 
-def test_a_taken_http_port_is_one_sentence(database_url: str) -> None:
+async def test_a_taken_http_port_is_one_sentence_and_leaves_no_heartbeat_row(
+    database_url: str,
+) -> None:
+    """A start that fails before the daemon is ready deletes its own heartbeat row: it never
+    shares the fleet's budget nor shows in `loyaltyd status` as a dead daemon."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -190,6 +195,14 @@ def test_a_taken_http_port_is_one_sentence(database_url: str) -> None:
             env={"DATABASE_URL": database_url, "LOYALTYD_HTTP_PORT": str(port)},
         )
     _one_sentence(result, f"127.0.0.1:{port}", "LOYALTYD_HTTP_PORT")
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM loyaltyd.instances") == 0
+    finally:
+        await conn.close()
+    status = _loyaltyd("status", env={"DATABASE_URL": database_url})
+    assert status.returncode == 0, status.stderr
+    assert "Daemons: none running" in status.stdout
 
 
 def test_a_subcommand_usage_error_shows_that_subcommands_usage() -> None:

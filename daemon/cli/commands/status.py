@@ -51,7 +51,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 async def run(settings: Settings, args: argparse.Namespace) -> int:
     async with pool(settings, auto_migrate=False) as db:
-        report = await status_report(db, campaigns=max(0, args.campaigns), dead=max(0, args.dead))
+        report = await status_report(
+            db,
+            campaigns=max(0, args.campaigns),
+            dead=max(0, args.dead),
+            dead_daemons_shown=settings.loyaltyd_status_dead_hours * 3600,
+        )
     if args.json:
         sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
     else:

@@ -170,8 +170,13 @@ SELECT want, share, rate_limit
 -- $1 = this daemon's id, $2 = its share. A cut published at once, for the others to use.
 UPDATE loyaltyd.instances SET share = $2 WHERE id = $1;
 
+-- name: instance_ready
+-- $1 = this daemon's id. Its workers run: from now on it is listed, and a failure leaves its row.
+UPDATE loyaltyd.instances SET ready_at = now() WHERE id = $1;
+
 -- name: instance_leave
--- $1 = this daemon's id. A clean stop: nothing of it is left to take over.
+-- $1 = this daemon's id. A clean stop (or a start that failed before it was ready): nothing of
+-- it is left to take over.
 DELETE FROM loyaltyd.instances WHERE id = $1;
 
 -- name: instances_forget
@@ -179,11 +184,13 @@ DELETE FROM loyaltyd.instances WHERE id = $1;
 DELETE FROM loyaltyd.instances WHERE heartbeat_at < now() - make_interval(secs => $1);
 
 -- name: ops_instances
--- No parameters. The daemons on this database, the newest heartbeat first, with its age.
+-- $1 = seconds a dead daemon stays listed (LOYALTYD_STATUS_DEAD_HOURS). The daemons on this
+-- database that were ready at some point, the newest heartbeat first, with its age.
 SELECT id, host, pid, started_at,
        extract(epoch FROM now() - heartbeat_at)::float8 AS heartbeat_age,
        rate_limit, share, sent_per_second, taken_over
   FROM loyaltyd.instances
+ WHERE ready_at IS NOT NULL AND heartbeat_at > now() - make_interval(secs => $1)
  ORDER BY heartbeat_at DESC;
 
 -- name: release_held_work
