@@ -34,6 +34,7 @@ import pwd
 import secrets
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -293,6 +294,11 @@ def _create_system_user(name: str) -> None:
             f"useradd failed ({result.stderr.strip()}): create it, or set DATABASE_URL"
         )
     log.info("embedded_postgres_user_created", user=name)
+    # Said plainly whatever the log level: a new system user is a change to the machine.
+    sys.stderr.write(
+        f"loyaltyd: created the system user {name!r} to run the embedded Postgres (Postgres "
+        f"refuses to run as root); `userdel {name}` removes it\n"
+    )
 
 
 def _open_path_for(user: ServerUser, targets: list[Path]) -> None:
@@ -314,7 +320,7 @@ def _open_path_for(user: ServerUser, targets: list[Path]) -> None:
                 "a normal user, or set DATABASE_URL"
             ) from exc
     if needed:
-        log.warning(
+        log.info(
             "embedded_postgres_traverse_granted",
             user=user.name,
             directories=[str(d) for d in needed],

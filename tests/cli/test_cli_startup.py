@@ -235,3 +235,11 @@ def test_a_retired_setting_is_named_in_a_warning(tmp_path: Path) -> None:
     with capture_logs() as logs:
         assert warn_retired(tmp_path / "missing.env", environ={}) == []
     assert logs == []
+
+
+def test_the_demos_help_says_what_it_leaves_behind() -> None:
+    result = _loyaltyd("demo", "--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert "leaves nothing behind" not in text
+    assert "temporary" in text and "loyaltyd-postgres" in text

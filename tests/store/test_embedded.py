@@ -17,8 +17,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import pytest
+from structlog.testing import capture_logs
 
 import daemon.store.acl as acl
+import daemon.store.embedded as embedded_module
 from daemon.store.embedded import SERVER_USER, EmbeddedPostgres
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (another user, ACLs)")
@@ -147,8 +149,12 @@ def test_no_directory_is_widened_for_others(private_parent: Path) -> None:
     watched = [private_parent, *private_parent.parents, *binaries().parents]
     before = _others_access(watched)
     server = EmbeddedPostgres(private_parent / "data", remove_on_stop=True)
-    server.start()
+    with capture_logs() as logs:
+        server.start()
     try:
+        granted = [e for e in logs if e["event"] == "embedded_postgres_traverse_granted"]
+        assert [e["log_level"] for e in granted] == ["info"], "a grant is news, not a warning"
+        assert str(private_parent) in granted[0]["directories"]
         assert _others_access(watched) == before
         entries = acl.decode(os.getxattr(private_parent, acl.XATTR))
         import pwd
@@ -191,3 +197,19 @@ try:
 except PermissionError as e:
     sys.exit("Permission denied")
 """
+
+
+@as_root
+def test_creating_the_server_user_is_said_in_one_plain_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    name = "loyaltyd-t" + os.urandom(3).hex()
+    try:
+        embedded_module._create_system_user(name)
+        err = capsys.readouterr().err
+    finally:
+        subprocess.run(["userdel", name], check=False, capture_output=True)
+    lines = [line for line in err.splitlines() if line]
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"loyaltyd: created the system user '{name}'")
+    assert f"userdel {name}" in lines[0]

@@ -11,7 +11,9 @@ from daemon.core.logs import configure_logging
 HELP = (
     "Show loyaltyd working end to end in under a minute: embedded Postgres, a fake PassKit "
     "with realistic latency, sample members; a transaction, a coupon, a campaign blast with "
-    "a progress bar and a birthday run. Needs nothing but Python; leaves nothing behind."
+    "a progress bar and a birthday run. Needs nothing but Python. Its database is temporary "
+    "and deleted at the end; started as root it also creates, once, the system user "
+    "loyaltyd-postgres that runs Postgres (and says so)."
 )
 
 
