@@ -70,8 +70,10 @@ class Campaigns:
         r.add_get("/campaigns/{id}", self.detail)
         r.add_get("/campaigns/{id}/live", self.live)
         r.add_get("/campaigns/{id}/progress", self.progress)
+        r.add_get("/campaigns/{id}/actions", self.actions)
         r.add_get("/campaigns/{id}/confirm", self.confirm_page)
         r.add_post("/campaigns/{id}/confirm", self.confirm)
+        r.add_get("/campaigns/{id}/cancel", self.cancel_page)
         r.add_post("/campaigns/{id}/cancel", self.cancel)
         r.add_post("/campaigns/{id}/test", self.test_send)
         r.add_get("/campaigns/{id}/recipients", self.recipients)
@@ -279,15 +281,21 @@ class Campaigns:
         )
 
     async def live(self, request: web.Request) -> web.Response:
-        """The campaign's moving parts (status, funnel, progress, ETA), from the feed."""
-        viewer = viewer_of(request)
+        """The campaign's moving figures (status, funnel, progress, ETA), from the feed."""
         change = await self._progress(request)
+        return self.ctx.render(request, "_campaign_live.html", **_live_of(change))
+
+    async def actions(self, request: web.Request) -> web.Response:
+        """What an admin may do to the campaign now: asked for again only when its status
+        moves, so an open dialog is not swapped away while the figures move."""
+        viewer = viewer_of(request)
+        row = await self._campaign(request)
         return self.ctx.render(
             request,
-            "_campaign_live.html",
-            admin=viewer.admins(change.program_id),
+            "_campaign_actions.html",
+            c=row,
+            admin=viewer.admins(row["program_id"]),
             confirm_above=self.ctx.settings.loyaltyd_console_confirm_above,
-            **_live_of(change),
         )
 
     async def _live_context(self, row: Mapping[str, Any]) -> dict[str, Any]:
@@ -340,6 +348,12 @@ class Campaigns:
             )
         log.info("console_campaign_confirmed", campaign_id=str(row["id"]), phones=count)
         raise web.HTTPSeeOther(f"{PREFIX}/campaigns/{row['id']}")
+
+    async def cancel_page(self, request: web.Request) -> web.Response:
+        """Without JavaScript, the cancel dialog is a page of its own."""
+        row = await self._campaign(request)
+        self._must_admin(request, row)
+        return self.ctx.render(request, "cancel.html", c=row)
 
     async def cancel(self, request: web.Request) -> web.Response:
         viewer = viewer_of(request)

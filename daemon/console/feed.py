@@ -125,9 +125,9 @@ class Feed:
             known = self.progress.get(change.id)
             self.progress[change.id] = change
             if known is None or _shown(known) != _shown(change):
-                # A new campaign or a new status changes the history table itself; progress
-                # alone changes one row's progress cell.
-                moved.append((change, known is None or known.status != change.status))
+                # A new campaign or a new status changes the history table and what an admin
+                # may do; progress alone changes the figures.
+                moved.append((change, known is None or _stage(known) != _stage(change)))
         if changes:
             self._since = max(self._since, max(c.updated_at for c in changes))
         self._announce(moved)
@@ -137,9 +137,15 @@ class Feed:
         for subscription in self._subscriptions:
             mine = [(c, listed) for c, listed in moved if c.program_id in subscription.programs]
             names = [f"campaign-{c.id}" for c, _ in mine]
-            if any(listed for _, listed in mine):
+            names += [f"campaign-{c.id}-status" for c, staged in mine if staged]
+            if any(staged for _, staged in mine):
                 names.append("campaigns")
             subscription.notify(names)
+
+
+def _stage(change: store.Change) -> tuple[object, ...]:
+    """Where a campaign stands: a change of it changes what an admin may do to it."""
+    return (change.status, change.counted, change.recipient_count)
 
 
 def _shown(change: store.Change) -> tuple[object, ...]:

@@ -127,7 +127,7 @@ async def test_from_an_invitation_to_a_sent_campaign_then_a_cancelled_one(
             "Processing", timeout=15_000
         )
         await _shot(page, "campaign-sending")
-        await page.get_by_role("button", name="Cancel").click()
+        await page.get_by_role("link", name="Cancel", exact=True).click()
         await (
             page.locator("dialog#cancel-dialog")
             .get_by_role("button", name="Yes, cancel it")
@@ -157,6 +157,57 @@ async def test_from_an_invitation_to_a_sent_campaign_then_a_cancelled_one(
         await expect(page.locator("table")).to_contain_text("console: ada@example.com")
         await _shot(page, "settings")
         await _leave(page)
+
+
+async def test_the_cancel_dialog_stays_usable_while_the_figures_move(
+    pool: asyncpg.Pool,
+    database_url: str,
+    settings: Settings,
+    fake: FakePassKit,
+    open_page: Callable[..., Awaitable[Page]],
+) -> None:
+    """A person reads the dialog for a few seconds while the send goes on and the page's
+    figures refresh under it; "Yes, cancel it" still stops the send."""
+    fake.latency = LatencyModel(median_ms=200)  # about 10 messages a second: a long send
+    program = await make_program(pool, name="Joe's Pizza")
+    async with pool.acquire() as conn:
+        await bulk_audience(conn, program, 300)
+    campaign = await pool.fetchval(
+        "INSERT INTO push_campaigns (program_id, name, message_text, status) "
+        "VALUES ($1, 'Slow blast', 'Hello', 'PENDING') RETURNING id",
+        program,
+    )
+    token = await invite(pool, "ada@example.com", program)
+    base = _base(settings)
+    async with running_daemon(settings, database_url):
+        page = await open_page()
+        await _sign_in_by_invitation(page, base, token)
+        await page.goto(f"{base}/campaigns/{campaign}")
+        await expect(page.locator(".status-line .status")).to_have_text(
+            "Processing", timeout=15_000
+        )
+        await page.get_by_role("link", name="Cancel", exact=True).click()
+        dialog = page.locator("dialog#cancel-dialog")
+        await expect(dialog).to_be_visible()
+        await expect(dialog.get_by_role("button", name="Keep it")).to_be_focused()
+        refreshes: list[str] = []
+        page.on("request", lambda r: refreshes.append(r.url) if r.url.endswith("/live") else None)
+        await page.wait_for_timeout(3_000)
+        assert len(refreshes) >= 2  # the figures moved meanwhile
+        await expect(page.locator(".status-line .status")).to_have_text("Processing")
+        await dialog.get_by_role("button", name="Yes, cancel it").click()
+        await expect(page.locator(".status-line .status")).to_have_text("Cancelled", timeout=15_000)
+        await _leave(page)
+    row = await pool.fetchrow(
+        "SELECT status, cancelled_by, recipient_count, sent_count FROM push_campaigns "
+        "WHERE id = $1",
+        campaign,
+    )
+    assert row is not None and (row["status"], row["cancelled_by"]) == (
+        "CANCELLED",
+        "console: ada@example.com",
+    )
+    assert row["sent_count"] < row["recipient_count"]
 
 
 async def test_an_operator_sees_the_fleet_and_requeues_dead_syncs(

@@ -14,7 +14,7 @@ from aiohttp import FormData, web
 
 from daemon.core.config import Settings
 from tests.campaign_support import bulk_audience, plan, stage_campaign, write_as_daemon
-from tests.console.support import browser, console_app, console_settings, sign_in_as
+from tests.console.support import browser, console_app, console_settings, csrf_of, sign_in_as
 from tests.factories import make_program
 
 
@@ -280,3 +280,29 @@ async def test_the_preview_renders_a_real_members_message(
         )
         text = await answer.text()
     assert "Hi Member2, 42 pts at Joe&#39;s Pizza" in text
+
+
+async def test_without_javascript_cancel_is_a_page_with_its_own_form(
+    app: web.Application, pool: asyncpg.Pool
+) -> None:
+    program = await _program(pool)
+    campaign = await stage_campaign(
+        pool, program_id=program, status="PROCESSING", name="Blast", recipient_count=3
+    )
+    async with browser(app) as client:
+        await sign_in_as(client, pool, "a@x.example", program)
+        detail = await (await client.get(f"/console/campaigns/{campaign}")).text()
+        assert f'href="/console/campaigns/{campaign}/cancel"' in detail
+        page = await client.get(f"/console/campaigns/{campaign}/cancel")
+        text = await page.text()
+        assert page.status == 200 and "Stop sending?" in text
+        cancelled = await client.post(
+            f"/console/campaigns/{campaign}/cancel",
+            data={"csrf": csrf_of(text)},
+            allow_redirects=False,
+        )
+        assert cancelled.status == 303
+    assert (
+        await pool.fetchval("SELECT status FROM push_campaigns WHERE id = $1", campaign)
+        == "CANCELLED"
+    )

@@ -72,6 +72,24 @@
     }
   });
 
+  // A fragment holding an open dialog is not swapped while a person uses it: it is marked
+  // stale and fetched again once the dialog closes.
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var target = event.detail.target;
+    if (target && target.querySelector && target.querySelector("dialog[open]")) {
+      event.detail.shouldSwap = false;
+      target.setAttribute("data-stale", "");
+    }
+  });
+
+  document.addEventListener("close", function (event) {
+    var stale = event.target.closest && event.target.closest("[data-stale]");
+    if (stale && window.htmx) {
+      stale.removeAttribute("data-stale");
+      window.htmx.trigger(stale, "changed");
+    }
+  }, true);
+
   // "Something changed" from the server (one stream per page): each element that shows that
   // thing fetches itself again (hx-trigger="changed"). The browser reconnects by itself; an
   // interrupted stream is not an error worth a word.
