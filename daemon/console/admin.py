@@ -1,11 +1,9 @@
 """A program's settings (its admins: birthday bot, reward, message, time zone, frequency cap;
 every change recorded with who and when), operations (the `operator` role: daemons, work
-owed, PassKit, dead syncs with a Requeue button, sends and errors over the last hour), and
-the live feed's event stream."""
+owed, PassKit, dead syncs with a Requeue button, sends and errors over the last hour)."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -16,7 +14,6 @@ from aiohttp import web
 from daemon.console import charts
 from daemon.console.context import ConsoleContext, not_found, uuid_of, who
 from daemon.console.web import PREFIX, viewer_of
-from daemon.core.clock import wait_any
 from daemon.core.logs import get_logger
 from daemon.core.templating import TemplateError, parse_template
 from daemon.store import console as store
@@ -28,10 +25,6 @@ log = get_logger(__name__)
 MAX_REWARD: Final = 1_000_000
 MAX_CAP: Final = 100
 MAX_MESSAGE: Final = 500
-# An event stream ends after this long (the browser opens a new one), and says something at
-# least this often so proxies keep it open.
-STREAM_SECONDS: Final = 600.0
-KEEPALIVE_SECONDS: Final = 15.0
 
 
 @dataclass(frozen=True)
@@ -53,7 +46,6 @@ class Admin:
         r.add_get("/operations", self.operations)
         r.add_get("/operations/live", self.operations_live)
         r.add_post("/operations/requeue", self.requeue)
-        r.add_get("/events", self.events)
 
     # --- program settings -----------------------------------------------------------------------
 
@@ -158,42 +150,6 @@ class Admin:
     def _must_operate(self, request: web.Request) -> None:
         if not viewer_of(request).operator:
             raise not_found()
-
-    # --- the live feed ----------------------------------------------------------------------------
-
-    async def events(self, request: web.Request) -> web.StreamResponse:
-        """Server-sent "changed" events of the viewer's programs only: the page then fetches
-        the fragment again, through the same checks as any request. The stream ends on
-        shutdown and after STREAM_SECONDS (the browser reconnects)."""
-        viewer = viewer_of(request)
-        response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no"}
-        )
-        await response.prepare(request)
-        subscription = self.ctx.feed.subscribe(viewer.program_ids)
-        deadline = asyncio.get_running_loop().time() + STREAM_SECONDS
-        try:
-            await response.write(b"retry: 2000\n: connected\n\n")
-            while not self.ctx.stopping.is_set():
-                left = deadline - asyncio.get_running_loop().time()
-                if left <= 0:
-                    break
-                await wait_any(
-                    subscription.ready, self.ctx.stopping, within=min(left, KEEPALIVE_SECONDS)
-                )
-                await response.write(_events(subscription.take()))
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
-        finally:
-            self.ctx.feed.unsubscribe(subscription)
-        return response
-
-
-def _events(names: list[str]) -> bytes:
-    """One message per thing that changed: its name is the data (what the page listens for)."""
-    if not names:
-        return b": keepalive\n\n"
-    return "".join(f"data: {name}\n\n" for name in names).encode()
 
 
 def _form_of(program: store.Program) -> SettingsForm:

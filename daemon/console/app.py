@@ -14,6 +14,7 @@ from daemon.console.admin import Admin
 from daemon.console.auth import CookieSigner
 from daemon.console.campaigns import Campaigns
 from daemon.console.context import ConsoleContext
+from daemon.console.events import EventStreams, StreamLimits
 from daemon.console.feed import Feed
 from daemon.console.signin import SignIn
 from daemon.console.web import (
@@ -41,6 +42,7 @@ def build_console(
     stopping: asyncio.Event,
     clock: Callable[[], datetime] = utc_now,
     passkit_down: Callable[[], bool] = lambda: False,
+    streams: StreamLimits | None = None,
 ) -> web.Application:
     secret = settings.loyaltyd_console_secret
     if secret is None:
@@ -54,7 +56,12 @@ def build_console(
         client_max_size=settings.loyaltyd_console_csv_max_bytes + _FORM_ROOM,
     )
     app[POOL_KEY] = pool
-    for part in (SignIn(ctx), Campaigns(ctx), Admin(ctx)):
+    for part in (
+        SignIn(ctx),
+        Campaigns(ctx),
+        Admin(ctx),
+        EventStreams(ctx, streams or StreamLimits()),
+    ):
         part.routes(app)
     app.router.add_static("/static/", STATIC, append_version=False)
     return app

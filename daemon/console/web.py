@@ -164,13 +164,16 @@ async def _viewer(request: web.Request, config: ConsoleConfig) -> Viewer | None:
     session_id = config.signer.unsign(request.cookies.get(COOKIE))
     if session_id is None:
         return None
-    id_hash = digest(session_id)
-    row = await store.session(request.app[POOL_KEY], id_hash)
+    return await load_viewer(request.app[POOL_KEY], digest(session_id))
+
+
+async def load_viewer(pool: Pool, id_hash: str) -> Viewer | None:
+    """The person of a live session (None: ended, expired, or their account revoked)."""
+    row = await store.session(pool, id_hash)
     if row is None:
         return None
     if row.claims is not None:
-        scope = store.Scope(request.app[POOL_KEY], row.claims)
-        programs = await store.supabase_programs(scope)
+        programs = await store.supabase_programs(store.Scope(pool, row.claims))
         name = str(row.claims.get("email") or row.claims.get("sub"))
         return Viewer(id_hash, name, row.csrf, {p: "admin" for p in programs}, False, row.claims)
     return Viewer(id_hash, row.email or "?", row.csrf, row.roles, row.operator)

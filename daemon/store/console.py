@@ -184,11 +184,22 @@ async def end_session(pool: asyncpg.Pool, id_hash: str) -> None:
     await pool.execute(q("console_session_end"), id_hash)
 
 
-async def revoke(pool: asyncpg.Pool, email: str, *, remove_access: bool) -> tuple[int, int, int]:
-    """End every session of the person (and take their programs away); (people, sessions,
-    memberships) affected."""
+@dataclass(frozen=True, slots=True)
+class Revoked:
+    """What a revocation did: people found (0 or 1), sessions ended, unused invitations
+    deleted, program accesses removed."""
+
+    people: int
+    sessions: int
+    invitations: int
+    memberships: int
+
+
+async def revoke(pool: asyncpg.Pool, email: str, *, remove_access: bool) -> Revoked:
+    """Disable the person's account: no password, no operator role, no session, no pending
+    invitation (and, with `remove_access`, no program)."""
     row = await pool.fetchrow(q("console_revoke"), email, remove_access)
-    return int(row["people"]), int(row["sessions"]), int(row["memberships"])
+    return Revoked(row["people"], row["sessions"], row["invitations"], row["memberships"])
 
 
 async def supabase_programs(scope: Scope) -> list[uuid.UUID]:

@@ -40,12 +40,13 @@ def console_settings(make_settings: Any, **extra: Any) -> Settings:
 
 @asynccontextmanager
 async def console_app(
-    settings: Settings, pool: asyncpg.Pool, feed: Feed | None = None
+    settings: Settings, pool: asyncpg.Pool, feed: Feed | None = None, **extra: Any
 ) -> AsyncIterator[web.Application]:
+    """`extra`: build_console's keyword arguments (stream limits, a clock…)."""
     stopping = asyncio.Event()
     parent = web.Application()
     parent.add_subapp(
-        "/console/", build_console(settings, pool, feed or Feed(pool), stopping=stopping)
+        "/console/", build_console(settings, pool, feed or Feed(pool), stopping=stopping, **extra)
     )
     try:
         yield parent

@@ -201,7 +201,9 @@ async def test_expired_and_revoked_sessions_sign_out(world: World, pool: asyncpg
         assert page.status == 303
     async with browser(world.app) as client:
         await sign_in_as(client, pool, "b@events.example", world.events)
-        assert await store.revoke(pool, "b@events.example", remove_access=False) == (1, 1, 0)
+        assert await store.revoke(pool, "b@events.example", remove_access=False) == store.Revoked(
+            people=1, sessions=1, invitations=0, memberships=0
+        )
         page = await client.get("/console/campaigns", allow_redirects=False)
         assert page.status == 303
 

@@ -31,7 +31,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also see operations: daemons, work owed, dead syncs (across programs)",
     )
-    revoke = actions.add_parser("revoke", help="end every session of a person")
+    revoke = actions.add_parser(
+        "revoke",
+        help="disable a person's account: sessions, password, operator role and pending "
+        "invitations go (a new invitation lets them in again)",
+    )
     revoke.add_argument("--email", required=True)
     revoke.add_argument(
         "--remove-access", action="store_true", help="also take away their programs"
@@ -46,13 +50,15 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     if args.action == "invite":
         return await _invite(settings, args, email)
     async with pool(settings, auto_migrate=False) as db:
-        people, sessions, memberships = await store.revoke(
-            db, email, remove_access=args.remove_access
-        )
-    if not people:
+        done = await store.revoke(db, email, remove_access=args.remove_access)
+    if not done.people:
         print(f"no console account for {email}")
         return 1
-    print(f"{email}: {sessions} session(s) ended, {memberships} program access(es) removed")
+    print(
+        f"{email}: account disabled (password and operator role removed), "
+        f"{done.sessions} session(s) ended, {done.invitations} pending invitation(s) deleted, "
+        f"{done.memberships} program access(es) removed"
+    )
     return 0
 
 

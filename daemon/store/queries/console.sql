@@ -37,12 +37,20 @@ SELECT u.email FROM loyaltyd.console_invites i JOIN loyaltyd.console_users u ON 
  WHERE i.token_hash = $1 AND i.used_at IS NULL AND i.expires_at > now();
 
 -- name: console_password_set
--- $1 = user id, $2 = password hash.
-UPDATE loyaltyd.console_users SET password_hash = $2, password_set_at = now() WHERE id = $1;
+-- $1 = user id, $2 = password hash. An invitation accepted: the account works again (a revoked
+-- one too) with this password only, so every session it had ends.
+WITH ended AS (
+    UPDATE loyaltyd.console_sessions SET revoked_at = now()
+     WHERE user_id = $1 AND revoked_at IS NULL
+)
+UPDATE loyaltyd.console_users
+   SET password_hash = $2, password_set_at = now(), disabled_at = NULL
+ WHERE id = $1;
 
 -- name: console_user_by_email
--- $1 = email.
-SELECT id, email, password_hash, operator FROM loyaltyd.console_users WHERE email = $1;
+-- $1 = email. An account that may sign in (not revoked).
+SELECT id, email, password_hash, operator FROM loyaltyd.console_users
+ WHERE email = $1 AND disabled_at IS NULL;
 
 -- name: console_signin_failures
 -- $1 = email, $2 = address, $3 = window in seconds. Failed sign-ins in the window, for the
@@ -73,18 +81,31 @@ SELECT s.user_id, s.supabase_claims, s.csrf_token, s.expires_at, u.email, u.oper
            AS roles
   FROM loyaltyd.console_sessions s
   LEFT JOIN loyaltyd.console_users u ON u.id = s.user_id
- WHERE s.id_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now();
+ WHERE s.id_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now()
+   AND (s.user_id IS NULL OR u.disabled_at IS NULL);
 
 -- name: console_session_end
 -- $1 = id hash (signing out).
 UPDATE loyaltyd.console_sessions SET revoked_at = now() WHERE id_hash = $1 AND revoked_at IS NULL;
 
 -- name: console_revoke
--- $1 = email. Every session of the person ends, and (with $2) their access to programs.
-WITH person AS (SELECT id FROM loyaltyd.console_users WHERE email = $1),
+-- $1 = email, $2 = take their programs away too. The person can no longer use the console:
+-- the account is disabled, its password and operator role gone, every session ended and every
+-- unused invitation deleted; only a new invitation lets them in again.
+WITH person AS (
+    UPDATE loyaltyd.console_users
+       SET disabled_at = coalesce(disabled_at, now()), password_hash = NULL, operator = false
+     WHERE email = $1
+    RETURNING id
+),
 ended AS (
     UPDATE loyaltyd.console_sessions SET revoked_at = now()
      WHERE user_id IN (SELECT id FROM person) AND revoked_at IS NULL
+    RETURNING 1
+),
+invites AS (
+    DELETE FROM loyaltyd.console_invites
+     WHERE used_at IS NULL AND user_id IN (SELECT id FROM person)
     RETURNING 1
 ),
 removed AS (
@@ -93,6 +114,7 @@ removed AS (
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM person)::int AS people, (SELECT count(*) FROM ended)::int AS sessions,
+       (SELECT count(*) FROM invites)::int AS invitations,
        (SELECT count(*) FROM removed)::int AS memberships;
 
 -- name: console_supabase_programs
