@@ -3,3 +3,29 @@
 
 -- A revoked person: no password, no operator role, no session (console_session checks it).
 ALTER TABLE loyaltyd.console_users ADD COLUMN IF NOT EXISTS disabled_at timestamptz;
+
+-- Sign-in attempts (every one, not only failures) per account ('email:…') and per address
+-- ('address:…'), in a window that starts at a key's first attempt. One row per key, counted by
+-- an upsert before the password is checked: parallel attempts queue on the row, so each one
+-- sees every attempt before it. Replaces console_signin_failures (counted after the check).
+CREATE TABLE IF NOT EXISTS loyaltyd.console_signin_attempts (
+    key text PRIMARY KEY,
+    window_start timestamptz NOT NULL,
+    attempts integer NOT NULL
+);
+CREATE INDEX IF NOT EXISTS console_signin_attempts_window
+    ON loyaltyd.console_signin_attempts (window_start);
+DROP TABLE IF EXISTS loyaltyd.console_signin_failures;
+
+-- Like every console table (sql/061): nothing for PUBLIC nor the Data API's roles.
+DO $$
+DECLARE
+    r text;
+BEGIN
+    REVOKE ALL ON loyaltyd.console_signin_attempts FROM PUBLIC;
+    FOREACH r IN ARRAY ARRAY['anon', 'authenticated', 'service_role'] LOOP
+        IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
+            EXECUTE format('REVOKE ALL ON loyaltyd.console_signin_attempts FROM %I', r);
+        END IF;
+    END LOOP;
+END $$;

@@ -11,7 +11,7 @@ import jwt
 from aiohttp import web
 
 from daemon.console.admin import Admin
-from daemon.console.auth import CookieSigner
+from daemon.console.auth import CookieSigner, Passwords
 from daemon.console.campaigns import Campaigns
 from daemon.console.context import ConsoleContext
 from daemon.console.events import EventStreams, StreamLimits
@@ -43,6 +43,7 @@ def build_console(
     clock: Callable[[], datetime] = utc_now,
     passkit_down: Callable[[], bool] = lambda: False,
     streams: StreamLimits | None = None,
+    passwords: Passwords | None = None,
 ) -> web.Application:
     secret = settings.loyaltyd_console_secret
     if secret is None:
@@ -50,7 +51,18 @@ def build_console(
     config = ConsoleConfig(settings, CookieSigner(secret.get_secret_value()))
     jwks = jwt.PyJWKClient(settings.supabase_jwks_url) if settings.supabase_jwks_url else None
     env = templates()
-    ctx = ConsoleContext(settings, config, pool, feed, env, stopping, clock, jwks, passkit_down)
+    ctx = ConsoleContext(
+        settings,
+        config,
+        pool,
+        feed,
+        env,
+        stopping,
+        clock,
+        jwks,
+        passkit_down,
+        passwords or Passwords(),
+    )
     app = web.Application(
         middlewares=[security_headers, html_errors(env), session_middleware(config)],
         client_max_size=settings.loyaltyd_console_csv_max_bytes + _FORM_ROOM,

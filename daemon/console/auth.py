@@ -8,6 +8,7 @@ its revocation. An invitation token is random too, and stored as its hash only.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -28,10 +29,13 @@ SIGNIN_COOKIE: Final = "loyaltyd_signin"  # the sign-in form's CSRF token, befor
 INVITE_HOURS: Final = 24.0
 MIN_PASSWORD_CHARS: Final = 10
 MAX_PASSWORD_CHARS: Final = 1000
-# Failed sign-ins allowed in the window, per account and per address.
+# Sign-in attempts allowed in the window, per account and per address (a success starts the
+# account's count again, not the address's).
 SIGNIN_WINDOW_SECONDS: Final = 15 * 60.0
-SIGNIN_FAILURES_PER_ACCOUNT: Final = 5
-SIGNIN_FAILURES_PER_ADDRESS: Final = 20
+SIGNIN_ATTEMPTS_PER_ACCOUNT: Final = 5
+SIGNIN_ATTEMPTS_PER_ADDRESS: Final = 20
+# argon2 checks running at once (each holds about 64 MiB): more queue.
+PARALLEL_HASHES: Final = 4
 ROLES: Final = ("admin", "viewer")
 
 _hasher = PasswordHasher()
@@ -51,6 +55,22 @@ def password_matches(stored: str | None, offered: str) -> bool:
 
 
 _DUMMY_HASH: Final = _hasher.hash(secrets.token_urlsafe(16))
+
+
+class Passwords:
+    """Hashing and checking passwords off the event loop, at most `parallel` at once, so a
+    flood of sign-ins waits its turn instead of taking the host's memory."""
+
+    def __init__(self, parallel: int = PARALLEL_HASHES) -> None:
+        self._slots = asyncio.Semaphore(parallel)
+
+    async def matches(self, stored: str | None, offered: str) -> bool:
+        async with self._slots:
+            return await asyncio.to_thread(password_matches, stored, offered)
+
+    async def hash(self, password: str) -> str:
+        async with self._slots:
+            return await asyncio.to_thread(hash_password, password)
 
 
 def password_problem(password: str, confirm: str) -> str | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -14,7 +14,7 @@ import jinja2
 import jwt
 from aiohttp import web
 
-from daemon.console.auth import Viewer
+from daemon.console.auth import Passwords, Viewer
 from daemon.console.feed import Feed
 from daemon.console.web import PREFIX, VIEWER_KEY, ConsoleConfig
 from daemon.core.config import Settings
@@ -34,6 +34,7 @@ class ConsoleContext:
     jwks: jwt.PyJWKClient | None = None
     # Whether this daemon sees PassKit down (the operations page says so).
     passkit_down: Callable[[], bool] = lambda: False
+    passwords: Passwords = field(default_factory=Passwords)
 
     def render(
         self, request: web.Request, template: str, *, status: int = 200, **context: Any

@@ -24,6 +24,8 @@ from daemon.store import console as store
 
 log = get_logger(__name__)
 
+_TOO_MANY = "Too many sign-in attempts: wait 15 minutes and try again."
+
 
 class SignIn:
     def __init__(self, ctx: ConsoleContext) -> None:
@@ -72,34 +74,35 @@ class SignIn:
         email = _field(form, "email").strip().lower()
         password = _field(form, "password")
         address = client_address(request, self.ctx.settings)
-        if await self._too_many_failures(email, address):
-            log.warning("console_signin_limited", address=address)
-            return self._form(
-                request,
-                "signin.html",
-                status=429,
-                error="Too many failed sign-ins: wait 15 minutes and try again.",
-                email=email,
-            )
+        if await self._limited(email, address):
+            return self._form(request, "signin.html", status=429, error=_TOO_MANY, email=email)
         account = await store.account(self.ctx.pool, email)
+        # A hash is checked whether or not the account exists (a dummy one for an unknown
+        # email), so the answer's time does not tell which emails have accounts.
         stored = account.password_hash if account is not None else None
-        if account is None or not await asyncio.to_thread(auth.password_matches, stored, password):
-            await store.signin_failed(self.ctx.pool, email, address)
+        matches = await self.ctx.passwords.matches(stored, password)
+        if account is None or not matches:
             log.info("console_signin_failed", address=address)
             return self._form(
                 request, "signin.html", status=401, error="Wrong email or password.", email=email
             )
+        await store.signin_succeeded(self.ctx.pool, email)
         log.info("console_signed_in", user=account.email)
         return await self._session(request, user_id=account.id, claims=None)
 
-    async def _too_many_failures(self, email: str, address: str) -> bool:
-        by_email, by_address = await store.signin_failures(
+    async def _limited(self, email: str | None, address: str) -> bool:
+        """Count this attempt, before any password or token is checked; whether it is one
+        too many (for the account, or for the address)."""
+        by_email, by_address = await store.signin_attempt(
             self.ctx.pool, email, address, auth.SIGNIN_WINDOW_SECONDS
         )
-        return (
-            by_email >= auth.SIGNIN_FAILURES_PER_ACCOUNT
-            or by_address >= auth.SIGNIN_FAILURES_PER_ADDRESS
+        limited = (
+            by_email > auth.SIGNIN_ATTEMPTS_PER_ACCOUNT
+            or by_address > auth.SIGNIN_ATTEMPTS_PER_ADDRESS
         )
+        if limited:
+            log.warning("console_signin_limited", address=address)
+        return limited
 
     async def _session(
         self,
@@ -160,14 +163,12 @@ class SignIn:
             if email is None:
                 return self.ctx.render(request, "invite_used.html", status=404)
             return self._form(request, "set_password.html", status=400, email=email, error=problem)
-        hashed = await asyncio.to_thread(auth.hash_password, password)
-        email = await store.use_invite(self.ctx.pool, token_hash, hashed)
-        if email is None:
+        hashed = await self.ctx.passwords.hash(password)
+        invited = await store.use_invite(self.ctx.pool, token_hash, hashed)
+        if invited is None:
             return self.ctx.render(request, "invite_used.html", status=404)
-        account = await store.account(self.ctx.pool, email)
-        assert account is not None
-        log.info("console_invitation_accepted", user=email)
-        return await self._session(request, user_id=account.id, claims=None)
+        log.info("console_invitation_accepted", user=invited.email)
+        return await self._session(request, user_id=invited.user_id, claims=None)
 
     # --- Supabase ---------------------------------------------------------------------------------
 
@@ -176,6 +177,8 @@ class SignIn:
         in): its reads and writes run as `authenticated` under its claims."""
         form = await request.post()
         check_signin_csrf(request, _field(form, "csrf"))
+        if await self._limited(None, client_address(request, self.ctx.settings)):
+            return self._form(request, "signin.html", status=429, error=_TOO_MANY)
         try:
             claims = await asyncio.to_thread(
                 auth.supabase_claims,

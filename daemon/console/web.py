@@ -88,10 +88,12 @@ def secure_request(request: web.Request, settings: Settings) -> bool:
 
 
 def client_address(request: web.Request, settings: Settings) -> str:
+    """Who is asking: behind a trusted proxy, the address that proxy saw (the right-most
+    X-Forwarded-For hop: the ones left of it are whatever the client wrote)."""
     if settings.loyaltyd_console_trust_proxy:
-        forwarded = request.headers.get("X-Forwarded-For", "")
-        if forwarded:
-            return forwarded.split(",")[0].strip()
+        hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",")]
+        if hops[-1]:
+            return hops[-1]
     return request.remote or "unknown"
 
 

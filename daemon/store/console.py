@@ -97,16 +97,21 @@ async def invite_email(pool: asyncpg.Pool, token_hash: str) -> str | None:
     return email
 
 
-async def use_invite(pool: asyncpg.Pool, token_hash: str, password_hash: str) -> str | None:
-    """Use the invitation up and set the person's password, in one transaction; their email,
-    or None when the invitation is unknown, used or expired."""
+@dataclass(frozen=True, slots=True)
+class Invited:
+    user_id: uuid.UUID
+    email: str
+
+
+async def use_invite(pool: asyncpg.Pool, token_hash: str, password_hash: str) -> Invited | None:
+    """Use the invitation up and set the person's password, in one transaction; who they
+    are, or None when the invitation is unknown, used or expired."""
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(q("console_invite_use"), token_hash)
         if row is None:
             return None
         await conn.execute(q("console_password_set"), row["id"], password_hash)
-    email: str = row["email"]
-    return email
+    return Invited(row["id"], row["email"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,15 +133,17 @@ async def set_password(pool: asyncpg.Pool, user_id: uuid.UUID, password_hash: st
     await pool.execute(q("console_password_set"), user_id, password_hash)
 
 
-async def signin_failures(
-    pool: asyncpg.Pool, email: str, address: str, window_seconds: float
+async def signin_attempt(
+    pool: asyncpg.Pool, email: str | None, address: str, window_seconds: float
 ) -> tuple[int, int]:
-    row = await pool.fetchrow(q("console_signin_failures"), email, address, window_seconds)
+    """Count a sign-in attempt before its password is checked; the attempts in the window,
+    this one included, for the account and for the address."""
+    row = await pool.fetchrow(q("console_signin_attempt"), email, address, window_seconds)
     return int(row["by_email"]), int(row["by_address"])
 
 
-async def signin_failed(pool: asyncpg.Pool, email: str, address: str) -> None:
-    await pool.execute(q("console_signin_failed"), email, address)
+async def signin_succeeded(pool: asyncpg.Pool, email: str) -> None:
+    await pool.execute(q("console_signin_succeeded"), email)
 
 
 async def create_session(

@@ -275,7 +275,7 @@ async def test_sign_in_is_limited_per_account(world: World, pool: asyncpg.Pool) 
             allow_redirects=False,
         )
         assert right.status == 429
-        assert "Too many failed sign-ins" in await right.text()
+        assert "Too many sign-in attempts" in await right.text()
 
 
 async def test_sign_in_is_limited_per_address(world: World, pool: asyncpg.Pool) -> None:

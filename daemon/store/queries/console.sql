@@ -52,20 +52,36 @@ UPDATE loyaltyd.console_users
 SELECT id, email, password_hash, operator FROM loyaltyd.console_users
  WHERE email = $1 AND disabled_at IS NULL;
 
--- name: console_signin_failures
--- $1 = email, $2 = address, $3 = window in seconds. Failed sign-ins in the window, for the
--- account and for the address; older rows go.
+-- name: console_signin_attempt
+-- $1 = email (NULL: none, a Supabase token), $2 = address, $3 = window in seconds. Counts this
+-- attempt for the account and the address, before any password is checked, and returns each
+-- one's attempts in its window, this one included. One upsert: parallel attempts queue on each
+-- key's row (always locked in key order), so none is missed.
 WITH gone AS (
-    DELETE FROM loyaltyd.console_signin_failures WHERE at < now() - interval '1 day'
+    -- other keys' windows that have passed (on the window_start index)
+    DELETE FROM loyaltyd.console_signin_attempts
+     WHERE window_start < now() - make_interval(secs => $3)
+       AND key <> ALL (ARRAY['email:' || $1, 'address:' || $2])
+),
+counted AS (
+    INSERT INTO loyaltyd.console_signin_attempts AS a (key, window_start, attempts)
+    SELECT k, now(), 1 FROM unnest(ARRAY['address:' || $2, 'email:' || $1]) AS k
+     WHERE k IS NOT NULL
+     ORDER BY k
+    ON CONFLICT (key) DO UPDATE
+       SET window_start = CASE WHEN a.window_start < now() - make_interval(secs => $3)
+                               THEN now() ELSE a.window_start END,
+           attempts = CASE WHEN a.window_start < now() - make_interval(secs => $3)
+                           THEN 1 ELSE a.attempts + 1 END
+    RETURNING key, attempts
 )
-SELECT count(*) FILTER (WHERE email = $1)::int AS by_email,
-       count(*) FILTER (WHERE address = $2)::int AS by_address
-  FROM loyaltyd.console_signin_failures
- WHERE at > now() - make_interval(secs => $3) AND (email = $1 OR address = $2);
+SELECT coalesce(max(attempts) FILTER (WHERE key = 'email:' || $1), 0) AS by_email,
+       coalesce(max(attempts) FILTER (WHERE key = 'address:' || $2), 0) AS by_address
+  FROM counted;
 
--- name: console_signin_failed
--- $1 = email, $2 = address.
-INSERT INTO loyaltyd.console_signin_failures (email, address) VALUES ($1, $2);
+-- name: console_signin_succeeded
+-- $1 = email. The account's own count starts again (the address keeps its count).
+DELETE FROM loyaltyd.console_signin_attempts WHERE key = 'email:' || $1;
 
 -- name: console_session_create
 -- $1 = id hash, $2 = user id (NULL: Supabase), $3 = Supabase claims, $4 = CSRF token,
