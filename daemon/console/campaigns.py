@@ -110,7 +110,7 @@ class Campaigns:
     async def _progress(self, request: web.Request) -> store.Change:
         viewer = viewer_of(request)
         campaign_id = uuid_of(request.match_info["id"], "campaign")
-        change = self.ctx.feed.progress.get(campaign_id)
+        change = self.ctx.feed.known(campaign_id)
         if change is None:
             row = await store.campaign(self.ctx.scope(viewer), campaign_id, viewer.program_ids)
             if row is None:
@@ -257,7 +257,8 @@ class Campaigns:
     async def detail(self, request: web.Request) -> web.Response:
         viewer = viewer_of(request)
         row = await self._campaign(request)
-        context = await self._live_context(row)
+        change = _change_of(row)
+        self.ctx.feed.remember(change)
         outcomes = await store.outcomes(self.ctx.scope(viewer), row["id"])
         since = row["started_at"] or datetime.now(UTC)
         rate = await store.send_rate(self.ctx.scope(viewer), row["id"], since)
@@ -277,7 +278,7 @@ class Campaigns:
             rate_chart=chart,
             admin=viewer.admins(row["program_id"]),
             confirm_above=self.ctx.settings.loyaltyd_console_confirm_above,
-            **context,
+            **_live_of(change),
         )
 
     async def live(self, request: web.Request) -> web.Response:
@@ -297,11 +298,6 @@ class Campaigns:
             admin=viewer.admins(row["program_id"]),
             confirm_above=self.ctx.settings.loyaltyd_console_confirm_above,
         )
-
-    async def _live_context(self, row: Mapping[str, Any]) -> dict[str, Any]:
-        change = _change_of(row)
-        self.ctx.feed.remember(change)
-        return _live_of(self.ctx.feed.progress.get(change.id, change))
 
     async def _campaign(self, request: web.Request) -> dict[str, Any]:
         viewer = viewer_of(request)

@@ -68,7 +68,7 @@ class Feed:
         self._subscriptions: set[Subscription] = set()
         self._watching = asyncio.Event()
         self.rung = asyncio.Event()  # the campaigns' NOTIFY channel rings it
-        self.progress: dict[uuid.UUID, Progress] = {}
+        self._progress: dict[uuid.UUID, Progress] = {}
         self._since = datetime.now(UTC)
         self.reads = 0  # statements read, for the benchmark
 
@@ -76,20 +76,44 @@ class Feed:
         subscription = Subscription(frozenset(programs))
         self._subscriptions.add(subscription)
         self._watching.set()
+        self._count_watchers()
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
         self._subscriptions.discard(subscription)
         if not self._subscriptions:
             self._watching.clear()
+        self._count_watchers()
+        # Nobody reads these programs' campaigns any more: what is kept of them would only go
+        # stale (and grow).
+        watched = self._watched()
+        for campaign_id in [i for i, c in self._progress.items() if c.program_id not in watched]:
+            del self._progress[campaign_id]
 
     @property
     def watchers(self) -> int:
         return len(self._subscriptions)
 
+    def _count_watchers(self) -> None:
+        if self._metrics is not None:
+            self._metrics.console_watchers.set(len(self._subscriptions))
+
+    def _watched(self) -> set[uuid.UUID]:
+        return {p for s in self._subscriptions for p in s.programs}
+
+    def known(self, campaign_id: uuid.UUID) -> Progress | None:
+        """A campaign's progress as the feed keeps it: only while its program is watched (so
+        the feed's reads keep it fresh); None otherwise, and the page reads it itself."""
+        return self._progress.get(campaign_id)
+
     def remember(self, progress: Progress) -> None:
-        """A campaign read by a page (not yet in the feed's memory)."""
-        self.progress.setdefault(progress.id, progress)
+        """A campaign a page read itself: kept while its program is watched, unless the feed
+        already holds a newer read of it."""
+        if progress.program_id not in self._watched():
+            return
+        known = self._progress.get(progress.id)
+        if known is None or known.updated_at < progress.updated_at:
+            self._progress[progress.id] = progress
 
     async def run(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
@@ -106,7 +130,7 @@ class Feed:
 
     async def _read_once(self) -> bool:
         """One read of what changed; whether to read again in a second."""
-        programs = sorted({p for s in self._subscriptions for p in s.programs})
+        programs = sorted(self._watched())
         if not programs:
             return False
         try:
@@ -119,11 +143,10 @@ class Feed:
         self.reads += 1
         if self._metrics is not None:
             self._metrics.console_feed_reads.inc()
-            self._metrics.console_watchers.set(len(self._subscriptions))
         moved: list[tuple[store.Change, bool]] = []
         for change in changes:
-            known = self.progress.get(change.id)
-            self.progress[change.id] = change
+            known = self._progress.get(change.id)
+            self._progress[change.id] = change
             if known is None or _shown(known) != _shown(change):
                 # A new campaign or a new status changes the history table and what an admin
                 # may do; progress alone changes the figures.

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 
 import asyncpg
 
@@ -37,7 +39,8 @@ async def test_each_subscriber_hears_of_its_own_programs_only(pool: asyncpg.Pool
     await _count(pool, ca, 7)
     await feed._read_once()
     assert mine.take() == ["campaign-" + str(ca)]
-    assert feed.progress[ca].sent == 7
+    progress = feed.known(ca)
+    assert progress is not None and progress.sent == 7
 
 
 async def test_one_read_a_second_however_many_watch(pool: asyncpg.Pool) -> None:
@@ -58,7 +61,8 @@ async def test_one_read_a_second_however_many_watch(pool: asyncpg.Pool) -> None:
     stopping.set()
     await task
     assert 3 <= feed.reads <= 5  # about 4 s of watching
-    assert feed.progress[campaign].sent == 29
+    progress = feed.known(campaign)
+    assert progress is not None and progress.sent == 29
 
 
 async def test_the_stream_sends_changed_events_of_the_viewers_programs(
@@ -92,3 +96,40 @@ async def test_the_stream_sends_changed_events_of_the_viewers_programs(
         await task
     assert f"data: campaign-{ca}".encode() in seen
     assert str(cb).encode() not in seen
+
+
+async def test_the_feed_keeps_a_campaign_only_while_its_program_is_watched(
+    pool: asyncpg.Pool,
+) -> None:
+    a, b = await make_program(pool), await make_program(pool)
+    ca = await stage_campaign(pool, program_id=a, status="PROCESSING", recipient_count=10)
+    cb = await stage_campaign(pool, program_id=b, status="PROCESSING", recipient_count=10)
+    feed = Feed(pool)
+    watching_a, watching_b = feed.subscribe([a]), feed.subscribe([b])
+    await feed._read_once()
+    assert feed.known(ca) is not None and feed.known(cb) is not None
+    feed.unsubscribe(watching_a)
+    assert feed.known(ca) is None and feed.known(cb) is not None
+    feed.unsubscribe(watching_b)
+    assert feed.known(cb) is None
+
+
+async def test_a_page_never_replaces_a_newer_read_with_an_older_one(pool: asyncpg.Pool) -> None:
+    program = await make_program(pool)
+    campaign = await stage_campaign(
+        pool, program_id=program, status="PROCESSING", recipient_count=10
+    )
+    feed = Feed(pool)
+    feed.subscribe([program])
+    await feed._read_once()
+    older = feed.known(campaign)
+    assert older is not None
+    await _count(pool, campaign, 5)
+    await feed._read_once()
+    newer = feed.known(campaign)
+    assert newer is not None and newer.sent == 5
+    feed.remember(older)
+    assert feed.known(campaign) == newer
+    fresher = dataclasses.replace(newer, sent=6, updated_at=newer.updated_at + timedelta(seconds=1))
+    feed.remember(fresher)
+    assert feed.known(campaign) == fresher

@@ -306,3 +306,30 @@ async def test_without_javascript_cancel_is_a_page_with_its_own_form(
         await pool.fetchval("SELECT status FROM push_campaigns WHERE id = $1", campaign)
         == "CANCELLED"
     )
+
+
+async def test_a_status_set_in_the_database_shows_on_the_page_and_its_live_part(
+    app: web.Application, pool: asyncpg.Pool
+) -> None:
+    """However the campaign got there, a page read after it shows where it is: the page
+    renders the row it read, and nothing unwatched is kept to go stale."""
+    program = await _program(pool)
+    campaign = await stage_campaign(
+        pool, program_id=program, status="PROCESSING", name="Blast", recipient_count=3
+    )
+    async with browser(app) as client:
+        await sign_in_as(client, pool, "a@x.example", program)
+        for path in ("", "/live", "/progress"):
+            assert (await client.get(f"/console/campaigns/{campaign}{path}")).status == 200
+        await write_as_daemon(
+            pool,
+            "UPDATE push_campaigns SET status = 'COMPLETED', sent_count = 3, "
+            "finished_at = now() WHERE id = $1",
+            campaign,
+        )
+        detail = await (await client.get(f"/console/campaigns/{campaign}")).text()
+        live = await (await client.get(f"/console/campaigns/{campaign}/live")).text()
+        progress = await (await client.get(f"/console/campaigns/{campaign}/progress")).text()
+    for text in (detail, live):
+        assert ">Completed</span>" in text and ">Processing</span>" not in text
+    assert "3 of 3" in progress
