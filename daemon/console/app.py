@@ -64,10 +64,11 @@ def build_console(
         passwords or Passwords(),
     )
     app = web.Application(
-        middlewares=[security_headers, html_errors(env), session_middleware(config)],
+        middlewares=[html_errors(env), session_middleware(config)],
         client_max_size=settings.loyaltyd_console_csv_max_bytes + _FORM_ROOM,
     )
     app[POOL_KEY] = pool
+    app.on_response_prepare.append(security_headers)
     for part in (
         SignIn(ctx),
         Campaigns(ctx),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from dataclasses import dataclass
 from typing import Final
 
@@ -30,22 +31,57 @@ KEEPALIVE_SECONDS: Final = 15.0
 LIFETIME_SECONDS: Final = 600.0
 
 
+PER_SESSION: Final = 3
+
+
 @dataclass(frozen=True)
 class StreamLimits:
+    """`total` None: half of LOYALTYD_HTTP_MAX_CONNECTIONS, so streams never take the
+    connections that probes, scrapes, webhooks and the pages themselves need."""
+
     keepalive: float = KEEPALIVE_SECONDS
     lifetime: float = LIFETIME_SECONDS
+    per_session: int = PER_SESSION
+    total: int | None = None
 
 
 class EventStreams:
     def __init__(self, ctx: ConsoleContext, limits: StreamLimits) -> None:
         self.ctx = ctx
         self.limits = limits
+        self._total = limits.total or max(1, ctx.settings.loyaltyd_http_max_connections // 2)
+        self._open: Counter[str] = Counter()  # streams open, per session
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/events", self.events)
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         viewer = viewer_of(request)
+        refusal = self._refusal(viewer)
+        if refusal is not None:
+            return refusal
+        self._open[viewer.session_hash] += 1
+        try:
+            return await self._stream(request, viewer)
+        finally:
+            self._open[viewer.session_hash] -= 1
+            if not self._open[viewer.session_hash]:
+                del self._open[viewer.session_hash]
+
+    def _refusal(self, viewer: Viewer) -> web.Response | None:
+        """A stream over the caps is refused with an answer that makes EventSource stop (any
+        status but 200); the page tries again later, slower each time."""
+        if self._open[viewer.session_hash] >= self.limits.per_session:
+            log.info("console_stream_refused", reason="streams per session")
+            return web.Response(status=204)
+        if self._open.total() >= self._total:
+            log.warning("console_stream_refused", reason="streams in all")
+            return web.Response(
+                status=503, text="too many live pages", headers={"Retry-After": "30"}
+            )
+        return None
+
+    async def _stream(self, request: web.Request, viewer: Viewer) -> web.StreamResponse:
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no"}
         )

@@ -127,21 +127,22 @@ def set_cookie(
     )
 
 
-@web.middleware
-async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        response = exc
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """On every answer as it is prepared (on_response_prepare): streamed ones (the CSV export,
+    the event stream) and error pages included."""
     response.headers.setdefault("Content-Security-Policy", CSP)
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "same-origin"
     response.headers["X-Frame-Options"] = "DENY"
     if not request.path.startswith(f"{PREFIX}/static/"):
         response.headers["Cache-Control"] = "no-store"
-    if isinstance(response, web.HTTPException):
-        raise response
-    return response
+
+
+def route_of(request: web.Request) -> str:
+    """The route as logs may show it: its pattern (/console/invite/{token}), never a path that
+    carries a token."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "(no route)"
 
 
 def session_middleware(config: ConsoleConfig) -> Middleware:
@@ -196,10 +197,10 @@ async def _form_token(request: web.Request) -> str | None:
 
 def _check_csrf(request: web.Request, expected: str, offered: str | None) -> None:
     if not same_origin(request):
-        log.warning("console_cross_site_refused", path=request.path)
+        log.warning("console_cross_site_refused", route=route_of(request))
         raise web.HTTPForbidden(text="cross-site request refused")
     if offered is None or not hmac.compare_digest(offered, expected):
-        log.warning("console_csrf_refused", path=request.path)
+        log.warning("console_csrf_refused", route=route_of(request))
         raise web.HTTPForbidden(text="the form is out of date: reload the page and try again")
 
 
@@ -230,8 +231,8 @@ _TITLES: Final = {
 
 
 def html_errors(env: jinja2.Environment) -> Middleware:
-    """An error a person hits in the browser is a page; a fragment's (htmx) stays a short
-    text, for the page around it."""
+    """An error a person hits in the browser is a page (an unexpected one too: a 500, its
+    details in the log); a fragment's (htmx) stays a short text, for the page around it."""
 
     @web.middleware
     async def page(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -240,13 +241,25 @@ def html_errors(env: jinja2.Environment) -> Middleware:
         except web.HTTPException as exc:
             if exc.status < 400 or "HX-Request" in request.headers:
                 raise
-            html = env.get_template("error.html").render(
-                viewer=request.get(VIEWER_KEY),
-                csrf="",
-                prefix=PREFIX,
-                title=_TITLES.get(exc.status, "Something went wrong"),
-                message=exc.text or exc.reason,
-            )
-            return web.Response(text=html, content_type="text/html", status=exc.status)
+            return _error_page(env, request, exc.status, exc.text or exc.reason)
+        except Exception:
+            log.exception("console_request_failed", route=route_of(request))
+            if "HX-Request" in request.headers:
+                return web.Response(status=500, text="something went wrong: try again")
+            return _error_page(env, request, 500, "Something went wrong on our side: try again.")
 
     return page
+
+
+def _error_page(
+    env: jinja2.Environment, request: web.Request, status: int, message: str
+) -> web.Response:
+    viewer = request.get(VIEWER_KEY)
+    html = env.get_template("error.html").render(
+        viewer=viewer,
+        csrf=viewer.csrf if viewer is not None else "",
+        prefix=PREFIX,
+        title=_TITLES.get(status, "Something went wrong"),
+        message=message,
+    )
+    return web.Response(text=html, content_type="text/html", status=status)

@@ -13,7 +13,9 @@ from typing import Any
 import asyncpg
 import pytest
 from aiohttp import web
+from structlog.testing import capture_logs
 
+from daemon.console.web import CSP
 from daemon.core.config import Settings
 from daemon.store import console as store
 from daemon.store.queries import queries
@@ -215,7 +217,11 @@ async def test_every_answer_carries_the_security_headers(world: World, pool: asy
         page = await client.get("/console/campaigns")
         missing = await client.get(f"/console/campaigns/{uuid.uuid4()}")
         static = await client.get("/console/static/console.css")
-    for answer in (signin, page, missing):
+        export = await client.get(f"/console/campaigns/{world.pizza_campaign}/recipients.csv")
+        stream = await client.get("/console/events")
+        stream.close()
+    for answer in (signin, page, missing, export, stream):
+        assert answer.headers["X-Frame-Options"] == "DENY"
         csp = answer.headers["Content-Security-Policy"]
         assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
         assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
@@ -336,3 +342,57 @@ def test_no_console_statement_writes_as_the_daemon() -> None:
     """The console's writes are a form's: push_campaigns' rules apply to them (sql/058)."""
     console = {name: body for name, body in queries().items() if name.startswith("console_")}
     assert console and not [n for n, body in console.items() if "writing_as_daemon" in body]
+
+
+async def test_an_unexpected_error_is_a_page_with_the_same_headers(
+    database_url: str, pool: asyncpg.Pool, make_settings: Callable[..., Settings]
+) -> None:
+    program = await make_program(pool)
+    own = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    assert own is not None
+    async with console_app(console_settings(make_settings), own) as app, browser(app) as client:
+        await sign_in_as(client, own, "a@x.example", program)
+        await own.close()  # the database is gone: every request fails inside
+        with capture_logs() as logs:
+            page = await client.get("/console/campaigns")
+            text = await page.text()
+    assert page.status == 500 and page.headers["Content-Type"].startswith("text/html")
+    assert "Something went wrong" in text
+    assert page.headers["Content-Security-Policy"] == CSP
+    assert page.headers["Cache-Control"] == "no-store"
+    assert [e["route"] for e in logs if e["event"] == "console_request_failed"] == [
+        "/console/campaigns"
+    ]
+
+
+async def test_a_refused_invitation_post_logs_its_route_not_its_token(
+    world: World, pool: asyncpg.Pool
+) -> None:
+    token = await invite(pool, "a@pizza.example", world.pizza)
+    async with browser(world.app) as client:
+        page = await client.get(f"/console/invite/{token}")
+        with capture_logs() as logs:
+            answer = await client.post(
+                f"/console/invite/{token}",
+                data={"csrf": csrf_of(await page.text()), "password": "x", "confirm": "x"},
+                headers={"Sec-Fetch-Site": "cross-site"},
+            )
+    assert answer.status == 403
+    refused = [e for e in logs if e["event"] == "console_cross_site_refused"]
+    assert refused and refused[0]["route"] == "/console/invite/{token}"
+    assert token not in repr(logs)
+
+
+async def test_an_error_page_can_sign_out(world: World, pool: asyncpg.Pool) -> None:
+    async with browser(world.app) as client:
+        await sign_in_as(client, pool, "a@pizza.example", world.pizza)
+        missing = await client.get(f"/console/campaigns/{uuid.uuid4()}")
+        assert missing.status == 404
+        out = await client.post(
+            "/console/signout",
+            data={"csrf": csrf_of(await missing.text())},
+            allow_redirects=False,
+        )
+        assert out.status == 303
+        page = await client.get("/console/campaigns", allow_redirects=False)
+        assert page.status == 303

@@ -91,21 +91,50 @@
   }, true);
 
   // "Something changed" from the server (one stream per page): each element that shows that
-  // thing fetches itself again (hx-trigger="changed"). The browser reconnects by itself; an
-  // interrupted stream is not an error worth a word.
+  // thing fetches itself again (hx-trigger="changed"). A hidden tab holds no stream; shown
+  // again, it opens one and refreshes what it shows. The browser reconnects a dropped stream
+  // by itself; one the server refused (too many live pages) is tried again later, slower each
+  // time. An interrupted stream is not an error worth a word.
+  var source = null, retryIn = 10000, retryTimer = null;
+
+  // name null: everything (what sits inside a region that is refreshed comes along with it).
+  function refreshAll(name) {
+    document.querySelectorAll("[data-on]").forEach(function (el) {
+      var wanted = name === null ? !el.parentElement.closest("[data-on]")
+        : el.getAttribute("data-on").split(" ").indexOf(name) >= 0;
+      if (wanted) { window.htmx.trigger(el, "changed"); }
+    });
+  }
+
+  function closeStream() {
+    if (retryTimer) { clearTimeout(retryTimer); retryTimer = null; }
+    if (source) { source.close(); source = null; }
+  }
+
+  function openStream(url) {
+    closeStream();
+    source = new EventSource(url);
+    source.onopen = function () { retryIn = 10000; };
+    source.onmessage = function (event) { refreshAll(event.data); };
+    source.onerror = function () {
+      if (source && source.readyState === EventSource.CLOSED) {
+        source = null;
+        retryTimer = setTimeout(function () { openStream(url); }, retryIn * (1 + Math.random() / 2));
+        retryIn = Math.min(retryIn * 2, 120000);
+      }
+    };
+  }
+
   function listen() {
     var main = document.querySelector("main[data-events]");
     if (!main || !window.EventSource || !window.htmx) { return; }
-    var source = new EventSource(main.getAttribute("data-events"));
-    source.onmessage = function (event) {
-      document.querySelectorAll("[data-on]").forEach(function (el) {
-        if (el.getAttribute("data-on").split(" ").indexOf(event.data) >= 0) {
-          window.htmx.trigger(el, "changed");
-        }
-      });
-    };
-    source.onerror = function () {};
-    window.addEventListener("pagehide", function () { source.close(); });
+    var url = main.getAttribute("data-events");
+    if (!document.hidden) { openStream(url); }
+    document.addEventListener("visibilitychange", function () {
+      if (document.hidden) { closeStream(); return; }
+      if (!source) { openStream(url); refreshAll(null); }
+    });
+    window.addEventListener("pagehide", closeStream);
   }
 
   document.addEventListener("DOMContentLoaded", function () {
