@@ -150,6 +150,7 @@ class Campaigns:
             segments=SEGMENT_LABELS,
             placeholders=sorted(KNOWN_PLACEHOLDERS),
             max_csv=self.ctx.settings.loyaltyd_console_csv_max_bytes,
+            zone_name=_zone_of(programs, form.get("program")),
         )
 
     async def preview(self, request: web.Request) -> web.Response:
@@ -249,7 +250,7 @@ class Campaigns:
             inactive_days=_int_or_none(fields.get("inactive_days")),
             zip_codes=list(plan.audience.zip_codes) or None,
             member_ids=list(plan.audience.member_ids) or None,
-            scheduled_at=_schedule(form, zone),
+            scheduled_at=_schedule(form, zone, self.ctx.clock()),
         )
 
     # --- one campaign ---------------------------------------------------------------------------
@@ -487,18 +488,34 @@ def _segment_fields(form: Form, segment: str, upload: list[str] | None) -> dict[
     return fields
 
 
-def _schedule(form: Form, timezone: str) -> datetime | None:
-    """Now, or the local time the admin chose in the program's time zone."""
-    if form.get("when") != "later" or not form.get("scheduled_at"):
+def _schedule(form: Form, timezone: str, now: datetime) -> datetime | None:
+    """Now (None), or the local time the admin chose in the program's time zone: refused when
+    missing, when the clocks skip it (a daylight-saving gap), or when it has passed."""
+    if form.get("when") != "later":
         return None
+    typed = form.get("scheduled_at").strip()
+    if not typed:
+        raise CampaignInputError("choose the date and time to send it (or 'As soon as I confirm')")
     try:
-        local = datetime.fromisoformat(form.get("scheduled_at"))
+        local = datetime.fromisoformat(typed)
     except ValueError:
         raise CampaignInputError("the schedule must be a date and a time") from None
-    when = local.replace(tzinfo=ZoneInfo(timezone)) if local.tzinfo is None else local
-    if when <= datetime.now(UTC):
+    zone = ZoneInfo(timezone)
+    when = local.replace(tzinfo=zone) if local.tzinfo is None else local
+    if local.tzinfo is None and when.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != local:
+        raise CampaignInputError(
+            f"{local:%Y-%m-%d %H:%M} does not exist in {timezone}: the clocks skip it that "
+            "night; choose another time"
+        )
+    if when <= now:
         raise CampaignInputError("the scheduled time has passed: choose a time to come")
     return when
+
+
+def _zone_of(programs: list[store.Program], chosen: str) -> str:
+    """The time zone of the chosen program (else of the first)."""
+    found = [p for p in programs if str(p.id) == chosen] or programs
+    return found[0].timezone if found else "UTC"
 
 
 def _change_of(row: Mapping[str, Any]) -> store.Change:

@@ -333,3 +333,73 @@ async def test_a_status_set_in_the_database_shows_on_the_page_and_its_live_part(
     for text in (detail, live):
         assert ">Completed</span>" in text and ">Processing</span>" not in text
     assert "3 of 3" in progress
+
+
+def _later(csrf: str, program: uuid.UUID, at: str) -> dict[str, str]:
+    return {
+        "csrf": csrf,
+        "program": str(program),
+        "name": "Tomorrow's",
+        "message": "Hello",
+        "segment": "ALL",
+        "when": "later",
+        "scheduled_at": at,
+    }
+
+
+async def test_later_without_a_time_is_refused_and_the_form_kept(
+    app: web.Application, pool: asyncpg.Pool
+) -> None:
+    program = await _program(pool)
+    async with browser(app) as client:
+        csrf = await sign_in_as(client, pool, "a@x.example", program)
+        answer = await client.post("/console/campaigns", data=_later(csrf, program, ""))
+        text = await answer.text()
+    assert answer.status == 400
+    assert "choose the date and time to send it" in text
+    assert 'value="Tomorrow&#39;s"' in text
+    assert await pool.fetchval("SELECT count(*) FROM push_campaigns") == 0
+
+
+async def test_a_time_the_clocks_skip_is_refused(app: web.Application, pool: asyncpg.Pool) -> None:
+    program = await _program(pool)
+    await pool.execute("UPDATE programs SET timezone = 'Europe/Paris' WHERE id = $1", program)
+    async with browser(app) as client:
+        csrf = await sign_in_as(client, pool, "a@x.example", program)
+        answer = await client.post(
+            "/console/campaigns", data=_later(csrf, program, "2031-03-30T02:30")
+        )
+        text = await answer.text()
+    assert answer.status == 400
+    assert "2031-03-30 02:30 does not exist in Europe/Paris" in text
+    assert await pool.fetchval("SELECT count(*) FROM push_campaigns") == 0
+
+
+async def test_the_schedule_and_its_time_zone_are_shown_before_sending(
+    app: web.Application, pool: asyncpg.Pool
+) -> None:
+    program = await _program(pool)
+    await pool.execute("UPDATE programs SET timezone = 'Europe/Paris' WHERE id = $1", program)
+    async with browser(app) as client:
+        csrf = await sign_in_as(client, pool, "a@x.example", program)
+        form = await (await client.get("/console/campaigns/new")).text()
+        assert "in the program's time zone (<span data-zone-name>Europe/Paris</span>)" in form
+        created = await client.post(
+            "/console/campaigns",
+            data=_later(csrf, program, "2031-06-01T09:00"),
+            allow_redirects=False,
+        )
+        assert created.status == 303, await created.text()
+        campaign = created.headers["Location"].rsplit("/", 1)[1]
+        await write_as_daemon(
+            pool,
+            "UPDATE push_campaigns SET recipient_count = 3, audience_counted_at = now() "
+            "WHERE id = $1",
+            uuid.UUID(campaign),
+        )
+        detail = await (await client.get(created.headers["Location"])).text()
+        confirm = await (await client.get(f"{created.headers['Location']}/confirm")).text()
+    at = await pool.fetchval("SELECT scheduled_at FROM push_campaigns")
+    assert at.isoformat() == "2031-06-01T07:00:00+00:00"
+    for text in (detail, confirm):
+        assert "It goes out at <strong>2031-06-01 09:00 CEST</strong> (Europe/Paris time)." in text

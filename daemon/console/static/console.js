@@ -23,6 +23,13 @@
     });
   }
 
+  function showZone(select) {
+    var option = select.options[select.selectedIndex];
+    document.querySelectorAll("[data-zone-name]").forEach(function (span) {
+      span.textContent = option ? option.getAttribute("data-zone") : "";
+    });
+  }
+
   function guardTyped(input) {
     var form = input.form;
     var button = form && form.querySelector("button[type=submit]");
@@ -39,6 +46,7 @@
     var el = event.target;
     if (el.matches && el.matches("input[data-segment]")) { showSegment(); }
     if (el.matches && el.matches("input[data-when]")) { showWhen(); }
+    if (el.matches && el.matches("select#program")) { showZone(el); }
   });
 
   document.addEventListener("click", function (event) {
