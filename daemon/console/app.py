@@ -7,11 +7,10 @@ import asyncio
 from collections.abc import Callable
 from datetime import datetime
 
-import jwt
 from aiohttp import web
 
 from daemon.console.admin import Admin
-from daemon.console.auth import CookieSigner, Passwords
+from daemon.console.auth import CookieSigner, Passwords, jwks_client
 from daemon.console.campaigns import Campaigns
 from daemon.console.context import ConsoleContext
 from daemon.console.events import EventStreams, StreamLimits
@@ -49,7 +48,7 @@ def build_console(
     if secret is None:
         raise ValueError("the console needs LOYALTYD_CONSOLE_SECRET")
     config = ConsoleConfig(settings, CookieSigner(secret.get_secret_value()))
-    jwks = jwt.PyJWKClient(settings.supabase_jwks_url) if settings.supabase_jwks_url else None
+    jwks = jwks_client(settings)
     env = templates()
     ctx = ConsoleContext(
         settings,

@@ -141,27 +141,50 @@ class TokenRefused(ValueError):
     """A Supabase access token loyaltyd does not accept; the text says why."""
 
 
+# The asymmetric algorithms accepted, with the type of key each one is checked with.
+_KEY_TYPES: Final = {"RS256": "RSA", "ES256": "EC"}
+JWKS_SECONDS: Final = 5.0  # how long fetching the project's JWKS may take
+_JWKS_PATH: Final = "/.well-known/jwks.json"
+
+
+def jwks_client(settings: Settings) -> jwt.PyJWKClient | None:
+    if settings.supabase_jwks_url is None:
+        return None
+    return jwt.PyJWKClient(settings.supabase_jwks_url, timeout=JWKS_SECONDS)
+
+
 def supabase_claims(token: str, settings: Settings, jwks: jwt.PyJWKClient | None) -> dict[str, Any]:
     """The claims of a Supabase access token, checked: signed with the project's JWT secret
-    (HS256) or one of its JWKS keys, not expired, for `authenticated`, with a subject."""
+    (HS256) or one of its JWKS keys, not expired, for `authenticated`, with a subject; one
+    checked against the JWKS also comes from that project (its `iss` is the JWKS's address
+    without /.well-known/jwks.json, as Supabase Auth sets it)."""
     try:
         header = jwt.get_unverified_header(token)
-    except jwt.InvalidTokenError as exc:
+    except jwt.PyJWTError as exc:
         raise TokenRefused("not a JWT") from exc
     key, algorithms = _key_for(header, token, settings, jwks)
+    issuer = _issuer(settings) if algorithms != ["HS256"] else None
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
             key,
             algorithms=algorithms,
             audience="authenticated",
-            options={"require": ["exp", "sub", "aud"]},
+            issuer=issuer,
+            options={"require": ["exp", "sub", "aud", *(["iss"] if issuer else [])]},
         )
-    except jwt.InvalidTokenError as exc:
+    except jwt.PyJWTError as exc:
         raise TokenRefused(f"refused: {exc}") from exc
     if claims.get("role") != "authenticated":
         raise TokenRefused("not a signed-in user's token (role is not authenticated)")
     return claims
+
+
+def _issuer(settings: Settings) -> str | None:
+    url = settings.supabase_jwks_url
+    if url is None or not url.endswith(_JWKS_PATH):
+        return None
+    return url.removesuffix(_JWKS_PATH)
 
 
 def _key_for(
@@ -170,9 +193,13 @@ def _key_for(
     algorithm = header.get("alg")
     if algorithm == "HS256" and settings.supabase_jwt_secret is not None:
         return settings.supabase_jwt_secret.get_secret_value(), ["HS256"]
-    if algorithm in ("RS256", "ES256") and jwks is not None:
+    if algorithm in _KEY_TYPES and jwks is not None:
         try:
-            return jwks.get_signing_key_from_jwt(token).key, [algorithm]
-        except jwt.PyJWKClientError as exc:
+            found = jwks.get_signing_key_from_jwt(token)
+        except jwt.PyJWTError as exc:
             raise TokenRefused(f"no key for it in the project's JWKS: {exc}") from exc
+        if found.key_type != _KEY_TYPES[algorithm]:
+            # PyJWT would fail on the key itself (a TypeError), not on the token
+            raise TokenRefused(f"refused: a {algorithm} token names a {found.key_type} key")
+        return found.key, [algorithm]
     raise TokenRefused(f"a {algorithm} token is not accepted here (check SUPABASE_* settings)")

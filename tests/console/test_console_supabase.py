@@ -7,12 +7,16 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import jwt
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestServer
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.algorithms import RSAAlgorithm
 
 from daemon.core.config import Settings
 from daemon.store import console as store
@@ -151,3 +155,107 @@ async def test_a_token_that_is_not_an_admins_is_refused(
         assert answer.status == status
         assert words.lower() in (await answer.text()).lower()
         assert (await client.get("/console/campaigns", allow_redirects=False)).status == 303
+
+
+# --- tokens signed with the project's asymmetric keys (its JWKS) ---------------------------------
+
+KID = "project-key-1"
+
+
+@dataclass(frozen=True)
+class Project:
+    """A Supabase project's Auth as far as the console sees it: its JWKS, served locally."""
+
+    issuer: str
+    key: rsa.RSAPrivateKey
+
+    def token(
+        self, key: Any = None, algorithm: str = "RS256", kid: str = KID, **claims: Any
+    ) -> str:
+        body = {
+            "sub": ADMIN_A,
+            "role": "authenticated",
+            "aud": "authenticated",
+            "iss": self.issuer,
+            "email": "admin-a@pizza.example",
+            "exp": int(time.time()) + 3600,
+            **claims,
+        }
+        body = {k: v for k, v in body.items() if v is not None}  # None: leave the claim out
+        return jwt.encode(body, key or self.key, algorithm=algorithm, headers={"kid": kid})
+
+
+@pytest.fixture
+async def project() -> AsyncIterator[Project]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = {**RSAAlgorithm.to_jwk(key.public_key(), as_dict=True), "kid": KID, "alg": "RS256"}
+
+    async def jwks(_request: web.Request) -> web.Response:
+        return web.json_response({"keys": [jwk]})
+
+    app = web.Application()
+    app.router.add_get("/auth/v1/.well-known/jwks.json", jwks)
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        yield Project(str(server.make_url("/auth/v1")), key)
+    finally:
+        await server.close()
+
+
+@pytest.fixture
+async def jwks_app(
+    owner: asyncpg.Pool,
+    make_settings: Callable[..., Settings],
+    supabase: str,  # noqa: F811
+    project: Project,
+) -> AsyncIterator[web.Application]:
+    settings = console_settings(
+        make_settings,
+        database_url=supabase,
+        supabase_jwks_url=f"{project.issuer}/.well-known/jwks.json",
+    )
+    async with console_app(settings, owner) as console:
+        yield console
+
+
+async def test_a_token_signed_with_the_projects_jwks_key_signs_in(
+    jwks_app: web.Application, project: Project
+) -> None:
+    async with browser(jwks_app) as client:
+        assert (await _sign_in(client, project.token())).status == 303
+        listing = await client.get("/console/campaigns")
+        assert listing.status == 200
+        assert (await client.get(f"/console/campaigns/{HISTORY_B}")).status == 404
+
+
+@pytest.mark.parametrize(
+    ("forge", "words"),
+    [
+        ("another key", "Signature"),
+        ("another project", "issuer"),
+        ("no issuer", "iss"),
+        ("an EC key under the RSA key's id", "refused"),
+        ("an unknown key id", "no key for it"),
+        ("HS256 without a secret", "not accepted"),
+    ],
+)
+async def test_a_token_the_jwks_does_not_vouch_for_is_refused(
+    jwks_app: web.Application, project: Project, forge: str, words: str
+) -> None:
+    tokens = {
+        "another key": lambda: project.token(
+            rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        ),
+        "another project": lambda: project.token(iss="https://other.supabase.co/auth/v1"),
+        "no issuer": lambda: project.token(iss=None),
+        "an EC key under the RSA key's id": lambda: project.token(
+            ec.generate_private_key(ec.SECP256R1()), algorithm="ES256"
+        ),
+        "an unknown key id": lambda: project.token(kid="nobody"),
+        "HS256 without a secret": lambda: _token(),
+    }
+    async with browser(jwks_app) as client:
+        answer = await _sign_in(client, tokens[forge]())
+        assert answer.status == 401, await answer.text()
+        assert words.lower() in (await answer.text()).lower()
