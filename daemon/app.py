@@ -13,7 +13,7 @@ import dataclasses
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,7 +77,7 @@ class Daemon:
     stores: list[LeasedTable] = field(default_factory=list)
     budget: FleetBudget | None = None
     feed: Feed | None = None  # the console's live feed, when the console is on
-    on_ready: Callable[[Daemon], None] | None = None
+    on_ready: Callable[[Daemon], Awaitable[None]] | None = None
 
     def taken_over(self) -> int:
         """Rows this daemon took over from dead daemons, since it started."""
@@ -285,7 +285,7 @@ async def _supervise(daemon: Daemon) -> None:
         await daemon.heartbeat.mark_ready()
         log.info("daemon_ready", instance=str(daemon.owner))
         if daemon.on_ready is not None:
-            daemon.on_ready(daemon)
+            await daemon.on_ready(daemon)
 
 
 def _console(daemon: Daemon) -> web.Application | None:
@@ -332,7 +332,7 @@ async def run_daemon(
     *,
     stopping: asyncio.Event | None = None,
     on_start: Callable[[Daemon], None] | None = None,
-    on_ready: Callable[[Daemon], None] | None = None,
+    on_ready: Callable[[Daemon], Awaitable[None]] | None = None,
     source: str = "DATABASE_URL",
 ) -> None:
     """Run until `stopping` is set (signals set it when not given).

@@ -129,6 +129,11 @@ class EmbeddedPostgres:
     def password(self) -> str:
         return self._password
 
+    @property
+    def socket_dir(self) -> Path:
+        assert self._socket_dir is not None, "start() first"
+        return self._socket_dir
+
     def stop(self) -> None:
         if not self._started_here:
             return

@@ -27,9 +27,19 @@ def test_worker_slots_hold_at_most_two_seconds_of_rate_limited_sends(
     concurrency: int, rate: float, slots: int, expected: int
 ) -> None:
     settings = _settings(
-        passkit_max_concurrency=concurrency, passkit_rate_limit=rate, loyaltyd_worker_slots=slots
+        passkit_max_concurrency=concurrency,
+        passkit_rate_limit=rate,
+        loyaltyd_worker_slots=slots,
+        passkit_metadata_mode="merge",  # one request a message
     )
     assert settings.worker_slots == expected
+
+
+def test_a_message_that_reads_first_costs_two_requests_in_mock_mode_too() -> None:
+    """Mock mode reads before it writes, as PassKit mode does: slots count both requests."""
+    settings = _settings(passkit_max_concurrency=100, passkit_rate_limit=10)
+    assert settings.passkit_mock_mode and settings.requests_per_message == 2
+    assert settings.worker_slots == 10
 
 
 @pytest.mark.parametrize(("key", "secret"), [("", "s"), ("k", ""), (None, "s"), ("  ", "s")])

@@ -9,10 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
+import stat
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import zipfile
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
@@ -21,6 +25,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO
+from tests.ops.test_http_daemon import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -120,21 +125,26 @@ def _event(stderr: str, name: str) -> dict[str, Any]:
 def test_installed_loyaltyd_runs_on_its_embedded_default_until_sigterm(
     installed: Path, tmp_path: Path
 ) -> None:
-    """No DATABASE_URL, no PassKit keys: embedded Postgres in ./.loyaltyd, mock mode; ready,
-    then SIGTERM exits 0; `status` then works on the same embedded data."""
+    """No DATABASE_URL, no PassKit keys: embedded Postgres in ./.loyaltyd, mock mode, HTTP on
+    127.0.0.1 with the console; once ready it prints where to look, and each thing it points
+    to answers: the API with the generated key, the one-time console link. SIGTERM exits 0;
+    `status` then works on the same embedded data."""
+    port = free_port()
     with subprocess.Popen(
         [str(installed), "run"],
         cwd=tmp_path,
-        env=_clean_env(),
-        stdout=subprocess.DEVNULL,
+        env=_clean_env() | {"LOYALTYD_HTTP_PORT": str(port)},
+        stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     ) as proc:
         try:
             lines = _read_until(proc, "daemon_ready", timeout=90)
             assert any("passkit_mock_mode" in line for line in lines), lines
+            block = _read_block(proc)
+            _check_what_the_block_points_to(block, tmp_path, port)
             proc.send_signal(signal.SIGTERM)
-            proc.communicate(timeout=30)  # drains and closes its stderr
+            proc.communicate(timeout=30)  # drains and closes its pipes
             assert proc.returncode == 0
         finally:
             if proc.poll() is None:
@@ -144,6 +154,43 @@ def test_installed_loyaltyd_runs_on_its_embedded_default_until_sigterm(
     status = _loyaltyd(installed, "status", cwd=tmp_path)
     assert status.returncode == 0, status.stderr
     assert "Pass syncs" in status.stdout
+
+
+def _read_block(proc: subprocess.Popen[str]) -> str:
+    """What `run` prints on stdout once ready, up to its `stop` line."""
+    assert proc.stdout is not None
+    lines: list[str] = []
+    while not lines or not lines[-1].lstrip().startswith("stop"):
+        line = proc.stdout.readline()
+        assert line, f"stdout ended before the block did: {lines}"
+        lines.append(line)
+    return "".join(lines)
+
+
+def _check_what_the_block_points_to(block: str, cwd: Path, port: int) -> None:
+    base = f"http://127.0.0.1:{port}"
+    assert "data     ./.loyaltyd/" in block
+    assert "mock mode: nothing leaves this machine" in block
+    assert f"console  {base}/console/" in block
+    link = re.search(rf"{re.escape(base)}/console/invite/\S+", block)
+    assert link is not None, block
+    assert 'export KEY="$(cat ./.loyaltyd/api-key)"' in block
+    key = (cwd / ".loyaltyd" / "api-key").read_text().strip()
+    assert stat.S_IMODE((cwd / ".loyaltyd" / "api-key").stat().st_mode) == 0o600
+    nowhere = f"{base}/api/campaigns/00000000-0000-4000-8000-000000000000"
+    assert _get(nowhere, {"X-API-Key": key}) == 404
+    assert _get(nowhere, {}) == 401
+    assert _get(link.group(0), {}) == 200  # the page where the local admin picks a password
+    assert _get(f"{base}/readyz", {}) == 200
+
+
+def _get(url: str, headers: dict[str, str]) -> int:
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
 
 
 def test_installed_loyaltyd_demo_finishes(installed: Path, tmp_path: Path) -> None:
