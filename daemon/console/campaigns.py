@@ -268,6 +268,7 @@ class Campaigns:
             rate,
             label="Messages sent per second",
             unit="per second",
+            per_second=True,
             start=min(since, end - timedelta(seconds=60)),
             end=end + timedelta(seconds=1),
         )
@@ -531,6 +532,9 @@ def _change_of(row: Mapping[str, Any]) -> store.Change:
         started_at=row["started_at"],
         finished_at=row["finished_at"],
         updated_at=row["updated_at"] or datetime.now(UTC),
+        unknown=row["unknown_member_count"] or 0,
+        unknown_sample=list(row["unknown_member_ids"] or [])[:5],
+        timezone=row["timezone"],
     )
 
 

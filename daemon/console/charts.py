@@ -281,15 +281,21 @@ def time_series(
     start: datetime,
     end: datetime,
     buckets: int = 60,
+    per_second: bool = False,
 ) -> str:
     """Bars over [start, end) in `buckets` equal buckets, each the sum of its points.
 
     A bar's value is a sum, so name `unit` per bucket (60 buckets over an hour: "per
-    minute"). Points outside the window are left out; with none inside it the chart says
+    minute"); with `per_second` the points are counts and a bar is its bucket's sum divided
+    by the bucket's length in seconds (the mean rate over it), so `unit` says "per second"
+    truthfully. Points outside the window are left out; with none inside it the chart says
     "no data". Times are drawn as HH:MM in UTC; every datetime must be timezone-aware.
     """
     _check_window(start, end, buckets)
     sums, seen = _bucketed(points, start, end, buckets)
+    if per_second:
+        seconds = (end - start).total_seconds() / buckets
+        sums = [value / seconds for value in sums]
     window = f"{_clock(start)}–{_clock(end)} UTC"
     x_axis = _x_axis(start, end, buckets)
     if not seen:

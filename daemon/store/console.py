@@ -480,6 +480,9 @@ class Change:
     started_at: datetime | None
     finished_at: datetime | None
     updated_at: datetime
+    unknown: int  # member ids of a CSV audience that match no pass, and the first few
+    unknown_sample: list[str]
+    timezone: str  # the program's
 
     @property
     def done(self) -> int:
@@ -494,7 +497,10 @@ async def changes_since(
     rows = await pool.fetch(q("console_progress_changes"), list(program_ids), since)
     running = bool(rows and rows[0]["running"])
     changes = [
-        Change(**{k: v for k, v in r.items() if k != "running"})
+        Change(
+            **{k: v for k, v in r.items() if k not in ("running", "unknown_sample")},
+            unknown_sample=list(r["unknown_sample"]),
+        )
         for r in rows
         if r["id"] is not None
     ]

@@ -320,6 +320,14 @@ def test_points_are_summed_per_bucket_and_the_window_is_half_open() -> None:
     assert bars_by_time(root) == {"12:00": "3 sends", "12:01": "4 sends", "12:59": "8 sends"}
 
 
+def test_per_second_divides_each_bucket_by_its_length() -> None:
+    """60 buckets over an hour are a minute each: one send a second is 1 per second."""
+    every_second = [(START + timedelta(seconds=n), 1.0) for n in range(120)]
+    root = series(every_second, unit="per second", per_second=True)
+    assert bars_by_time(root) == {"12:00": "1 per second", "12:01": "1 per second"}
+    assert "peak 1 per second" in (root.get("aria-label") or "")
+
+
 def test_bar_heights_are_proportional_to_the_nice_maximum() -> None:
     root = series([(at(0), 3.0), (at(10), 8.0)])
     first, second = stage_bars(root)

@@ -5,6 +5,7 @@ and operations for operators only."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable
 
@@ -12,6 +13,7 @@ import asyncpg
 import pytest
 from aiohttp import FormData, web
 
+from daemon.console.feed import Feed
 from daemon.core.config import Settings
 from tests.campaign_support import bulk_audience, plan, stage_campaign, write_as_daemon
 from tests.console.support import browser, console_app, console_settings, csrf_of, sign_in_as
@@ -403,3 +405,81 @@ async def test_the_schedule_and_its_time_zone_are_shown_before_sending(
     assert at.isoformat() == "2031-06-01T07:00:00+00:00"
     for text in (detail, confirm):
         assert "It goes out at <strong>2031-06-01 09:00 CEST</strong> (Europe/Paris time)." in text
+
+
+async def test_the_live_part_tells_unknown_ids_who_got_what_and_when_it_finished(
+    app: web.Application, pool: asyncpg.Pool
+) -> None:
+    program = await _program(pool)
+    campaign = await stage_campaign(pool, program_id=program, status="DRAFT", name="Blast")
+    live = f"/console/campaigns/{campaign}/live"
+    async with browser(app) as client:
+        await sign_in_as(client, pool, "a@x.example", program)
+        before = await (await client.get(live)).text()
+        await write_as_daemon(
+            pool,
+            "UPDATE push_campaigns SET recipient_count = 2, audience_counted_at = now(), "
+            "unknown_member_count = 2, unknown_member_ids = '{NOBODY-1,NOBODY-2}' WHERE id = $1",
+            campaign,
+        )
+        counted = await (await client.get(live)).text()
+        await write_as_daemon(
+            pool,
+            "UPDATE push_campaigns SET status = 'COMPLETED', started_at = now(), "
+            "finished_at = '2031-01-01 12:00+00', sent_count = 2 WHERE id = $1",
+            campaign,
+        )
+        done = await (await client.get(live)).text()
+    assert "match no pass" not in before and "Who got what" not in before
+    assert "2 member ids match no pass of this program, for example NOBODY-1, NOBODY-2" in counted
+    assert "Finished 2031-01-01 12:00 UTC" in done
+    assert f'href="/console/campaigns/{campaign}/recipients"' in done
+
+
+async def test_the_feed_brings_what_the_live_part_shows(pool: asyncpg.Pool) -> None:
+    program = await _program(pool)
+    campaign = await stage_campaign(pool, program_id=program, status="DRAFT", name="Blast")
+    await write_as_daemon(
+        pool,
+        "UPDATE push_campaigns SET unknown_member_count = 7, "
+        "unknown_member_ids = '{A,B,C,D,E,F,G}' WHERE id = $1",
+        campaign,
+    )
+    feed = Feed(pool)
+    feed.subscribe([program])
+    await feed._read_once()
+    change = feed.known(campaign)
+    assert change is not None
+    assert (change.unknown, change.unknown_sample, change.timezone) == (
+        7,
+        ["A", "B", "C", "D", "E"],
+        "UTC",
+    )
+
+
+async def test_operations_charts_say_messages_per_second_truthfully(
+    app: web.Application, pool: asyncpg.Pool
+) -> None:
+    """One message a second for a minute is 1 per second, not 60."""
+    program = await _program(pool, members=60)
+    campaign = await stage_campaign(pool, program_id=program, status="COMPLETED", name="Done")
+    await pool.execute(
+        "INSERT INTO loyaltyd.campaign_deliveries (campaign_id, pass_id, state, finished_at) "
+        "SELECT $1, p.id, 'sent', date_trunc('minute', now()) - interval '2 minutes' "
+        "       + (row_number() OVER (ORDER BY p.id)) * interval '1 second' "
+        "  FROM passes_master p WHERE p.program_id = $2",
+        campaign,
+        program,
+    )
+    async with browser(app) as client:
+        await sign_in_as(client, pool, "ops@x.example", None, operator=True)
+        page = await (await client.get("/console/operations")).text()
+    peaks = [
+        float(p)
+        for p in re.findall(
+            r"Campaign messages sent per second, last hour: "
+            r"[^\"]*, peak ([\d.]+) per second",
+            page,
+        )
+    ]
+    assert peaks and all(0.5 <= p <= 1 for p in peaks)  # its minute may straddle two bars

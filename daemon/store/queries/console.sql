@@ -275,7 +275,7 @@ SELECT d.pass_id, p.external_id, d.state, d.error, d.rendered_text, d.finished_a
 
 -- name: console_progress_changes
 -- $1 = program ids watched, $2 = changed after. The live feed's one read a second while someone
--- watches: campaigns of those programs changed since, and (on every row; one row with a NULL id
+-- watches: campaigns of those programs changed since (what their pages show live), and (on every row; one row with a NULL id
 -- when nothing changed) whether any of them is being sent or is a DRAFT waiting for its count.
 WITH busy AS (
     SELECT EXISTS (SELECT 1 FROM push_campaigns
@@ -285,12 +285,14 @@ WITH busy AS (
                         OR (status = 'DRAFT' AND audience_counted_at IS NULL))) AS running
 ),
 changed AS (
-    SELECT id, program_id, status, coalesce(sent_count, 0) AS sent,
-           coalesce(failed_count, 0) AS failed, coalesce(skipped_count, 0) AS skipped,
-           recipient_count, audience_counted_at IS NOT NULL AS counted, started_at, finished_at,
-           updated_at
-      FROM push_campaigns
-     WHERE program_id = ANY($1::uuid[]) AND updated_at > $2
+    SELECT c.id, c.program_id, c.status, coalesce(c.sent_count, 0) AS sent,
+           coalesce(c.failed_count, 0) AS failed, coalesce(c.skipped_count, 0) AS skipped,
+           c.recipient_count, c.audience_counted_at IS NOT NULL AS counted, c.started_at,
+           c.finished_at, c.updated_at, coalesce(c.unknown_member_count, 0) AS unknown,
+           coalesce(c.unknown_member_ids[1:5], '{}') AS unknown_sample,
+           coalesce(nullif(g.timezone, ''), 'UTC') AS timezone
+      FROM push_campaigns c JOIN programs g ON g.id = c.program_id
+     WHERE c.program_id = ANY($1::uuid[]) AND c.updated_at > $2
 )
 SELECT c.*, b.running FROM busy b LEFT JOIN changed c ON true;
 
