@@ -17,15 +17,35 @@ CREATE INDEX IF NOT EXISTS console_signin_attempts_window
     ON loyaltyd.console_signin_attempts (window_start);
 DROP TABLE IF EXISTS loyaltyd.console_signin_failures;
 
--- Like every console table (sql/061): nothing for PUBLIC nor the Data API's roles.
+-- Who confirmed or cancelled a campaign is said by the update that does it (sql/061's
+-- push_campaign_keep_who keeps it): an INSERT cannot pre-set it. created_by stays the
+-- inserter's to say (the console's "console: …", the HTTP API's "api key …").
+CREATE OR REPLACE FUNCTION loyaltyd.push_campaign_who_on_insert() RETURNS trigger
+LANGUAGE plpgsql SET search_path = '' AS $$
+BEGIN
+    NEW.confirmed_by := NULL;
+    NEW.confirmed_at := NULL;
+    NEW.cancelled_by := NULL;
+    NEW.cancelled_at := NULL;
+    RETURN NEW;
+END $$;
+DROP TRIGGER IF EXISTS push_campaigns_who_on_insert ON public.push_campaigns;
+CREATE TRIGGER push_campaigns_who_on_insert
+    BEFORE INSERT ON public.push_campaigns
+    FOR EACH ROW EXECUTE FUNCTION loyaltyd.push_campaign_who_on_insert();
+
+-- Like every console object (sql/061): nothing for PUBLIC nor the Data API's roles.
 DO $$
 DECLARE
     r text;
 BEGIN
     REVOKE ALL ON loyaltyd.console_signin_attempts FROM PUBLIC;
+    REVOKE ALL ON FUNCTION loyaltyd.push_campaign_who_on_insert() FROM PUBLIC;
     FOREACH r IN ARRAY ARRAY['anon', 'authenticated', 'service_role'] LOOP
         IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
             EXECUTE format('REVOKE ALL ON loyaltyd.console_signin_attempts FROM %I', r);
+            EXECUTE format(
+                'REVOKE ALL ON FUNCTION loyaltyd.push_campaign_who_on_insert() FROM %I', r);
         END IF;
     END LOOP;
 END $$;

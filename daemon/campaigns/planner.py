@@ -238,6 +238,7 @@ async def create_campaign(
     scheduled_at: datetime | None = None,
     draft: bool = False,
     allowed_hosts: Sequence[str] | None = None,
+    created_by: str | None = None,
     **segment_params: object,
 ) -> uuid.UUID:
     """Insert a campaign after the checks the daemon will make; return its id.
@@ -246,7 +247,8 @@ async def create_campaign(
     `inactive_days`, `zip_codes`, `member_ids`, `csv_upload_url`). `allowed_hosts` (the
     LOYALTYD_CSV_ALLOWED_HOSTS setting) checks a CSV URL's host now; when None the check is
     left to the daemon, which fails the campaign if the host is not allowed. `draft` inserts
-    a DRAFT (only counted). Raises CampaignInputError with a message fit for a 400 answer.
+    a DRAFT (only counted); `created_by` says who asked (push_campaigns.created_by). Raises
+    CampaignInputError with a message fit for a 400 answer.
     """
     program = _program_uuid(program_id)
     fields = _campaign_fields(message, segment, segment_params)
@@ -270,6 +272,7 @@ async def create_campaign(
         csv_upload_url=fields.get("csv_upload_url"),
         scheduled_at=scheduled_at,
         draft=draft,
+        created_by=created_by,
     )
     log.info("campaign_created", campaign_id=str(campaign_id), program_id=str(program))
     return campaign_id

@@ -12,6 +12,7 @@ inserted by Softr.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import uuid
 from collections.abc import Sequence
@@ -128,6 +129,13 @@ class ApiKeys:
             # every key is compared, so the time taken does not tell which one (if any) matched
             matched |= hmac.compare_digest(candidate, key)
         return matched
+
+    @staticmethod
+    def label(given: str | None) -> str:
+        """How the columns that say who did something name a key: the start of its SHA-256,
+        which tells keys apart and gives nothing of the key away."""
+        digest = hashlib.sha256((given or "").encode("utf-8", "replace")).hexdigest()
+        return f"api key {digest[:8]}"
 
     def refusal(self, given: str | None) -> str | None:
         """Why a request carrying `given` is refused; None when it is accepted."""

@@ -133,6 +133,7 @@ class HttpApi:
             scheduled_at=body.scheduled_at,
             draft=body.draft,
             allowed_hosts=self._running.settings.loyaltyd_csv_allowed_hosts,
+            created_by=self._keys.label(request.headers.get(API_KEY_HEADER)),
             **body.segment_params(),
         )
         url = f"/api/campaigns/{campaign_id}"

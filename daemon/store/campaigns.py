@@ -319,6 +319,7 @@ async def insert_campaign(
     csv_upload_url: object,
     scheduled_at: datetime | None,
     draft: bool,
+    created_by: str | None = None,
 ) -> uuid.UUID:
     """Insert a campaign as validated; the trigger rings the planner."""
     try:
@@ -336,6 +337,7 @@ async def insert_campaign(
             csv_upload_url,
             scheduled_at,
             "DRAFT" if draft else "PENDING",
+            created_by,
         )
     except asyncpg.CheckViolationError as exc:
         raise CampaignInputError(f"refused by rule {exc.constraint_name}") from exc

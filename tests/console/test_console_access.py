@@ -396,3 +396,16 @@ async def test_an_error_page_can_sign_out(world: World, pool: asyncpg.Pool) -> N
         assert out.status == 303
         page = await client.get("/console/campaigns", allow_redirects=False)
         assert page.status == 303
+
+
+async def test_an_insert_cannot_say_who_confirmed_or_cancelled(pool: asyncpg.Pool) -> None:
+    program = await make_program(pool)
+    row = await pool.fetchrow(
+        "INSERT INTO push_campaigns (program_id, message_text, status, created_by, "
+        "confirmed_by, confirmed_at, cancelled_by, cancelled_at) VALUES ($1, 'Hi', 'DRAFT', "
+        "'console: a@x.example', 'forged', now(), 'forged', now()) "
+        "RETURNING created_by, confirmed_by, confirmed_at, cancelled_by, cancelled_at",
+        program,
+    )
+    assert row is not None
+    assert tuple(row) == ("console: a@x.example", None, None, None, None)

@@ -4,6 +4,7 @@ bad request (no or wrong key, empty, malformed, oversized, mistyped), and what i
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -260,6 +261,9 @@ async def test_broadcast_inserts_a_pending_campaign_and_answers_202_with_its_id(
         "Whales",
     )
     assert row["message_text"] == "Big spenders: {points} points!"
+    # who asked: a label of the key that tells keys apart, never the key
+    assert row["created_by"] == f"api key {hashlib.sha256(KEY.encode()).hexdigest()[:8]}"
+    assert KEY not in row["created_by"]
 
 
 async def test_broadcast_can_draft_and_schedule_a_local_campaign(

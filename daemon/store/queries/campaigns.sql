@@ -493,11 +493,12 @@ SELECT EXISTS (SELECT 1 FROM programs WHERE id = $1);
 -- name: insert_campaign
 -- $1 program id, $2 name, $3 message, $4 segment, $5 min_tier_points, $6 min_points,
 -- $7 inactive_days, $8 zip codes, $9 member ids, $10 CSV URL, $11 scheduled_at (NULL = now),
--- $12 status ('PENDING' or 'DRAFT'). The trigger rings the planner.
+-- $12 status ('PENDING' or 'DRAFT'), $13 who creates it (the HTTP API: its key's label). The
+-- trigger rings the planner.
 INSERT INTO push_campaigns (program_id, name, message_text, segment, min_tier_points,
                             min_points, inactive_days, zip_codes, member_ids, csv_upload_url,
-                            scheduled_at, status)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                            scheduled_at, status, created_by)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 RETURNING id;
 
 -- name: campaign_progress
