@@ -33,6 +33,7 @@ from daemon.passkit.suffix import visible_text
 from daemon.store.embedded import DATABASE_NAME, EmbeddedPostgres
 from daemon.store.migrate import migrate
 from daemon.store.pool import DatabaseTarget, ensure_database, session
+from daemon.store.status import campaign_retry_waits
 from daemon.testing.fakepasskit import FakePassKit, Faults, LatencyModel, issued_ids
 
 DEMO_KEY = "demo-api-key"
@@ -57,12 +58,21 @@ class Screen:
     def __init__(self, out: TextIO) -> None:
         self.out = out
         self._line = ProgressLine(out)
+        self._aside: str | None = None
 
     def say(self, text: str = "") -> None:
         print(text, file=self.out, flush=True)
 
-    def progress(self, done: int, total: int, suffix: str) -> None:
-        self._line.show(done, total, suffix)
+    def progress(self, done: int, total: int, suffix: str, aside: str | None = None) -> None:
+        """`aside` (work waiting on retries) rides on the bar on a terminal; elsewhere it is
+        printed once each time such a wait begins."""
+        if self.out.isatty():
+            self._line.show(done, total, suffix + (f" · {aside}" if aside else ""))
+        else:
+            self._line.show(done, total, suffix)
+            if aside and not self._aside:
+                self.say(f"    … {aside}")
+        self._aside = aside
 
     def end_progress(self) -> None:
         self._line.finish()
@@ -225,11 +235,13 @@ async def step_campaign(screen: Screen, pool: asyncpg.Pool, seed: dict[str, Any]
         done = row["sent_count"] + row["failed_count"] + row["skipped_count"]
         elapsed = time.monotonic() - started
         rate = row["sent_count"] / elapsed if elapsed else 0.0
+        waits = await campaign_retry_waits(pool, [campaign])
         screen.progress(
             done,
             row["recipient_count"] or 1,
             f"{row['sent_count']:,}/{row['recipient_count']:,} sent, "
             f"{row['failed_count']} failed, {rate:,.0f}/s  {row['status']}",
+            waits[campaign].describe() if campaign in waits else None,
         )
         if row["status"] in ("COMPLETED", "FAILED", "CANCELLED"):
             break
@@ -345,7 +357,12 @@ def _summary(
     screen.say("Summary")
     screen.say(
         f"  PassKit requests        {len(fake.requests):>8,}  "
-        f"(200: {statuses.get(200, 0):,}, 503 retried: {statuses.get(503, 0):,})"
+        f"(200: {statuses.get(200, 0):,}, 503: {statuses.get(503, 0):,})"
+    )
+    screen.say(
+        f"  retries                 {statuses.get(503, 0):>8,}  each 503 (PassKit busy) was "
+        "tried again: once within a second, then after a growing back-off; none lost, none "
+        "sent twice"
     )
     screen.say(
         f"  campaign                {blast['sent']:>8,} sent, {blast['failed']} failed, "

@@ -28,7 +28,7 @@ class ProgressLine:
         share = done / total if total else 1.0
         line = f"{self._prefix}{progress_bar(share * 100, self.WIDTH)} {share * 100:5.1f}% {suffix}"
         if self._tty:
-            self._out.write("\r" + line)
+            self._out.write("\r" + line + "\x1b[K")  # and clear what a longer line left
             self._out.flush()
             self._shown = True
             return

@@ -5,7 +5,9 @@ reports the same."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from typing import Any
@@ -14,6 +16,7 @@ import asyncpg
 
 from daemon.core.logs import get_logger
 from daemon.core.metrics import Metrics
+from daemon.domain.retrying import RetryWait
 from daemon.store.passes import PassSyncStore
 from daemon.store.queries import q
 from daemon.store.wallet import ProgramWallet, inbox_depth, wallet_status
@@ -161,6 +164,7 @@ class CampaignProgress:
     percent: float
     error: str | None
     created_at: datetime
+    retrying: RetryWait | None = None  # recipients waiting for another try, if any
 
     @property
     def done(self) -> int:
@@ -330,6 +334,20 @@ class StatusReport:
         return {key: _jsonable(value) for key, value in data.items()}
 
 
+async def campaign_retry_waits(
+    pool: asyncpg.Pool, campaigns: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, RetryWait]:
+    """Per campaign with any: its recipients waiting for another try after a transient
+    failure."""
+    if not campaigns:
+        return {}
+    rows = await pool.fetch(q("campaign_retry_waits"), list(campaigns))
+    return {
+        r["campaign_id"]: RetryWait(r["waiting"], r["held"], r["next_in"], r["latest_error"])
+        for r in rows
+    }
+
+
 async def status_report(
     pool: asyncpg.Pool, *, campaigns: int, dead: int, dead_daemons_shown: float = HOUR
 ) -> StatusReport:
@@ -342,8 +360,13 @@ async def status_report(
     instances = await pool.fetch(q("ops_instances"), dead_daemons_shown)
     work = await pool.fetch(q("ops_work_by_program"))
     inbox, unknown = await inbox_depth(pool)
+    running = [r["id"] for r in recent if r["status"] == "PROCESSING"]
+    waits = await campaign_retry_waits(pool, running)
     return StatusReport(
-        campaigns=tuple(CampaignProgress.from_row(r) for r in recent),
+        campaigns=tuple(
+            dataclasses.replace(CampaignProgress.from_row(r), retrying=waits.get(r["id"]))
+            for r in recent
+        ),
         queues=tuple(await queue_depths(pool)),
         retrying=tuple(Retrying.from_row(r) for r in retrying),
         instances=tuple(Instance.from_row(r) for r in instances),

@@ -36,3 +36,24 @@ def test_demo_runs_end_to_end_and_prints_its_summary() -> None:
     assert "COMPLETED: 601 phones buzzed" in out
     assert "members born today got 50 points" in out and "a second run gifted 0" in out
     assert "Summary" in out and "demo finished in" in out
+    assert "each 503 (PassKit busy) was tried again" in out
+
+
+def test_the_demo_says_when_a_campaign_waits_on_retries() -> None:
+    """With PassKit busy 15 % of the time, some sends wait out a back-off: the demo says
+    how many, after what, and when the next try is due."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DATABASE_URL", "PASSKIT_", "LOYALTYD_"))
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "daemon", "demo", "--members", "200", "--passkit-503", "15"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "waiting to retry after PassKit 503" in done.stdout, done.stdout

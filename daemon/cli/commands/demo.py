@@ -37,6 +37,16 @@ def _latency(text: str) -> float:
     return value
 
 
+def _percent(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 50:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 50 %, not {value}")
+    return value
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--members", type=_at_least_one, default=3000, help="sample members (default 3000)"
@@ -46,6 +56,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--latency-ms", type=_latency, default=50.0, help="fake PassKit median latency"
+    )
+    parser.add_argument(
+        "--passkit-503",
+        type=_percent,
+        default=2.0,
+        metavar="PERCENT",
+        help="how often the fake PassKit answers 503 'busy' (default 2): rehearse retries",
     )
     parser.add_argument(
         "--use-database-url",
@@ -62,6 +79,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
         members=args.members,
         concurrency=args.concurrency,
         median_ms=args.latency_ms,
+        p503=args.passkit_503 / 100,
         database_url=url if args.use_database_url else None,
     )
     return await run_demo(options)

@@ -89,6 +89,8 @@ def campaign_line(c: CampaignProgress) -> str:
     )
     if c.error:
         line += f": {_clip(c.error)}"
+    if c.retrying is not None:
+        line += f"\n    {c.retrying.describe()}"
     return line
 
 

@@ -146,6 +146,19 @@ SELECT 'campaign', count(*),
   FROM loyaltyd.campaign_deliveries
  WHERE state = 'pending' AND error IS NOT NULL;
 
+-- name: campaign_retry_waits
+-- $1 = campaign ids. Per campaign with any: its recipients waiting for another try after a
+-- transient failure, how many of them wait for PassKit to answer at all (due 'infinity'),
+-- seconds until the soonest of the others is due again, and the newest error.
+SELECT campaign_id, count(*) AS waiting,
+       count(*) FILTER (WHERE available_at = 'infinity') AS held,
+       greatest(coalesce(extract(epoch FROM min(available_at) FILTER (WHERE available_at < 'infinity')
+                                        - now()), 0), 0)::float8 AS next_in,
+       (array_agg(error ORDER BY available_at DESC))[1] AS latest_error
+  FROM loyaltyd.campaign_deliveries
+ WHERE campaign_id = ANY($1::uuid[]) AND state = 'pending' AND error IS NOT NULL
+ GROUP BY campaign_id;
+
 -- name: instance_heartbeat
 -- $1 = this daemon's id, $2 = host, $3 = pid, $4 = its PassKit account (a hash), $5 = its
 -- PASSKIT_RATE_LIMIT, $6 = the requests/s it wants, $7 = the share it claims, $8 = requests/s
