@@ -34,6 +34,11 @@ CREATE TRIGGER push_campaigns_who_on_insert
     BEFORE INSERT ON public.push_campaigns
     FOR EACH ROW EXECUTE FUNCTION loyaltyd.push_campaign_who_on_insert();
 
+-- Sessions and invitations a day past their expiry are purged as new sessions start
+-- (console_session_create), by these.
+CREATE INDEX IF NOT EXISTS console_sessions_expires ON loyaltyd.console_sessions (expires_at);
+CREATE INDEX IF NOT EXISTS console_invites_expires ON loyaltyd.console_invites (expires_at);
+
 -- Like every console object (sql/061): nothing for PUBLIC nor the Data API's roles.
 DO $$
 DECLARE

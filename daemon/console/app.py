@@ -20,6 +20,7 @@ from daemon.console.web import (
     POOL_KEY,
     STATIC,
     ConsoleConfig,
+    body_limit,
     html_errors,
     security_headers,
     session_middleware,
@@ -29,7 +30,8 @@ from daemon.core.clock import utc_now
 from daemon.core.config import Settings
 from daemon.store.pool import Pool
 
-# Multipart overhead on top of the largest CSV an admin may upload.
+# Room for the compose form's other fields on top of the largest CSV (or typed list of member
+# ids) an admin may send.
 _FORM_ROOM = 256 * 1024
 
 
@@ -63,8 +65,11 @@ def build_console(
         passwords or Passwords(),
     )
     app = web.Application(
-        middlewares=[html_errors(env), session_middleware(config)],
-        client_max_size=settings.loyaltyd_console_csv_max_bytes + _FORM_ROOM,
+        middlewares=[
+            body_limit(settings.loyaltyd_console_csv_max_bytes + _FORM_ROOM),
+            html_errors(env),
+            session_middleware(config),
+        ]
     )
     app[POOL_KEY] = pool
     app.on_response_prepare.append(security_headers)

@@ -70,7 +70,7 @@ class SignIn:
 
     async def sign_in(self, request: web.Request) -> web.Response:
         form = await request.post()
-        check_signin_csrf(request, _field(form, "csrf"))
+        check_signin_csrf(request, self.ctx.settings, _field(form, "csrf"))
         email = _field(form, "email").strip().lower()
         password = _field(form, "password")
         address = client_address(request, self.ctx.settings)
@@ -154,7 +154,7 @@ class SignIn:
 
     async def accept_invite(self, request: web.Request) -> web.Response:
         form = await request.post()
-        check_signin_csrf(request, _field(form, "csrf"))
+        check_signin_csrf(request, self.ctx.settings, _field(form, "csrf"))
         token_hash = auth.digest(request.match_info["token"])
         password, confirm = _field(form, "password"), _field(form, "confirm")
         problem = auth.password_problem(password, confirm)
@@ -176,7 +176,7 @@ class SignIn:
         """Sign in with a Supabase access token (the user's session in the app that signed them
         in): its reads and writes run as `authenticated` under its claims."""
         form = await request.post()
-        check_signin_csrf(request, _field(form, "csrf"))
+        check_signin_csrf(request, self.ctx.settings, _field(form, "csrf"))
         if await self._limited(None, client_address(request, self.ctx.settings)):
             return self._form(request, "signin.html", status=429, error=_TOO_MANY)
         try:

@@ -97,15 +97,17 @@ def client_address(request: web.Request, settings: Settings) -> str:
     return request.remote or "unknown"
 
 
-def same_origin(request: web.Request) -> bool:
-    """The request comes from the console's own pages (what a browser says of it)."""
+def same_origin(request: web.Request, settings: Settings) -> bool:
+    """The request comes from the console's own pages (what a browser says of it; behind a
+    trusted TLS proxy the page's origin is https, whatever the proxy's request to us is)."""
     site = request.headers.get("Sec-Fetch-Site")
     if site is not None:
         return site in ("same-origin", "none")
     origin = request.headers.get("Origin")
     if origin is None:
         return True  # not a browser's cross-site request (a browser sends one of the two)
-    return origin == f"{request.scheme}://{request.host}"
+    scheme = "https" if secure_request(request, settings) else request.scheme
+    return origin == f"{scheme}://{request.host}"
 
 
 def set_cookie(
@@ -145,6 +147,18 @@ def route_of(request: web.Request) -> str:
     return resource.canonical if resource is not None else "(no route)"
 
 
+def body_limit(max_bytes: int) -> Middleware:
+    """The console's own limit on request bodies. aiohttp applies the limit of the
+    application a connection was accepted by (the daemon's, LOYALTYD_HTTP_MAX_BODY_BYTES, 64
+    KiB by default), never a sub-application's: each console request is read under its own."""
+
+    @web.middleware
+    async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+        return await handler(request.clone(client_max_size=max_bytes))
+
+    return limit
+
+
 def session_middleware(config: ConsoleConfig) -> Middleware:
     @web.middleware
     async def known(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -156,7 +170,7 @@ def session_middleware(config: ConsoleConfig) -> Middleware:
                 raise web.HTTPSeeOther(f"{PREFIX}/signin")
             raise web.HTTPUnauthorized(text="sign in first")
         if request.method not in ("GET", "HEAD"):
-            _check_csrf(request, viewer.csrf, await _form_token(request))
+            _check_csrf(request, config.settings, viewer.csrf, await _form_token(request))
         request[VIEWER_KEY] = viewer
         return await handler(request)
 
@@ -195,8 +209,10 @@ async def _form_token(request: web.Request) -> str | None:
     return None
 
 
-def _check_csrf(request: web.Request, expected: str, offered: str | None) -> None:
-    if not same_origin(request):
+def _check_csrf(
+    request: web.Request, settings: Settings, expected: str, offered: str | None
+) -> None:
+    if not same_origin(request, settings):
         log.warning("console_cross_site_refused", route=route_of(request))
         raise web.HTTPForbidden(text="cross-site request refused")
     if offered is None or not hmac.compare_digest(offered, expected):
@@ -204,12 +220,12 @@ def _check_csrf(request: web.Request, expected: str, offered: str | None) -> Non
         raise web.HTTPForbidden(text="the form is out of date: reload the page and try again")
 
 
-def check_signin_csrf(request: web.Request, offered: str | None) -> None:
+def check_signin_csrf(request: web.Request, settings: Settings, offered: str | None) -> None:
     """The sign-in form's own token (double submit) and same origin."""
     expected = request.cookies.get(SIGNIN_COOKIE)
     if expected is None:
         raise web.HTTPForbidden(text="the form is out of date: reload the page and try again")
-    _check_csrf(request, expected, offered)
+    _check_csrf(request, settings, expected, offered)
 
 
 POOL_KEY: Final = web.AppKey("pool", Pool)

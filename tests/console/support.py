@@ -1,6 +1,7 @@
-"""The console under test: its sub-application mounted at /console/ as the HTTP server mounts
-it, a client per person (each its own cookie jar), and people signed in the way they are in
-production (an invitation, a password)."""
+"""The console under test: its sub-application mounted at /console/ under the daemon's own
+HTTP application (its limits apply), as the HTTP server mounts it, a client per person (each
+its own cookie jar), and people signed in the way they are in production (an invitation, a
+password)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -19,7 +21,10 @@ from daemon.console.app import build_console
 from daemon.console.auth import INVITE_HOURS, digest, new_token
 from daemon.console.feed import Feed
 from daemon.core.config import Settings
+from daemon.core.metrics import Metrics
+from daemon.ops.http import HttpApi
 from daemon.store import console as store
+from daemon.store.listener import Listener
 
 SECRET = "console-secret-0123456789abcdefghijklmnop"
 PASSWORD = "correct horse battery"
@@ -38,13 +43,23 @@ def console_settings(make_settings: Any, **extra: Any) -> Settings:
     return settings
 
 
+@dataclass
+class _Running:
+    settings: Settings
+    pool: asyncpg.Pool
+    metrics: Metrics
+    stopping: asyncio.Event
+    listener: Listener | None = None
+
+
 @asynccontextmanager
 async def console_app(
     settings: Settings, pool: asyncpg.Pool, feed: Feed | None = None, **extra: Any
 ) -> AsyncIterator[web.Application]:
     """`extra`: build_console's keyword arguments (stream limits, a clock…)."""
     stopping = asyncio.Event()
-    parent = web.Application()
+    # The daemon's own HTTP application, with its limits (its body limit among them).
+    parent = HttpApi(_Running(settings, pool, Metrics(), stopping)).app()
     parent.add_subapp(
         "/console/", build_console(settings, pool, feed or Feed(pool), stopping=stopping, **extra)
     )

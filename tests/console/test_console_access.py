@@ -409,3 +409,39 @@ async def test_an_insert_cannot_say_who_confirmed_or_cancelled(pool: asyncpg.Poo
     )
     assert row is not None
     assert tuple(row) == ("console: a@x.example", None, None, None, None)
+
+
+async def test_old_sessions_and_invitations_are_purged_as_people_sign_in(
+    world: World, pool: asyncpg.Pool
+) -> None:
+    async with browser(world.app) as client:
+        await sign_in_as(client, pool, "a@pizza.example", world.pizza)
+    await invite(pool, "b@pizza.example", world.pizza)
+    await pool.execute(
+        "UPDATE loyaltyd.console_sessions SET expires_at = now() - interval '2 days'"
+    )
+    await pool.execute("UPDATE loyaltyd.console_invites SET expires_at = now() - interval '2 days'")
+    async with browser(world.app) as client:
+        await sign_in_as(client, pool, "c@pizza.example", world.pizza)
+    assert await pool.fetchval("SELECT count(*) FROM loyaltyd.console_sessions") == 1
+    assert await pool.fetchval("SELECT count(*) FROM loyaltyd.console_invites") == 1  # c's
+
+
+async def test_behind_a_trusted_tls_proxy_an_https_origin_is_the_consoles_own(
+    pool: asyncpg.Pool, make_settings: Callable[..., Settings]
+) -> None:
+    """A browser without Sec-Fetch-Site says only Origin: https, as the person sees it."""
+    program = await make_program(pool)
+    campaign = await stage_campaign(pool, program_id=program, status="PENDING", name="Soon")
+    settings = console_settings(make_settings, loyaltyd_console_trust_proxy=True)
+    async with console_app(settings, pool) as app, browser(app) as client:
+        csrf = await sign_in_as(client, pool, "a@x.example", program)
+        origin = str(client.make_url("")).replace("http://", "https://").rstrip("/")
+        answer = await client.post(
+            f"/console/campaigns/{campaign}/cancel",
+            data={"csrf": csrf},
+            headers={"Origin": origin, "X-Forwarded-Proto": "https"},
+            allow_redirects=False,
+        )
+        assert answer.status == 303
+    assert await pool.fetchval("SELECT status FROM push_campaigns") == "CANCELLED"

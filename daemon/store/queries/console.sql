@@ -85,7 +85,14 @@ DELETE FROM loyaltyd.console_signin_attempts WHERE key = 'email:' || $1;
 
 -- name: console_session_create
 -- $1 = id hash, $2 = user id (NULL: Supabase), $3 = Supabase claims, $4 = CSRF token,
--- $5 = expires at.
+-- $5 = expires at. Sessions and invitations a day past their expiry go (by their expiry
+-- indexes), so neither table grows with every sign-in.
+WITH old_sessions AS (
+    DELETE FROM loyaltyd.console_sessions WHERE expires_at < now() - interval '1 day'
+),
+old_invites AS (
+    DELETE FROM loyaltyd.console_invites WHERE expires_at < now() - interval '1 day'
+)
 INSERT INTO loyaltyd.console_sessions (id_hash, user_id, supabase_claims, csrf_token, expires_at)
 VALUES ($1, $2, $3::jsonb, $4, $5);
 
