@@ -23,7 +23,7 @@ from daemon.campaigns.csv_audience import parse_member_csv
 from daemon.campaigns.rules import SEGMENTS, validate_campaign
 from daemon.console import charts
 from daemon.console.context import ConsoleContext, not_found, uuid_of, who
-from daemon.console.web import PREFIX, viewer_of
+from daemon.console.web import FORM_READER_KEY, PREFIX, viewer_of
 from daemon.core.csvtext import safe_cell
 from daemon.core.errors import CampaignInputError
 from daemon.core.logs import get_logger
@@ -205,7 +205,7 @@ class Campaigns:
             return Form({k: str(v) for k, v in posted.items() if isinstance(v, str)}), None
         values: dict[str, str] = {}
         upload: list[str] | None = None
-        reader = await request.multipart()
+        reader = request.get(FORM_READER_KEY) or await request.multipart()
         while (part := await reader.next()) is not None:
             if not isinstance(part, BodyPartReader) or part.name is None:
                 continue

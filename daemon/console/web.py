@@ -6,7 +6,8 @@ follows.
   for a signed-in person are `no-store`.
 - Every state-changing request (POST) must come from the console itself: the browser's
   `Sec-Fetch-Site` (or, without it, `Origin`) says same-origin, and it carries the session's
-  CSRF token (form field `csrf` or header `X-CSRF-Token`). The sign-in form, before any
+  CSRF token (header `X-CSRF-Token`, form field `csrf`, or a multipart form's first part,
+  checked before an uploaded file is read). The sign-in form, before any
   session, carries a token of its own in a cookie (double submit).
 - A person is known by the signed session cookie (`HttpOnly`, `SameSite=Strict`, `Secure` over
   https or behind a proxy that says so); without one, pages redirect to sign-in.
@@ -24,7 +25,7 @@ from typing import Final
 from zoneinfo import ZoneInfo
 
 import jinja2
-from aiohttp import web
+from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.typedefs import Middleware
 
 from daemon.console.auth import COOKIE, SIGNIN_COOKIE, CookieSigner, Viewer, digest
@@ -45,6 +46,8 @@ CSP: Final = (
 # Reachable without a session.
 PUBLIC: Final = (f"{PREFIX}/signin", f"{PREFIX}/invite/", f"{PREFIX}/static/", f"{PREFIX}/supabase")
 VIEWER_KEY: Final = web.RequestKey("viewer", Viewer)
+# A multipart form whose first part (the CSRF token) the session's check has read already.
+FORM_READER_KEY: Final = web.RequestKey("form_reader", MultipartReader)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -197,16 +200,32 @@ async def load_viewer(pool: Pool, id_hash: str) -> Viewer | None:
 
 
 async def _form_token(request: web.Request) -> str | None:
+    """The CSRF token a request offers: a header (htmx), a form field, or the first part of a
+    multipart form (checked before anything after it, an uploaded file, is read)."""
     header = request.headers.get("X-CSRF-Token")
     if header:
         return header
-    if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        if request.content_type == "multipart/form-data":
-            return request.query.get("csrf")
+    if request.content_type == "multipart/form-data":
+        reader = await request.multipart()
+        request[FORM_READER_KEY] = reader
+        part = await reader.next()
+        if isinstance(part, BodyPartReader) and part.name == "csrf" and part.filename is None:
+            return await _small_text(part)
+        return None
+    if request.content_type == "application/x-www-form-urlencoded":
         form = await request.post()
         value = form.get("csrf")
         return value if isinstance(value, str) else None
     return None
+
+
+async def _small_text(part: BodyPartReader, limit: int = 1024) -> str | None:
+    data = bytearray()
+    while chunk := await part.read_chunk(limit):
+        data += chunk
+        if len(data) > limit:
+            return None
+    return data.decode("utf-8", "replace")
 
 
 def _check_csrf(

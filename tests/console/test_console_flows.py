@@ -60,7 +60,7 @@ async def test_a_csv_file_becomes_a_draft_whose_unknown_member_ids_are_told_befo
         csrf = await sign_in_as(client, pool, "a@x.example", program)
         csv = b"member_id\nM-pk-1\nM-pk-2\nNOBODY-1\nNOBODY-2\n"
         created = await client.post(
-            f"/console/campaigns?csrf={csrf}",
+            "/console/campaigns",
             data=_upload(csrf, program, csv),
             allow_redirects=False,
         )
@@ -79,9 +79,7 @@ async def test_a_csv_file_over_the_limit_is_refused(
     async with console_app(settings, pool) as console, browser(console) as client:
         csrf = await sign_in_as(client, pool, "a@x.example", program)
         csv = b"member_id\n" + b"M-1234567890\n" * 200
-        answer = await client.post(
-            f"/console/campaigns?csrf={csrf}", data=_upload(csrf, program, csv)
-        )
+        answer = await client.post("/console/campaigns", data=_upload(csrf, program, csv))
         assert answer.status == 400
         assert "larger than 1,024 bytes" in await answer.text()
     assert await pool.fetchval("SELECT count(*) FROM push_campaigns") == 0
@@ -506,9 +504,7 @@ async def test_a_long_typed_member_list_fits_under_the_daemons_body_limit(
             "member_ids": members,
         }
         data: Any = FormData(fields) if not multipart else _multipart(fields)
-        answer = await client.post(
-            f"/console/campaigns?csrf={csrf}", data=data, allow_redirects=False
-        )
+        answer = await client.post("/console/campaigns", data=data, allow_redirects=False)
         assert answer.status == 303, (answer.status, await answer.text())
     ids = await pool.fetchval("SELECT member_ids FROM push_campaigns")
     assert len(ids) == 12_000
@@ -520,3 +516,25 @@ def _multipart(fields: dict[str, str]) -> FormData:
         form.add_field(name, value)
     form.add_field("csv", b"", filename="", content_type="application/octet-stream")
     return form
+
+
+async def test_a_multipart_form_must_open_with_its_csrf_token(
+    app: web.Application, pool: asyncpg.Pool
+) -> None:
+    """The token is checked before an uploaded file is read: a token in the address, or one
+    after the file, is refused."""
+    program = await _program(pool)
+    async with browser(app) as client:
+        csrf = await sign_in_as(client, pool, "a@x.example", program)
+        file_first = FormData()
+        file_first.add_field("csv", b"member_id\nM-pk-1\n", filename="m.csv")
+        file_first.add_field("csrf", csrf)
+        file_first.add_field("program", str(program))
+        in_address = _multipart({"program": str(program), "message": "Hi", "segment": "ALL"})
+        for url, form in (
+            ("/console/campaigns", file_first),
+            (f"/console/campaigns?csrf={csrf}", in_address),
+        ):
+            answer = await client.post(url, data=form, allow_redirects=False)
+            assert answer.status == 403, url
+    assert await pool.fetchval("SELECT count(*) FROM push_campaigns") == 0
