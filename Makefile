@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install check fmt lint types test test-systemd bench demo run
+.PHONY: install check fmt lint types test test-systemd bench demo run diagrams
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,3 +54,6 @@ demo: install
 
 run: install
 	$(BIN)/loyaltyd run
+
+diagrams: install
+	$(PY) docs/diagrams/row_path.py
