@@ -48,9 +48,9 @@ def readme_blocks(text: str) -> list[Block]:
             continue
         output = None
         after = found[i + 1] if i + 1 < len(found) else None
-        if after is not None and after["lang"] == "text":
-            if not text[match.end() : after.start()].strip():
-                output = after["body"]
+        between = text[match.end() : after.start()] if after is not None else "x"
+        if after is not None and after["lang"] == "text" and not between.strip():
+            output = after["body"]
         blocks.append(Block(match["lang"], match["body"], match["why"], output))
     return blocks
 
