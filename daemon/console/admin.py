@@ -95,7 +95,7 @@ class Admin:
         if settings is None:
             return await self._settings_page(request, program, form=form, errors=errors, status=400)
         changed = await store.update_program(
-            self.ctx.scope(viewer), self.ctx.pool, program.id, [program.id], settings, who(viewer)
+            self.ctx.scope(viewer), program.id, [program.id], settings, who(viewer)
         )
         if changed is None:
             raise not_found("program")

@@ -70,7 +70,15 @@ def templates() -> jinja2.Environment:
     )
     env.filters["number"] = lambda n: f"{int(n or 0):,}"
     env.filters["when"] = _when
+    env.filters["setting"] = _setting
     return env
+
+
+def _setting(value: str | None) -> str:
+    """A logged setting value as a person reads it."""
+    if value in (None, ""):
+        return "—"
+    return {"true": "yes", "false": "no"}.get(value, value)
 
 
 def _when(value: datetime | None, timezone: str | None = None) -> str:

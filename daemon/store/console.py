@@ -254,47 +254,20 @@ class ProgramSettings:
         )
 
 
-_SETTINGS: Final = (
-    "birthday_bot_enabled",
-    "birthday_reward_points",
-    "birthday_message",
-    "timezone",
-    "max_pushes_per_pass_per_day",
-)
-
-
 async def update_program(
     scope: Scope,
-    pool: asyncpg.Pool,
     program_id: uuid.UUID,
     ids: Sequence[uuid.UUID],
     settings: ProgramSettings,
     who: str,
 ) -> list[str] | None:
-    """Change the settings (in the viewer's scope) and record each change with who made it;
-    the names of the settings changed, or None when the program is not the viewer's."""
-    before = await scope.fetchrow(
-        "console_program_update", program_id, list(ids), *settings.values()
+    """Change the settings (in the viewer's scope; each change logged with `who` by the same
+    statement); the names of the settings changed, or None when the program is not the
+    viewer's."""
+    changed = await scope.fetchval(
+        "console_program_update", program_id, list(ids), *settings.values(), who
     )
-    if before is None:
-        return None
-    old = [before[name] for name in _SETTINGS]
-    new = list(settings.values())
-    changed = [(n, o, v) for n, o, v in zip(_SETTINGS, old, new, strict=True) if o != v]
-    if changed:
-        await pool.execute(
-            q("console_setting_changes_record"),
-            program_id,
-            who,
-            [c[0] for c in changed],
-            [_text(c[1]) for c in changed],
-            [_text(c[2]) for c in changed],
-        )
-    return [c[0] for c in changed]
-
-
-def _text(value: object) -> str | None:
-    return None if value is None else str(value)
+    return None if changed is None else list(changed)
 
 
 @dataclass(frozen=True, slots=True)

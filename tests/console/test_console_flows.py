@@ -222,6 +222,52 @@ async def test_program_settings_are_saved_with_who_and_when(
     )
     assert {c["changed_by"] for c in changes} == {"console: a@x.example"}
     assert "Europe/Paris" in text  # the change log on the page
+    assert "<td>birthday bot enabled</td><td>no</td><td>yes</td>" in text
+
+
+async def test_saving_what_is_already_there_logs_nothing(
+    app: web.Application, pool: asyncpg.Pool
+) -> None:
+    """An empty birthday message is no message: saving the form as loaded changes nothing."""
+    program = await _program(pool)
+    await pool.execute("UPDATE programs SET birthday_message = NULL")
+    logged = await pool.fetchval("SELECT count(*) FROM loyaltyd.program_setting_changes")
+    async with browser(app) as client:
+        csrf = await sign_in_as(client, pool, "a@x.example", program)
+        url = f"/console/programs/{program}/settings"
+        form = {
+            "csrf": csrf,
+            "birthday_reward_points": "0",
+            "birthday_message": "",
+            "timezone": "UTC",
+            "max_pushes_per_pass_per_day": "3",
+        }
+        current = await pool.fetchrow(
+            "SELECT birthday_reward_points, max_pushes_per_pass_per_day FROM programs"
+        )
+        assert current is not None
+        form["birthday_reward_points"] = str(current["birthday_reward_points"])
+        form["max_pushes_per_pass_per_day"] = str(current["max_pushes_per_pass_per_day"])
+        text = await (await client.post(url, data=form)).text()
+    assert "Nothing changed." in text
+    count = await pool.fetchval("SELECT count(*) FROM loyaltyd.program_setting_changes")
+    assert count == logged
+
+
+async def test_a_settings_change_made_elsewhere_is_logged_too(pool: asyncpg.Pool) -> None:
+    """The log is written by the statement that changes the program, whoever runs it."""
+    program = await _program(pool)
+    await pool.execute("UPDATE programs SET timezone = 'Europe/Paris' WHERE id = $1", program)
+    row = await pool.fetchrow(
+        "SELECT changed_by, setting, old_value, new_value FROM loyaltyd.program_setting_changes"
+    )
+    assert row is not None
+    assert (row["setting"], row["old_value"], row["new_value"]) == (
+        "timezone",
+        "UTC",
+        "Europe/Paris",
+    )
+    assert row["changed_by"].startswith("database: ")
 
 
 async def test_the_recipients_export_is_formula_safe(

@@ -123,6 +123,35 @@ async def test_an_admin_signed_in_with_supabase_sees_their_program_only(
     assert await owner.fetchval("SELECT count(*) FROM push_campaigns WHERE name = 'Not mine'") == 0
 
 
+async def test_an_admin_signed_in_with_supabase_changes_settings_and_the_change_is_logged(
+    app: web.Application, owner: asyncpg.Pool
+) -> None:
+    async with browser(app) as client:
+        assert (await _sign_in(client, _token())).status == 303
+        url = f"/console/programs/{PROGRAM_A}/settings"
+        page = await client.get(url)
+        assert page.status == 200, await page.text()
+        saved = await client.post(
+            url,
+            data={
+                "csrf": csrf_of(await page.text()),
+                "birthday_bot_enabled": "on",
+                "birthday_reward_points": "25",
+                "birthday_message": "Happy birthday!",
+                "timezone": "Europe/Paris",
+                "max_pushes_per_pass_per_day": "2",
+            },
+        )
+        text = await saved.text()
+        assert saved.status == 200 and "Saved:" in text, text
+    changes = await owner.fetch(
+        "SELECT changed_by, setting FROM loyaltyd.program_setting_changes WHERE program_id = $1",
+        uuid.UUID(PROGRAM_A),
+    )
+    assert "timezone" in {c["setting"] for c in changes}
+    assert {c["changed_by"] for c in changes} == {"console: admin-a@pizza.example"}
+
+
 async def test_its_statements_run_as_authenticated_under_the_tokens_claims(
     owner: asyncpg.Pool,
 ) -> None:

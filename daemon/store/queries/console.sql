@@ -157,7 +157,9 @@ SELECT id, name, coalesce(nullif(timezone, ''), 'UTC') AS timezone,
 
 -- name: console_program_update
 -- $1 = program id, $2 = program ids of the viewer, then the settings: $3 birthday bot on,
--- $4 reward points, $5 message, $6 time zone, $7 frequency cap. Returns the row before.
+-- $4 reward points, $5 message, $6 time zone, $7 frequency cap; $8 = who. The names of the
+-- settings that changed (no row: not the viewer's program). The program's trigger logs each
+-- change with $8 within this statement (sql/062), so none is ever without its entry.
 WITH before AS (
     SELECT id, birthday_bot_enabled, birthday_reward_points, birthday_message,
            timezone, max_pushes_per_pass_per_day
@@ -167,15 +169,21 @@ changed AS (
     UPDATE programs g
        SET birthday_bot_enabled = $3, birthday_reward_points = $4, birthday_message = $5,
            timezone = $6, max_pushes_per_pass_per_day = $7
-      FROM before b WHERE g.id = b.id
+      FROM before b
+     -- who, for the log trigger: set as the row is updated, for this transaction only
+     WHERE g.id = b.id AND set_config('loyaltyd.changed_by', $8, true) IS NOT NULL
     RETURNING g.id
 )
-SELECT b.* FROM before b JOIN changed c ON c.id = b.id;
-
--- name: console_setting_changes_record
--- $1 = program id, $2 = who, $3 settings, $4 old values, $5 new values.
-INSERT INTO loyaltyd.program_setting_changes (program_id, changed_by, setting, old_value, new_value)
-SELECT $1, $2, s, o, n FROM unnest($3::text[], $4::text[], $5::text[]) AS c (s, o, n);
+SELECT array_remove(ARRAY[
+           CASE WHEN b.birthday_bot_enabled IS DISTINCT FROM $3 THEN 'birthday_bot_enabled' END,
+           CASE WHEN b.birthday_reward_points IS DISTINCT FROM $4
+                THEN 'birthday_reward_points' END,
+           CASE WHEN nullif(b.birthday_message, '') IS DISTINCT FROM nullif($5, '')
+                THEN 'birthday_message' END,
+           CASE WHEN b.timezone IS DISTINCT FROM $6 THEN 'timezone' END,
+           CASE WHEN b.max_pushes_per_pass_per_day IS DISTINCT FROM $7
+                THEN 'max_pushes_per_pass_per_day' END], NULL) AS changed
+  FROM before b JOIN changed c ON c.id = b.id;
 
 -- name: console_setting_changes
 -- $1 = program id, $2 = how many. The newest changes of a program's settings.
