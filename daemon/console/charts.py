@@ -33,7 +33,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
-__all__ = ["funnel", "progress_bar", "sparkline", "time_series"]
+__all__ = ["funnel", "progress_bar", "time_series"]
 
 _SVG_NS = "http://www.w3.org/2000/svg"
 # Characters XML 1.0 forbids even as references: one of them would make the SVG ill-formed.
@@ -65,10 +65,6 @@ _FUNNEL_BAR = (17.0, 12.0)  # top within the row, height
 _SERIES_SIZE = (480, 200)
 _PLOT_LEFT, _PLOT_RIGHT, _PLOT_TOP, _PLOT_BOTTOM = 48.0, 470.0, 20.0, 176.0
 _X_LABELS = 4  # intervals between x labels: five labels, the first at start and the last at end
-
-# sparkline
-_SPARK_SIZE = (100, 24)
-_SPARK_PAD = 2.0
 
 
 # ---- shared helpers ---------------------------------------------------------------------------
@@ -374,35 +370,3 @@ def _bars(
 def _empty(x_axis: list[str]) -> list[str]:
     middle = ((_PLOT_LEFT + _PLOT_RIGHT) / 2, (_PLOT_TOP + _PLOT_BOTTOM) / 2)
     return [*x_axis, _text(*middle, "no data", "chart-label chart-empty", anchor="middle")]
-
-
-# ---- sparkline --------------------------------------------------------------------------------
-
-
-def sparkline(values: Sequence[float], *, label: str) -> str:
-    """A small line from 0 to the largest value, with a dot on the last; no values, no line."""
-    clean = [_amount(value) for value in values]
-    if not clean:
-        return _svg("chart-sparkline", _SPARK_SIZE, f"{label}: no data", [])
-    points = _spark_points(clean, max(clean) or 1.0)
-    last_x, last_y = points[-1]
-    parts = [
-        '<polyline class="chart-line" fill="none" stroke="currentColor" stroke-width="1.5" '
-        'stroke-linejoin="round" stroke-linecap="round" '
-        f'points="{" ".join(f"{_num(x)},{_num(y)}" for x, y in points)}"/>',
-        f'<circle class="chart-dot" cx="{_num(last_x)}" cy="{_num(last_y)}" r="1.5" '
-        'fill="currentColor"/>',
-    ]
-    summary = f"last {_fmt_value(clean[-1])}, peak {_fmt_value(max(clean))}"
-    description = f"{label}: {len(clean):,} values, {summary}"
-    return _svg("chart-sparkline", _SPARK_SIZE, description, parts)
-
-
-def _spark_points(values: Sequence[float], top: float) -> list[tuple[float, float]]:
-    width, height = _SPARK_SIZE
-    inner_w, inner_h = width - 2 * _SPARK_PAD, height - 2 * _SPARK_PAD
-    heights = [height - _SPARK_PAD - inner_h * (value / top) for value in values]
-    if len(heights) == 1:  # one value: a level line across
-        return [(_SPARK_PAD, heights[0]), (width - _SPARK_PAD, heights[0])]
-    step = inner_w / (len(heights) - 1)
-    return [(_SPARK_PAD + index * step, y) for index, y in enumerate(heights)]

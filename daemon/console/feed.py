@@ -33,9 +33,6 @@ IDLE_SECONDS: Final = 5.0
 OVERLAP: Final = timedelta(seconds=2)
 
 
-Progress = store.Change  # a campaign as the live fragments show it
-
-
 @dataclass(eq=False)
 class Subscription:
     programs: frozenset[uuid.UUID]
@@ -68,7 +65,7 @@ class Feed:
         self._subscriptions: set[Subscription] = set()
         self._watching = asyncio.Event()
         self.rung = asyncio.Event()  # the campaigns' NOTIFY channel rings it
-        self._progress: dict[uuid.UUID, Progress] = {}
+        self._progress: dict[uuid.UUID, store.Change] = {}
         self._since = datetime.now(UTC)
         self.reads = 0  # statements read, for the benchmark
 
@@ -101,12 +98,12 @@ class Feed:
     def _watched(self) -> set[uuid.UUID]:
         return {p for s in self._subscriptions for p in s.programs}
 
-    def known(self, campaign_id: uuid.UUID) -> Progress | None:
+    def known(self, campaign_id: uuid.UUID) -> store.Change | None:
         """A campaign's progress as the feed keeps it: only while its program is watched (so
         the feed's reads keep it fresh); None otherwise, and the page reads it itself."""
         return self._progress.get(campaign_id)
 
-    def remember(self, progress: Progress) -> None:
+    def remember(self, progress: store.Change) -> None:
         """A campaign a page read itself: kept while its program is watched, unless the feed
         already holds a newer read of it."""
         if progress.program_id not in self._watched():

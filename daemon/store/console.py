@@ -1,6 +1,8 @@
 """The console's reads and writes (queries/console.sql).
 
-Every statement about a program's data takes the viewer's program ids and keeps to them. A
+Every statement that finds a program's data by an id from a request takes the viewer's
+program ids and keeps to them; those that read a campaign's deliveries take a campaign the
+viewer's programs were checked to hold. A
 `Scope` runs them: as the daemon's own role for loyaltyd accounts, or, for a Supabase sign-in,
 inside a transaction as `authenticated` with the access token's claims, so the user's own
 row-level security decides as well (as it does for Softr). A console write never passes as the
@@ -127,10 +129,6 @@ async def account(pool: asyncpg.Pool, email: str) -> Account | None:
     if row is None:
         return None
     return Account(row["id"], row["email"], row["password_hash"], row["operator"])
-
-
-async def set_password(pool: asyncpg.Pool, user_id: uuid.UUID, password_hash: str) -> None:
-    await pool.execute(q("console_password_set"), user_id, password_hash)
 
 
 async def signin_attempt(
@@ -385,15 +383,6 @@ async def confirm(
 
 async def cancel(scope: Scope, campaign_id: uuid.UUID, ids: Sequence[uuid.UUID], who: str) -> bool:
     return await scope.fetchval("console_campaign_cancel", campaign_id, list(ids), who) is not None
-
-
-async def unknown_members(
-    scope: Scope, program_id: uuid.UUID, member_ids: Sequence[str]
-) -> tuple[int, list[str]]:
-    row = await scope.fetchrow("console_unknown_members", program_id, list(member_ids))
-    if row is None:
-        return 0, []
-    return int(row["unknown"]), list(row["sample"] or [])
 
 
 @dataclass(frozen=True, slots=True)

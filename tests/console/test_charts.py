@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daemon.console.charts import _nice_max, funnel, progress_bar, sparkline, time_series
+from daemon.console.charts import _nice_max, funnel, progress_bar, time_series
 
 NS = "{http://www.w3.org/2000/svg}"
 START = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -74,8 +74,6 @@ CHARTS: dict[str, Callable[[str], str]] = {
     "time_series_empty": lambda label: time_series(
         [], label=label, unit="sends", start=START, end=END
     ),
-    "sparkline": lambda label: sparkline([1.0, 4.0, 2.0], label=label),
-    "sparkline_empty": lambda label: sparkline([], label=label),
 }
 
 
@@ -136,7 +134,7 @@ def test_any_label_keeps_every_chart_well_formed(label: str) -> None:
 
 
 def test_characters_xml_forbids_are_dropped_from_a_label() -> None:
-    root = parse(sparkline([1.0], label="a\x00b\x1bc\ufffe"))
+    root = parse(progress_bar(1, 0, 0, 2, label="a\x00b\x1bc\ufffe"))
     assert root.get("aria-label", "").startswith("abc: ")
 
 
@@ -471,55 +469,6 @@ def test_a_bad_window_is_refused(kwargs: dict[str, object], message: str) -> Non
 def test_a_naive_point_is_refused() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         series([(at(0).replace(tzinfo=None), 1.0)])
-
-
-# ---- sparkline --------------------------------------------------------------------------------
-
-
-def polyline_points(root: ET.Element) -> list[tuple[float, float]]:
-    (line,) = root.iter(f"{NS}polyline")
-    assert "chart-line" in line.get("class", "").split()
-    pairs = (pair.split(",") for pair in line.get("points", "").split())
-    return [(float(x), float(y)) for x, y in pairs]
-
-
-def test_a_sparkline_runs_left_to_right_from_zero_to_its_peak() -> None:
-    root = parse(sparkline([0.0, 5.0, 10.0], label="s"))
-    points = polyline_points(root)
-    assert [x for x, _ in points] == sorted(x for x, _ in points)
-    (low, middle, high) = (y for _, y in points)
-    assert low > middle > high  # SVG's y grows downwards
-    assert middle == pytest.approx((low + high) / 2)
-    (dot,) = root.iter(f"{NS}circle")
-    assert (float(dot.get("cx", "")), float(dot.get("cy", ""))) == points[-1]
-
-
-def test_an_empty_sparkline_draws_no_line() -> None:
-    root = parse(sparkline([], label="s"))
-    assert not list(root.iter(f"{NS}polyline"))
-    assert root.get("aria-label") == "s: no data"
-
-
-def test_a_single_value_is_a_level_line() -> None:
-    points = polyline_points(parse(sparkline([3.0], label="s")))
-    assert len(points) == 2
-    assert points[0][1] == points[1][1]
-
-
-def test_all_zero_values_lie_on_the_baseline() -> None:
-    points = polyline_points(parse(sparkline([0.0, 0.0, 0.0], label="s")))
-    assert len({y for _, y in points}) == 1
-
-
-def test_odd_sparkline_values_are_drawn_as_zero() -> None:
-    odd = parse(sparkline([-3.0, math.nan, math.inf, 4.0], label="s"))
-    zeros = parse(sparkline([0.0, 0.0, 0.0, 4.0], label="s"))
-    assert polyline_points(odd) == polyline_points(zeros)
-
-
-def test_huge_sparkline_values_stay_finite() -> None:
-    points = polyline_points(parse(sparkline([1e308, 1.7e308, 10**400], label="s")))
-    assert all(math.isfinite(y) for _, y in points)
 
 
 # ---- the nice maximum -------------------------------------------------------------------------

@@ -1,6 +1,8 @@
--- The console's statements (sql/061). Every read of a program's data takes the viewer's
--- program ids ($n uuid[]) and keeps to them: an id of another program finds nothing, which the
--- console answers with a 404. Under a Supabase sign-in the same statements run as
+-- The console's statements (sql/061, sql/062). Every statement that finds a program's data by
+-- an id from a request takes the viewer's program ids ($n uuid[]) and keeps to them: an id of
+-- another program finds nothing, which the console answers with a 404. Those about one
+-- campaign's deliveries (console_outcomes, console_send_rate, console_recipients) take a
+-- campaign the handler has just found that way. Under a Supabase sign-in the same statements run as
 -- `authenticated` with the token's claims, so the user's row-level security applies as well.
 
 -- --- people, invitations, sessions ------------------------------------------------------------
@@ -254,14 +256,6 @@ UPDATE push_campaigns
  WHERE id = $1 AND program_id = ANY($2::uuid[])
    AND status IN ('DRAFT', 'PENDING', 'PROCESSING')
 RETURNING id;
-
--- name: console_unknown_members
--- $1 = program id, $2 = member ids. Those that match no pass of the program (the first 20),
--- and how many.
-SELECT count(*)::int AS unknown, (array_agg(w.member_id ORDER BY w.member_id))[1:20] AS sample
-  FROM (SELECT DISTINCT unnest($2::text[])) AS w (member_id)
- WHERE NOT EXISTS (SELECT 1 FROM passes_master p
-                    WHERE p.program_id = $1 AND p.external_id = w.member_id);
 
 -- name: console_outcomes
 -- $1 = campaign id. Skip and failure reasons, grouped.
