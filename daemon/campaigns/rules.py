@@ -3,8 +3,8 @@
 Pure: no asyncpg or aiohttp. The planner and `create_campaign` run the same rules, so a
 campaign the API accepts is one the daemon will send, and a row written straight into
 `push_campaigns` (Softr, psql) that breaks them ends FAILED with the same words. The audience
-itself is resolved in SQL (`push_campaign_audience()`, sql/024); this module only decides the
-arguments it gets.
+itself is resolved in SQL (`loyaltyd.push_campaign_audience()` in docs/schema.sql); this module
+only decides the arguments it gets.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """One PassKit rate limit shared by every daemon of an account, coordinated through Postgres.
 
 `PASSKIT_RATE_LIMIT` is the account's limit. Each daemon publishes two numbers with its
-heartbeat (loyaltyd.instances, sql/056): how much it `want`s, and the `share` it claims. On
-every beat it reads the other live daemons' rows and works out its new share:
+heartbeat (loyaltyd.instances in docs/schema.sql): how much it `want`s, and the `share` it
+claims. On every beat it reads the other live daemons' rows and works out its new share:
 
 - the limit is split by demand, max-min fair: a daemon that had to wait for tokens wants the
   whole limit, an idle one little more than it used, and what one leaves the others split

@@ -275,7 +275,7 @@ class CampaignStore(LeasedTable):
 
 def audience_args(r: Recipients) -> tuple[str, int, int, int, list[str], list[str]]:
     """The audience function's arguments in its order: segment, min_tier_points, min_points,
-    inactive_days, zip_codes, member_ids (sql/024 push_campaign_audience)."""
+    inactive_days, zip_codes, member_ids (loyaltyd.push_campaign_audience in docs/schema.sql)."""
     return (
         r.segment,
         r.min_tier_points,

@@ -1,4 +1,5 @@
-"""This daemon's heartbeat in loyaltyd.instances (sql/055), and the fence that goes with it.
+"""This daemon's heartbeat in loyaltyd.instances (docs/schema.sql), and the fence that goes
+with it.
 
 Every `interval` seconds the daemon writes its heartbeat. Any daemon treats the rows held by
 one whose heartbeat is older than `stale` seconds as free (the claim statements read

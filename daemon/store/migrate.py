@@ -1,7 +1,8 @@
 """Forward-only migrations from `sql/`: applied in order, once each, under an advisory lock.
 
 The files ship inside the package as `daemon.migrations` (see pyproject.toml) and are read
-through importlib.resources, so an installed wheel migrates from any directory.
+through importlib.resources, so an installed wheel migrates from any directory. What they
+build today is one file, docs/schema.sql, written by `make schema` (daemon/store/schema.py).
 
 Each file runs in one transaction together with the row that records it, so a failed
 migration leaves the database exactly as it was before that file, and `MigrationFailed`

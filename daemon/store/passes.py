@@ -1,4 +1,4 @@
-"""The pass-sync queue table (loyaltyd.pass_syncs, sql/010; statements in queries/sync.sql).
+"""The pass-sync queue (loyaltyd.pass_syncs in docs/schema.sql; statements in queries/sync.sql).
 
 A burst of transactions on one pass is one row: the newest balance and the newest message
 win, and a change landing while a call is in flight makes the row due again afterwards, so

@@ -1,4 +1,5 @@
-"""Wallet truth in Postgres (loyaltyd.wallet_*, sql/060; statements in queries/wallet.sql).
+"""Wallet truth in Postgres (loyaltyd.wallet_* in docs/schema.sql; statements in
+queries/wallet.sql).
 
 - `SweepSession`: one sweep's own connection. It holds the program's advisory lock (two
   daemons never sweep one program at once; a crashed daemon's connection closes and frees it)

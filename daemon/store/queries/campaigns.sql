@@ -1,5 +1,6 @@
--- Push campaign statements (push_campaigns, loyaltyd.campaign_deliveries: sql/020-025). Each is one
--- short statement; no transaction is held open across a PassKit call or a CSV download.
+-- Push campaign statements (push_campaigns, loyaltyd.campaign_deliveries: docs/schema.sql).
+-- Each is one short statement; no transaction is held open across a PassKit call or a CSV
+-- download.
 --
 -- Every statement that updates push_campaigns calls loyaltyd.writing_as_daemon() in its WHERE
 -- clause: the rows it writes pass that clause first, so the columns that belong to loyaltyd

@@ -1,5 +1,5 @@
--- Pass-sync queue statements (table loyaltyd.pass_syncs, sql/010). Each is one short statement:
--- no transaction is ever held open across a PassKit call.
+-- Pass-sync queue statements (table loyaltyd.pass_syncs: docs/schema.sql). Each is one short
+-- statement: no transaction is ever held open across a PassKit call.
 
 -- name: claim_pass_syncs
 -- $1 = owner (daemon instance id), $2 = at most this many rows, $3 = lease length in seconds,

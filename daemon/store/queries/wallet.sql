@@ -1,4 +1,4 @@
--- Wallet truth statements (loyaltyd.wallet_*: sql/060): sweeps of PassKit's lists, the
+-- Wallet truth statements (loyaltyd.wallet_*: docs/schema.sql): sweeps of PassKit's lists, the
 -- webhook inbox, and what PassKit said of a pass applied to passes_master.status. A sweep runs
 -- on a connection of its own, which holds the program's advisory lock and the staging table
 -- pg_temp.wallet_sweep_rows; nothing of a sweep is applied until its list has ended cleanly.
