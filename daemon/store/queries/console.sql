@@ -1,9 +1,10 @@
--- The console's statements (sql/061, sql/062). Every statement that finds a program's data by
--- an id from a request takes the viewer's program ids ($n uuid[]) and keeps to them: an id of
--- another program finds nothing, which the console answers with a 404. Those about one
--- campaign's deliveries (console_outcomes, console_send_rate, console_recipients) take a
--- campaign the handler has just found that way. Under a Supabase sign-in the same statements run as
--- `authenticated` with the token's claims, so the user's row-level security applies as well.
+-- The console's statements (its tables, loyaltyd.console_*: docs/schema.sql). Every statement
+-- that finds a program's data by an id from a request takes the viewer's program ids ($n uuid[])
+-- and keeps to them: an id of another program finds nothing, which the console answers with a
+-- 404. Those about one campaign's deliveries (console_outcomes, console_send_rate,
+-- console_recipients) take a campaign the handler has just found that way. Under a Supabase
+-- sign-in the same statements run as `authenticated` with the token's claims, so the user's
+-- row-level security applies as well.
 
 -- --- people, invitations, sessions ------------------------------------------------------------
 
