@@ -4,15 +4,15 @@ owed, PassKit, dead syncs with a Requeue button, sends and errors over the last 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, Final
 from zoneinfo import available_timezones
 
 from aiohttp import web
 
+from daemon.campaigns.rules import MAX_MESSAGE_CHARS
 from daemon.console import charts
-from daemon.console.context import ConsoleContext, not_found, uuid_of, who
+from daemon.console.context import ConsoleContext, Form, not_found, uuid_of, who
 from daemon.console.web import PREFIX, viewer_of
 from daemon.core.logs import get_logger
 from daemon.core.templating import TemplateError, parse_template
@@ -24,15 +24,7 @@ log = get_logger(__name__)
 
 MAX_REWARD: Final = 1_000_000
 MAX_CAP: Final = 100
-MAX_MESSAGE: Final = 500
-
-
-@dataclass(frozen=True)
-class SettingsForm:
-    values: dict[str, str]
-
-    def get(self, name: str) -> str:
-        return self.values.get(name, "")
+MAX_MESSAGE: Final = MAX_MESSAGE_CHARS
 
 
 class Admin:
@@ -58,7 +50,7 @@ class Admin:
         request: web.Request,
         program: store.Program,
         *,
-        form: SettingsForm | None,
+        form: Form | None,
         errors: list[str] | None = None,
         saved: list[str] | None = None,
         status: int = 200,
@@ -90,7 +82,7 @@ class Admin:
         viewer = viewer_of(request)
         program = await self._program(request)
         posted = await request.post()
-        form = SettingsForm({k: str(v) for k, v in posted.items() if isinstance(v, str)})
+        form = Form.posted(posted)
         errors, settings = _check_settings(form)
         if settings is None:
             return await self._settings_page(request, program, form=form, errors=errors, status=400)
@@ -115,7 +107,7 @@ class Admin:
 
     async def _operations(self) -> dict[str, Any]:
         report = await status_report(self.ctx.pool, campaigns=0, dead=20)
-        end = datetime.now(UTC)
+        end = self.ctx.clock()
         start = end - timedelta(hours=1)
         series = await store.sends_per_second(self.ctx.pool, start)
         return {
@@ -154,8 +146,8 @@ class Admin:
             raise not_found()
 
 
-def _form_of(program: store.Program) -> SettingsForm:
-    return SettingsForm(
+def _form_of(program: store.Program) -> Form:
+    return Form(
         {
             "birthday_bot_enabled": "on" if program.birthday_bot_enabled else "",
             "birthday_reward_points": str(program.birthday_reward_points),
@@ -166,7 +158,7 @@ def _form_of(program: store.Program) -> SettingsForm:
     )
 
 
-def _check_settings(form: SettingsForm) -> tuple[list[str], store.ProgramSettings | None]:
+def _check_settings(form: Form) -> tuple[list[str], store.ProgramSettings | None]:
     """The settings as the program row takes them, or every problem with them."""
     errors: list[str] = []
     reward = _whole(form.get("birthday_reward_points"), 0, MAX_REWARD, "the reward", errors)

@@ -12,7 +12,6 @@ import csv
 import io
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from zoneinfo import ZoneInfo
@@ -22,7 +21,7 @@ from aiohttp import BodyPartReader, web
 from daemon.campaigns.csv_audience import parse_member_csv
 from daemon.campaigns.rules import SEGMENTS, validate_campaign
 from daemon.console import charts
-from daemon.console.context import ConsoleContext, not_found, uuid_of, who
+from daemon.console.context import ConsoleContext, Form, not_found, uuid_of, uuid_or_none, who
 from daemon.console.web import FORM_READER_KEY, PREFIX, viewer_of
 from daemon.core.csvtext import safe_cell
 from daemon.core.errors import CampaignInputError
@@ -44,16 +43,6 @@ SEGMENT_LABELS: Final = {
     "LOCAL": "Local (zip codes)",
     "CSV": "Member ids (a list or a CSV file)",
 }
-
-
-@dataclass(frozen=True)
-class Form:
-    """What the admin typed, as typed (shown back with the errors)."""
-
-    values: Mapping[str, str]
-
-    def get(self, name: str, default: str = "") -> str:
-        return self.values.get(name, default)
 
 
 class Campaigns:
@@ -115,7 +104,7 @@ class Campaigns:
             row = await store.campaign(self.ctx.scope(viewer), campaign_id, viewer.program_ids)
             if row is None:
                 raise not_found("campaign")
-            change = _change_of(row)
+            change = _change_of(row, self.ctx.clock())
             self.ctx.feed.remember(change)
         if change.program_id not in viewer.roles:
             raise not_found("campaign")
@@ -158,7 +147,7 @@ class Campaigns:
         viewer = viewer_of(request)
         form = await request.post()
         text = str(form.get("message") or form.get("birthday_message") or "")
-        program = _uuid_or_none(str(form.get("program") or ""))
+        program = uuid_or_none(str(form.get("program") or ""))
         context: dict[str, Any] = {"text": text, "chars": len(text.strip())}
         try:
             template = parse_template(text.strip())
@@ -202,7 +191,7 @@ class Campaigns:
         streams in, up to LOYALTYD_CONSOLE_CSV_MAX_BYTES)."""
         if request.content_type != "multipart/form-data":
             posted = await request.post()
-            return Form({k: str(v) for k, v in posted.items() if isinstance(v, str)}), None
+            return Form.posted(posted), None
         values: dict[str, str] = {}
         upload: list[str] | None = None
         reader = request.get(FORM_READER_KEY) or await request.multipart()
@@ -233,7 +222,7 @@ class Campaigns:
         allowed: list[uuid.UUID],
         programs: list[store.Program],
     ) -> store.Draft:
-        program = _uuid_or_none(form.get("program"))
+        program = uuid_or_none(form.get("program"))
         if program is None or program not in allowed:
             raise CampaignInputError("choose one of your programs")
         segment = form.get("segment", "ALL")
@@ -258,12 +247,13 @@ class Campaigns:
     async def detail(self, request: web.Request) -> web.Response:
         viewer = viewer_of(request)
         row = await self._campaign(request)
-        change = _change_of(row)
+        change = _change_of(row, self.ctx.clock())
         self.ctx.feed.remember(change)
         outcomes = await store.outcomes(self.ctx.scope(viewer), row["id"])
-        since = row["started_at"] or datetime.now(UTC)
+        now = self.ctx.clock()
+        since = row["started_at"] or now
         rate = await store.send_rate(self.ctx.scope(viewer), row["id"], since)
-        end = row["finished_at"] or datetime.now(UTC)
+        end = row["finished_at"] or now
         chart = charts.time_series(
             rate,
             label="Messages sent per second",
@@ -280,13 +270,13 @@ class Campaigns:
             rate_chart=chart,
             admin=viewer.admins(row["program_id"]),
             confirm_above=self.ctx.settings.loyaltyd_console_confirm_above,
-            **_live_of(change),
+            **_live_of(change, now),
         )
 
     async def live(self, request: web.Request) -> web.Response:
         """The campaign's moving figures (status, funnel, progress, ETA), from the feed."""
         change = await self._progress(request)
-        return self.ctx.render(request, "_campaign_live.html", **_live_of(change))
+        return self.ctx.render(request, "_campaign_live.html", **_live_of(change, self.ctx.clock()))
 
     async def actions(self, request: web.Request) -> web.Response:
         """What an admin may do to the campaign now: asked for again only when its status
@@ -403,7 +393,7 @@ class Campaigns:
         outcome = request.query.get("outcome") or None
         if outcome not in (None, *OUTCOMES):
             outcome = None
-        after = _uuid_or_none(request.query.get("after", ""))
+        after = uuid_or_none(request.query.get("after", ""))
         page = await store.recipients(
             self.ctx.scope(viewer), row["id"], outcome=outcome, after=after, limit=PAGE
         )
@@ -452,13 +442,6 @@ class Campaigns:
 def _status_filter(request: web.Request) -> str | None:
     status = request.query.get("status", "").upper()
     return status if status in STATUSES else None
-
-
-def _uuid_or_none(value: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        return None
 
 
 def _int_or_none(value: object) -> int | None:
@@ -519,7 +502,7 @@ def _zone_of(programs: list[store.Program], chosen: str) -> str:
     return found[0].timezone if found else "UTC"
 
 
-def _change_of(row: Mapping[str, Any]) -> store.Change:
+def _change_of(row: Mapping[str, Any], now: datetime) -> store.Change:
     return store.Change(
         id=row["id"],
         program_id=row["program_id"],
@@ -531,7 +514,7 @@ def _change_of(row: Mapping[str, Any]) -> store.Change:
         counted=row["audience_counted_at"] is not None,
         started_at=row["started_at"],
         finished_at=row["finished_at"],
-        updated_at=row["updated_at"] or datetime.now(UTC),
+        updated_at=row["updated_at"] or now,
         unknown=row["unknown_member_count"] or 0,
         unknown_sample=list(row["unknown_member_ids"] or [])[:5],
         timezone=row["timezone"],
@@ -555,7 +538,7 @@ def _bars(rows: list[store.CampaignRow]) -> dict[uuid.UUID, str]:
     }
 
 
-def _live_of(change: store.Change) -> dict[str, Any]:
+def _live_of(change: store.Change, now: datetime) -> dict[str, Any]:
     total = change.recipient_count or 0
     pending = max(total - change.done, 0)
     return {
@@ -565,15 +548,15 @@ def _live_of(change: store.Change) -> dict[str, Any]:
             total, change.sent, change.failed, change.skipped, pending, label="Where it went"
         ),
         "pending": pending,
-        "eta": _eta(change, pending),
+        "eta": _eta(change, pending, now),
     }
 
 
-def _eta(change: store.Change, pending: int) -> str | None:
+def _eta(change: store.Change, pending: int, now: datetime) -> str | None:
     """When the last message should go, at the rate so far."""
     if change.status != "PROCESSING" or change.started_at is None or not pending:
         return None
-    elapsed = (datetime.now(UTC) - change.started_at).total_seconds()
+    elapsed = (now - change.started_at).total_seconds()
     if elapsed <= 0 or change.done == 0:
         return None
     seconds = pending / (change.done / elapsed)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -14,6 +14,7 @@ import jinja2
 import jwt
 from aiohttp import web
 
+from daemon.campaigns.rules import MAX_MESSAGE_CHARS
 from daemon.console.auth import Passwords, Viewer
 from daemon.console.feed import Feed
 from daemon.console.web import PREFIX, VIEWER_KEY, ConsoleConfig
@@ -44,6 +45,7 @@ class ConsoleContext:
             viewer=viewer,
             csrf=viewer.csrf if viewer is not None else "",
             prefix=PREFIX,
+            max_message=MAX_MESSAGE_CHARS,
             **context,
         )
         return web.Response(text=html, content_type="text/html", status=status)
@@ -52,16 +54,39 @@ class ConsoleContext:
         return store.Scope(self.pool, viewer.claims)
 
 
+@dataclass(frozen=True)
+class Form:
+    """What a person typed into a form, as typed (shown back with the errors)."""
+
+    values: Mapping[str, str]
+
+    @classmethod
+    def posted(cls, posted: Mapping[str, object]) -> Form:
+        """A posted form's text fields (files are read apart)."""
+        return cls({k: v for k, v in posted.items() if isinstance(v, str)})
+
+    def get(self, name: str, default: str = "") -> str:
+        return self.values.get(name, default)
+
+
 def not_found(what: str = "page") -> web.HTTPNotFound:
     """The same answer for what does not exist and for what is another program's."""
     return web.HTTPNotFound(text=f"no such {what}")
 
 
-def uuid_of(value: str, what: str = "page") -> uuid.UUID:
+def uuid_or_none(value: str) -> uuid.UUID | None:
     try:
         return uuid.UUID(value)
     except ValueError:
-        raise not_found(what) from None
+        return None
+
+
+def uuid_of(value: str, what: str = "page") -> uuid.UUID:
+    """The id in a path: one that is not an id is a 404, like one that finds nothing."""
+    found = uuid_or_none(value)
+    if found is None:
+        raise not_found(what)
+    return found
 
 
 def who(viewer: Viewer) -> str:

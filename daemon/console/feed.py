@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Final
 
-from daemon.core.clock import wait_any
+from daemon.core.clock import utc_now, wait_any
 from daemon.core.logs import get_logger
 from daemon.core.metrics import Metrics
 from daemon.store import console as store
@@ -58,6 +58,7 @@ class Feed:
         *,
         read_every: float = READ_EVERY_SECONDS,
         metrics: Metrics | None = None,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._pool = pool
         self._metrics = metrics
@@ -66,7 +67,7 @@ class Feed:
         self._watching = asyncio.Event()
         self.rung = asyncio.Event()  # the campaigns' NOTIFY channel rings it
         self._progress: dict[uuid.UUID, store.Change] = {}
-        self._since = datetime.now(UTC)
+        self._since = clock()
         self.reads = 0  # statements read, for the benchmark
 
     def subscribe(self, programs: Iterable[uuid.UUID]) -> Subscription:

@@ -114,7 +114,8 @@ class SignIn:
     ) -> web.Response:
         session_id = auth.new_token()
         lasts = self.ctx.config.session_seconds
-        expires = datetime.now(UTC) + timedelta(seconds=lasts)
+        now = self.ctx.clock()
+        expires = now + timedelta(seconds=lasts)
         if until is not None:
             expires = min(expires, until)
         await store.create_session(
@@ -126,7 +127,7 @@ class SignIn:
             expires_at=expires,
         )
         response = web.HTTPSeeOther(f"{PREFIX}/campaigns")
-        seconds = (expires - datetime.now(UTC)).total_seconds()
+        seconds = (expires - now).total_seconds()
         set_cookie(
             response,
             request,

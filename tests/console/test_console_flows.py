@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -584,3 +585,18 @@ async def test_a_multipart_form_must_open_with_its_csrf_token(
             answer = await client.post(url, data=form, allow_redirects=False)
             assert answer.status == 403, url
     assert await pool.fetchval("SELECT count(*) FROM push_campaigns") == 0
+
+
+async def test_the_schedule_is_checked_against_the_consoles_clock(
+    pool: asyncpg.Pool, make_settings: Callable[..., Settings]
+) -> None:
+    program = await _program(pool)
+    settings = console_settings(make_settings)
+    later = datetime(2040, 1, 1, tzinfo=UTC)
+    async with console_app(settings, pool, clock=lambda: later) as app, browser(app) as client:
+        csrf = await sign_in_as(client, pool, "a@x.example", program)
+        answer = await client.post(
+            "/console/campaigns", data=_later(csrf, program, "2035-06-01T09:00")
+        )
+        assert answer.status == 400
+        assert "the scheduled time has passed" in await answer.text()

@@ -6,7 +6,7 @@
 
   function updateCount(area) {
     var target = document.getElementById(area.getAttribute("data-count"));
-    if (target) { target.textContent = area.value.trim().length + " / " + (area.maxLength > 0 ? area.maxLength : 500); }
+    if (target) { target.textContent = area.value.trim().length + " / " + area.maxLength; }
   }
 
   function showSegment() {
