@@ -270,6 +270,7 @@ class Campaigns:
             rate_chart=chart,
             admin=viewer.admins(row["program_id"]),
             confirm_above=self.ctx.settings.loyaltyd_console_confirm_above,
+            test_sent=uuid_or_none(request.query.get("test", "")),
             **_live_of(change, now),
         )
 
@@ -362,6 +363,9 @@ class Campaigns:
         member = str(form.get("member") or "").strip()
         if not member:
             raise web.HTTPBadRequest(text="choose the member id to send the test to")
+        scope = self.ctx.scope(viewer)
+        if await store.sample_member(scope, row["program_id"], viewer.program_ids, member) is None:
+            raise web.HTTPBadRequest(text=f"no member {member} in this program: check the id")
         draft = store.Draft(
             program_id=row["program_id"],
             name=f"Test of {row['name'] or 'a campaign'}"[:200],
@@ -379,7 +383,8 @@ class Campaigns:
         )
         if test_id is None:
             raise not_found("campaign")
-        raise web.HTTPSeeOther(f"{PREFIX}/campaigns/{test_id}")
+        log.info("console_test_sent", campaign_id=str(test_id), user=viewer.name)
+        raise web.HTTPSeeOther(f"{PREFIX}/campaigns/{row['id']}?test={test_id}")
 
     def _must_admin(self, request: web.Request, row: Mapping[str, Any]) -> None:
         if not viewer_of(request).admins(row["program_id"]):

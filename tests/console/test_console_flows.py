@@ -153,12 +153,19 @@ async def test_a_test_send_goes_to_the_one_member_chosen(
     )
     async with browser(app) as client:
         csrf = await sign_in_as(client, pool, "a@x.example", program)
+        unknown = await client.post(
+            f"/console/campaigns/{draft}/test", data={"csrf": csrf, "member": "M-nobody"}
+        )
+        assert unknown.status == 400 and "no member M-nobody" in await unknown.text()
         answer = await client.post(
             f"/console/campaigns/{draft}/test",
             data={"csrf": csrf, "member": "M-pk-2"},
             allow_redirects=False,
         )
         assert answer.status == 303
+        assert answer.headers["Location"].startswith(f"/console/campaigns/{draft}?test=")
+        back = await (await client.get(answer.headers["Location"])).text()
+        assert "A test is on its way" in back
     row = await pool.fetchrow(
         "SELECT name, status, segment, member_ids, message_text FROM push_campaigns WHERE id <> $1",
         draft,
