@@ -16,6 +16,7 @@ from daemon.console.web import (
     PREFIX,
     check_signin_csrf,
     client_address,
+    safe_next,
     set_cookie,
     viewer_of,
 )
@@ -58,6 +59,7 @@ class SignIn:
             status=status,
             form_csrf=token,
             supabase=self._supabase_configured,
+            next=safe_next(request.query.get("next")) or "",
             **context,
         )
         set_cookie(response, request, self.ctx.settings, auth.SIGNIN_COOKIE, token, 3600)
@@ -88,7 +90,8 @@ class SignIn:
             )
         await store.signin_succeeded(self.ctx.pool, email)
         log.info("console_signed_in", user=account.email)
-        return await self._session(request, user_id=account.id, claims=None)
+        back = safe_next(_field(form, "next"))
+        return await self._session(request, user_id=account.id, claims=None, to=back)
 
     async def _limited(self, email: str | None, address: str) -> bool:
         """Count this attempt, before any password or token is checked; whether it is one
@@ -111,6 +114,7 @@ class SignIn:
         user_id: uuid.UUID | None,
         claims: dict[str, Any] | None,
         until: datetime | None = None,
+        to: str | None = None,
     ) -> web.Response:
         session_id = auth.new_token()
         lasts = self.ctx.config.session_seconds
@@ -126,7 +130,7 @@ class SignIn:
             csrf=auth.new_token(),
             expires_at=expires,
         )
-        response = web.HTTPSeeOther(f"{PREFIX}/campaigns")
+        response = web.HTTPSeeOther(to or f"{PREFIX}/campaigns")
         seconds = (expires - now).total_seconds()
         set_cookie(
             response,
@@ -200,7 +204,8 @@ class SignIn:
             )
         until = datetime.fromtimestamp(int(claims["exp"]), UTC)
         log.info("console_signed_in_supabase", subject=str(claims.get("sub")))
-        return await self._session(request, user_id=None, claims=claims, until=until)
+        back = safe_next(_field(form, "next"))
+        return await self._session(request, user_id=None, claims=claims, until=until, to=back)
 
 
 def _field(form: Any, name: str) -> str:

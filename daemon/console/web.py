@@ -21,12 +21,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Final
+from typing import Final, NoReturn
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 import jinja2
 from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.typedefs import Middleware
+from yarl import URL
 
 from daemon.console.auth import COOKIE, SIGNIN_COOKIE, CookieSigner, Viewer, digest
 from daemon.core.config import Settings
@@ -177,15 +179,38 @@ def session_middleware(config: ConsoleConfig) -> Middleware:
             return await handler(request)
         viewer = await _viewer(request, config)
         if viewer is None:
-            if request.method == "GET" and "HX-Request" not in request.headers:
-                raise web.HTTPSeeOther(f"{PREFIX}/signin")
-            raise web.HTTPUnauthorized(text="sign in first")
+            _to_sign_in(request)
         if request.method not in ("GET", "HEAD"):
             _check_csrf(request, config.settings, viewer.csrf, await _form_token(request))
         request[VIEWER_KEY] = viewer
         return await handler(request)
 
     return known
+
+
+def _to_sign_in(request: web.Request) -> NoReturn:
+    """Without a session: a page goes to sign-in, and back to itself after; a fragment
+    (htmx) takes its whole page there (HX-Redirect), so nothing fails silently."""
+    if "HX-Request" in request.headers:
+        back = safe_next(URL(request.headers.get("HX-Current-URL", "")).path_qs)
+        raise web.HTTPUnauthorized(text="sign in first", headers={"HX-Redirect": signin_url(back)})
+    if request.method == "GET":
+        raise web.HTTPSeeOther(signin_url(safe_next(request.path_qs)))
+    raise web.HTTPUnauthorized(text="sign in first")
+
+
+def signin_url(back: str | None) -> str:
+    return f"{PREFIX}/signin" + (f"?{urlencode({'next': back})}" if back else "")
+
+
+def safe_next(value: str | None) -> str | None:
+    """A page of the console to return to after signing in: a path of its own (never another
+    site, nor the sign-in page itself), else None."""
+    if not value or not value.startswith(f"{PREFIX}/") or value.startswith(f"{PREFIX}/signin"):
+        return None
+    if "//" in value or "\\" in value or any(ord(c) < 0x20 for c in value):
+        return None
+    return value
 
 
 async def _viewer(request: web.Request, config: ConsoleConfig) -> Viewer | None:

@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
+from yarl import URL
 
 from daemon.console.web import CSP
 from daemon.core.config import Settings
@@ -97,7 +98,9 @@ async def test_without_a_session_pages_lead_to_sign_in_and_the_rest_is_refused(
     async with browser(world.app) as client:
         for path in ("/console/campaigns", "/console/campaigns/new", "/console/operations"):
             page = await client.get(path, allow_redirects=False)
-            assert (page.status, page.headers["Location"]) == (303, "/console/signin")
+            assert page.status == 303
+            location = URL(page.headers["Location"])
+            assert (location.path, location.query["next"]) == ("/console/signin", path)
         for method, path in _id_routes(world.pizza_campaign):
             answer = await _call(client, method, path, None, headers={"HX-Request": "true"})
             assert answer.status in (401, 303), (method, path, answer.status)
@@ -445,3 +448,65 @@ async def test_behind_a_trusted_tls_proxy_an_https_origin_is_the_consoles_own(
         )
         assert answer.status == 303
     assert await pool.fetchval("SELECT status FROM push_campaigns") == "CANCELLED"
+
+
+async def test_after_signing_in_a_person_is_back_where_they_were(
+    world: World, pool: asyncpg.Pool
+) -> None:
+    token = await invite(pool, "a@pizza.example", world.pizza)
+    async with browser(world.app) as client:
+        assert (await accept(client, token)).status == 303
+        await client.post(
+            "/console/signout",
+            data={"csrf": csrf_of(await (await client.get("/console/campaigns")).text())},
+        )
+        wanted = f"/console/campaigns/{world.pizza_campaign}/recipients?outcome=sent"
+        page = await client.get(wanted)  # to sign-in, which remembers the page
+        assert page.url.path == "/console/signin"
+        answer = await client.post(
+            str(page.url.relative()),
+            data={
+                "csrf": csrf_of(await page.text()),
+                "next": page.url.query["next"],
+                "email": "a@pizza.example",
+                "password": PASSWORD,
+            },
+            allow_redirects=False,
+        )
+        assert (answer.status, answer.headers["Location"]) == (303, wanted)
+
+
+@pytest.mark.parametrize(
+    "offered", ["https://evil.example/", "//evil.example/console/", "/console/signin", "/other"]
+)
+async def test_sign_in_never_sends_a_person_elsewhere(
+    world: World, pool: asyncpg.Pool, offered: str
+) -> None:
+    token = await invite(pool, "a@pizza.example", world.pizza)
+    async with browser(world.app) as client:
+        assert (await accept(client, token)).status == 303
+    async with browser(world.app) as client:
+        form = await client.get("/console/signin")
+        answer = await client.post(
+            "/console/signin",
+            data={
+                "csrf": csrf_of(await form.text()),
+                "next": offered,
+                "email": "a@pizza.example",
+                "password": PASSWORD,
+            },
+            allow_redirects=False,
+        )
+        assert (answer.status, answer.headers["Location"]) == (303, "/console/campaigns")
+
+
+async def test_a_fragment_without_a_session_takes_its_page_to_sign_in(world: World) -> None:
+    async with browser(world.app) as client:
+        page = f"/console/campaigns/{world.pizza_campaign}"
+        answer = await client.get(
+            f"{page}/live",
+            headers={"HX-Request": "true", "HX-Current-URL": f"http://127.0.0.1{page}"},
+        )
+    assert answer.status == 401
+    location = URL(answer.headers["HX-Redirect"])
+    assert (location.path, location.query["next"]) == ("/console/signin", page)
