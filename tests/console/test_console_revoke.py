@@ -142,3 +142,13 @@ async def test_a_new_invitation_lets_a_revoked_person_in_and_ends_their_other_se
     async with browser(app) as client:
         assert await _sign_in(client, "a@x.example", "another password 2") == 401
         assert await _sign_in(client, "a@x.example") == 303
+
+
+async def test_removing_access_takes_the_programs_to_come_too(pool: asyncpg.Pool) -> None:
+    await pool.execute(
+        "INSERT INTO loyaltyd.console_users (email, every_program) "
+        "VALUES ('local@x.example', 'admin')"
+    )
+    await store.revoke(pool, "local@x.example", remove_access=True)
+    await make_program(pool)
+    assert await pool.fetchval("SELECT count(*) FROM loyaltyd.console_memberships") == 0

@@ -120,7 +120,9 @@ UPDATE loyaltyd.console_sessions SET revoked_at = now() WHERE id_hash = $1 AND r
 -- unused invitation deleted; only a new invitation lets them in again.
 WITH person AS (
     UPDATE loyaltyd.console_users
-       SET disabled_at = coalesce(disabled_at, now()), password_hash = NULL, operator = false
+       SET disabled_at = coalesce(disabled_at, now()), password_hash = NULL, operator = false,
+           -- taking their programs away takes the ones to come too (sql/064)
+           every_program = CASE WHEN $2 THEN NULL ELSE every_program END
      WHERE email = $1
     RETURNING id
 ),
