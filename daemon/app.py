@@ -35,6 +35,7 @@ from daemon.core.logs import get_logger
 from daemon.core.metrics import Metrics
 from daemon.engine.retry import RetryPolicy
 from daemon.engine.worker import Handler, Store, Worker, WorkerConfig
+from daemon.history.retention import Retention
 from daemon.ops.http import serve_http
 from daemon.ops.sdnotify import notify_systemd
 from daemon.passes.sync import PassSyncHandler
@@ -275,6 +276,9 @@ async def _supervise(daemon: Daemon) -> None:
             )
         if daemon.feed is not None:
             tg.create_task(daemon.feed.run(daemon.stopping), name="console-feed")
+        retention = _retention(daemon)
+        if retention.enabled:
+            tg.create_task(retention.run(daemon.stopping), name="history-retention")
         if not daemon.client.mock_mode:
             # Mock mode has no PassKit to sweep, nor to be down.
             tg.create_task(_outage_watch(daemon).run(daemon.stopping), name="passkit-outage")
@@ -300,6 +304,16 @@ def _console(daemon: Daemon) -> web.Application | None:
         daemon.feed,
         stopping=daemon.stopping,
         passkit_down=lambda: client.health.down,
+    )
+
+
+def _retention(daemon: Daemon) -> Retention:
+    s = daemon.settings
+    return Retention(
+        daemon.pool,
+        delivery_days=s.loyaltyd_delivery_retention_days,
+        sync_days=s.loyaltyd_sync_retention_days,
+        metrics=daemon.metrics,
     )
 
 

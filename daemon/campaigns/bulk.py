@@ -137,7 +137,8 @@ class MessageChunkHandler:
                 "chunk and does not say which; not retried, so nobody gets it twice"
             )
         log.info("campaign_chunk_sent", message_id=message_id, passes=len(pass_ids), count=count)
-        return Succeeded(sent=text)
+        # The campaign's own text is kept once, on the campaign (sql/067).
+        return Succeeded(sent=None if text == first.message_text else text)
 
     async def _message_id(self, campaign_id: uuid.UUID, title: str | None, text: str) -> str:
         known = self._message_ids.get(campaign_id)

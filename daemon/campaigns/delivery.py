@@ -65,4 +65,5 @@ class DeliveryHandler:
                 await self._client.write_message(job.protocol, job.passkit_id, text)
         except ValueError as exc:  # a protocol the client does not know
             raise WorkRefused(str(exc)) from exc
-        return Succeeded(sent=text)
+        # The campaign's own text is kept once, on the campaign (sql/067).
+        return Succeeded(sent=None if text == job.message_text else text)

@@ -149,6 +149,21 @@ class Settings(BaseSettings):
         description="A daemon whose heartbeat is this old is dead: its rows are taken over "
         "at once. At least 3 x LOYALTYD_HEARTBEAT_SECONDS.",
     )
+    loyaltyd_delivery_retention_days: int = Field(
+        default=90,
+        ge=0,
+        le=36_500,
+        description="Finished campaign deliveries are removed this many days after their "
+        "campaign finished (the campaign row and its counters stay). 0 keeps them for ever; "
+        "otherwise at least 2, beyond the frequency cap's day.",
+    )
+    loyaltyd_sync_retention_days: int = Field(
+        default=30,
+        ge=0,
+        le=36_500,
+        description="A pass sync with nothing owed is removed after this many days without "
+        "a change (the next transaction makes it anew). 0 keeps them for ever.",
+    )
     loyaltyd_status_dead_hours: float = Field(
         default=1.0,
         ge=0,
@@ -315,6 +330,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 "must be at least 32 letters, digits, '-' or '_' (for example the output of "
                 "`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            )
+        return value
+
+    @field_validator("loyaltyd_delivery_retention_days")
+    @classmethod
+    def _retention_beyond_the_cap(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError(
+                "must be 0 (keep for ever) or at least 2: the frequency cap reads the last 24 h"
             )
         return value
 

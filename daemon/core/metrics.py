@@ -40,6 +40,12 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.history_removed = Counter(
+            "loyaltyd_history_removed",
+            "Rows of old history removed by the retention rule, by table.",
+            ["table"],
+            registry=r,
+        )
         self.deliveries = Counter(
             "loyaltyd_deliveries",
             "Finished units of work by kind (sync, campaign) and outcome (sent, failed, "

@@ -19,6 +19,7 @@ from daemon.core.metrics import Metrics
 from daemon.domain.retrying import RetryWait
 from daemon.store.passes import PassSyncStore
 from daemon.store.queries import q
+from daemon.store.retention import HistoryTable, history_tables
 from daemon.store.wallet import ProgramWallet, inbox_depth, wallet_status
 
 log = get_logger(__name__)
@@ -309,6 +310,7 @@ class StatusReport:
     dead_syncs: tuple[DeadSync, ...] = ()
     birthdays: tuple[BirthdaysToday, ...] = ()
     wallets: tuple[ProgramWallet, ...] = ()
+    history: tuple[HistoryTable, ...] = ()
     inbox: int = 0  # passes a webhook named, waiting to be re-read
     unknown_webhooks: int = 0  # webhooks about passes loyaltyd does not know
 
@@ -329,6 +331,7 @@ class StatusReport:
             },
             "birthdays_today": [asdict(b) for b in self.birthdays],
             "wallets": [asdict(w) for w in self.wallets],
+            "history": [asdict(h) for h in self.history],
             "webhook_inbox": {"waiting": self.inbox, "unknown_passes": self.unknown_webhooks},
         }
         return {key: _jsonable(value) for key, value in data.items()}
@@ -374,6 +377,7 @@ async def status_report(
         dead_syncs=tuple(DeadSync.from_row(r) for r in dead_rows),
         birthdays=tuple(BirthdaysToday.from_row(r) for r in birthdays),
         wallets=tuple(await wallet_status(pool)),
+        history=tuple(await history_tables(pool)),
         inbox=inbox,
         unknown_webhooks=unknown,
     )

@@ -325,3 +325,28 @@ async def test_planner_reports_how_many_recipients_are_still_waiting(
     await plan(pool, make_settings(), metrics=metrics)  # starts it
     depth = metrics.registry.get_sample_value("loyaltyd_queue_depth", {"queue": "campaign"})
     assert depth == 3
+
+
+async def test_the_same_text_for_everyone_is_stored_once_and_shown_per_recipient(
+    pool: asyncpg.Pool, database_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    """A campaign without placeholders keeps its text on the campaign, not in each of its
+    deliveries; the recipients view shows each one the text as sent. A personalised one keeps
+    each recipient's own text."""
+    program = await make_program(pool)
+    async with pool.acquire() as conn:
+        await bulk_audience(conn, program, 20)
+    async with fake_passkit() as fake:
+        async with campaign_rig(pool, database_url, settings_for(make_settings, fake.url)) as rig:
+            same = await insert_campaign(pool, program_id=program, message_text="Open late!")
+            await rig.finished(same)
+            mine = await insert_campaign(pool, program_id=program, message_text="Hi {first_name}")
+            await rig.finished(mine)
+    stored = "SELECT count(rendered_text) FROM loyaltyd.campaign_deliveries WHERE campaign_id = $1"
+    assert await pool.fetchval(stored, same) == 0
+    assert await pool.fetchval(stored, mine) == 20
+    shown = await pool.fetch(
+        "SELECT DISTINCT rendered_text FROM campaign_deliveries WHERE campaign_id = $1", same
+    )
+    assert [r["rendered_text"] for r in shown] == ["Open late!"]
+    assert texts_sent(fake, "pk-3")[0] == "Open late!"

@@ -82,6 +82,10 @@ def test_the_wheel_carries_every_migration_and_query(built_wheel: Path) -> None:
     assert {f"daemon/migrations/{m}" for m in migrations} <= names
     assert {f"daemon/store/queries/{q}" for q in queries} <= names
     assert not any(n.startswith("tests/") for n in names)
+    packages = sorted(
+        str(p.parent.relative_to(REPO)) for p in (REPO / "daemon").rglob("__init__.py")
+    )
+    assert [p for p in packages if f"{p}/__init__.py" not in names] == [], "pyproject packages"
 
 
 def test_installed_loyaltyd_migrates_and_reports_from_any_directory(

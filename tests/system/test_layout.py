@@ -18,7 +18,7 @@ LAYERS: list[set[str]] = [
     {"core"},
     {"engine", "domain"},
     {"passkit", "store"},
-    {"passes", "campaigns", "birthday", "members", "wallet", "testing"},
+    {"passes", "campaigns", "birthday", "members", "wallet", "history", "testing"},
     {"ops", "console"},
     {"app"},
     {"cli"},

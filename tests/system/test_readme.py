@@ -72,6 +72,8 @@ _NORMAL = [
     (re.compile(r"psql -h \S+ "), "psql -h <socket> "),
     (re.compile(r"/console/invite/\S+"), "/console/invite/<token>"),
     (re.compile(r"127\.0\.0\.1:\d+"), "127.0.0.1:<port>"),
+    (re.compile(r"\d+\.\d (?:kB|MB|GB)"), "<size>"),
+    (re.compile(r"\d{4}-\d{2}-\d{2}"), "<date>"),
 ]
 
 

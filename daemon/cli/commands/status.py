@@ -13,6 +13,7 @@ from daemon.cli.commands._common import pool
 from daemon.cli.progress import progress_bar
 from daemon.core.config import Settings
 from daemon.domain.wallet import swept_as
+from daemon.store.retention import HistoryTable
 from daemon.store.status import (
     OUTSTANDING,
     BirthdaysToday,
@@ -60,14 +61,19 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
     else:
-        sys.stdout.write(render(report, settings.loyaltyd_stale_seconds))
+        retention = (
+            settings.loyaltyd_delivery_retention_days,
+            settings.loyaltyd_sync_retention_days,
+        )
+        sys.stdout.write(render(report, settings.loyaltyd_stale_seconds, retention))
     return 0
 
 
 # --- rendering (pure) --------------------------------------------------------------------------
 
 
-def render(report: StatusReport, stale: float = 5.0) -> str:
+def render(report: StatusReport, stale: float = 5.0, retention: tuple[int, int] = (90, 30)) -> str:
+    """`retention`: the days deliveries and idle pass syncs are kept (0: for ever)."""
     sections = [
         _daemons(report.instances, stale),
         _work(report.work),
@@ -77,6 +83,7 @@ def render(report: StatusReport, stale: float = 5.0) -> str:
         _dead_syncs(report.dead_sync_count, report.dead_syncs),
         _birthdays(report.birthdays),
         _wallets(report),
+        _history(report.history, retention),
     ]
     return "\n".join(sections)
 
@@ -275,3 +282,27 @@ def _since(value: object) -> str:
     except ValueError:
         return value
     return f"{age((datetime.now(UTC) - when).total_seconds())} ago"
+
+
+_HISTORY_TITLES = {"campaign_deliveries": "Campaign deliveries", "pass_syncs": "Pass syncs"}
+
+
+def _history(tables: tuple[HistoryTable, ...], retention: tuple[int, int]) -> str:
+    deliveries, syncs = (f"{d} days" if d else "for ever" for d in retention)
+    lines = [f"History (kept: deliveries {deliveries} after their campaign, idle syncs {syncs})"]
+    for t in tables:
+        oldest = f"oldest {t.oldest:%Y-%m-%d}" if t.oldest is not None else "empty"
+        rows = f"{t.rows:,} row" + ("" if t.rows == 1 else "s")
+        line = f"  {_HISTORY_TITLES.get(t.name, t.name):<20}{rows:>16} {_size(t.bytes):>9}"
+        lines.append(f"{line}  {oldest}, {t.removed:,} removed so far")
+    return "\n".join(lines) + "\n"
+
+
+def _size(n: int) -> str:
+    """Bytes the way `du -h` reads: 8.2 kB, 3.1 GB."""
+    size = float(n)
+    for unit in ("B", "kB", "MB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"
