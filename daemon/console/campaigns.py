@@ -9,6 +9,7 @@ a 404, the same answer as one that does not exist.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import uuid
 from collections.abc import Mapping
@@ -28,6 +29,7 @@ from daemon.core.errors import CampaignInputError
 from daemon.core.logs import get_logger
 from daemon.core.templating import KNOWN_PLACEHOLDERS, TemplateError, parse_template
 from daemon.store import console as store
+from daemon.store.status import campaign_retry_waits
 
 log = get_logger(__name__)
 
@@ -104,11 +106,27 @@ class Campaigns:
             row = await store.campaign(self.ctx.scope(viewer), campaign_id, viewer.program_ids)
             if row is None:
                 raise not_found("campaign")
-            change = _change_of(row, self.ctx.clock())
+            change = await self._with_retries(_change_of(row, self.ctx.clock()))
             self.ctx.feed.remember(change)
         if change.program_id not in viewer.roles:
             raise not_found("campaign")
         return change
+
+    async def _with_retries(self, change: store.Change) -> store.Change:
+        """A running campaign's recipients waiting to retry, as the feed reads them."""
+        if change.status != "PROCESSING":
+            return change
+        waits = await campaign_retry_waits(self.ctx.pool, [change.id])
+        wait = waits.get(change.id)
+        if wait is None:
+            return change
+        return dataclasses.replace(
+            change,
+            retry_waiting=wait.waiting,
+            retry_held=wait.held,
+            retry_next_at=self.ctx.clock() + timedelta(seconds=wait.next_in),
+            retry_error=wait.latest_error,
+        )
 
     # --- composing ------------------------------------------------------------------------------
 

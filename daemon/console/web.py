@@ -72,6 +72,7 @@ def templates() -> jinja2.Environment:
     )
     env.filters["number"] = lambda n: f"{int(n or 0):,}"
     env.filters["when"] = _when
+    env.filters["clock"] = _clock
     env.filters["setting"] = _setting
     return env
 
@@ -90,6 +91,16 @@ def _when(value: datetime | None, timezone: str | None = None) -> str:
         with contextlib.suppress(KeyError, ValueError):
             value = value.astimezone(ZoneInfo(timezone))
     return value.strftime("%Y-%m-%d %H:%M %Z")
+
+
+def _clock(value: datetime | None, timezone: str | None = None) -> str:
+    """The time of day to the second (a retry due in a few seconds), in the program's zone."""
+    if value is None:
+        return "—"
+    if timezone:
+        with contextlib.suppress(KeyError, ValueError):
+            value = value.astimezone(ZoneInfo(timezone))
+    return value.strftime("%H:%M:%S")
 
 
 def secure_request(request: web.Request, settings: Settings) -> bool:

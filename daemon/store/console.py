@@ -22,6 +22,7 @@ from typing import Any, Final
 
 import asyncpg
 
+from daemon.domain.retrying import retry_cause
 from daemon.store.queries import q
 
 DATABASE_ERRORS: Final = (OSError, asyncpg.InterfaceError, asyncpg.PostgresError)
@@ -445,10 +446,21 @@ class Change:
     unknown: int  # member ids of a CSV audience that match no pass, and the first few
     unknown_sample: list[str]
     timezone: str  # the program's
+    retry_waiting: int = 0  # recipients waiting to retry after a transient failure
+    retry_held: int = 0  # of those, waiting for PassKit to answer at all
+    retry_next_at: datetime | None = None  # when the soonest of the others is due
+    retry_error: str | None = None  # the newest error among them
 
     @property
     def done(self) -> int:
         return self.sent + self.failed + self.skipped
+
+    @property
+    def retry_cause(self) -> str:
+        """What the waiting recipients met: "PassKit 503", "PassKit being down", …"""
+        if self.retry_held and self.retry_held == self.retry_waiting:
+            return "PassKit being down"
+        return retry_cause(self.retry_error)
 
 
 async def changes_since(

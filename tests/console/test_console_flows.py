@@ -607,3 +607,31 @@ async def test_the_schedule_is_checked_against_the_consoles_clock(
         )
         assert answer.status == 400
         assert "the scheduled time has passed" in await answer.text()
+
+
+async def test_the_live_part_says_when_recipients_wait_on_retries(
+    app: web.Application, pool: asyncpg.Pool
+) -> None:
+    """ "4 waiting to retry after PassKit 503, next try at …": read by the feed in its one read,
+    shown on the campaign's live part."""
+    program = await _program(pool, members=6)
+    campaign = await stage_campaign(
+        pool, program_id=program, status="PROCESSING", name="Blast", recipient_count=6
+    )
+    passes = [r["id"] for r in await pool.fetch("SELECT id FROM passes_master")]
+    await pool.executemany(
+        "INSERT INTO loyaltyd.campaign_deliveries (campaign_id, pass_id, state, error, "
+        "available_at) VALUES ($1, $2, 'pending', $3, now() + interval '3 seconds')",
+        [(campaign, p, "PassKit write_message answered 503: busy") for p in passes[:4]],
+    )
+    feed = Feed(pool)
+    feed.subscribe([program])
+    await feed._read_once()
+    change = feed.known(campaign)
+    assert change is not None and change.retry_waiting == 4
+    assert change.retry_cause == "PassKit 503" and change.retry_next_at is not None
+    live = f"/console/campaigns/{campaign}/live"
+    async with browser(app) as client:
+        await sign_in_as(client, pool, "a@x.example", program)
+        text = await (await client.get(live)).text()
+    assert re.search(r"4 waiting to retry after PassKit 503, next try at \d\d:\d\d:\d\d", text)

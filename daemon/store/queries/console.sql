@@ -278,7 +278,7 @@ SELECT date_trunc('second', finished_at) AS at, count(*)::float8 AS n
 -- $1 = campaign id, $2 = outcome filter (NULL: all), $3 = after this pass id (paging),
 -- $4 = how many.
 SELECT d.pass_id, p.external_id, d.state, d.error, d.rendered_text, d.finished_at
-  FROM campaign_deliveries d
+  FROM campaign_deliveries d -- the view: the campaign's text where it is stored once (sql/067)
   LEFT JOIN passes_master p ON p.id = d.pass_id
  WHERE d.campaign_id = $1 AND ($2::text IS NULL OR d.state = $2)
    AND ($3::uuid IS NULL OR d.pass_id > $3)
@@ -287,8 +287,10 @@ SELECT d.pass_id, p.external_id, d.state, d.error, d.rendered_text, d.finished_a
 
 -- name: console_progress_changes
 -- $1 = program ids watched, $2 = changed after. The live feed's one read a second while someone
--- watches: campaigns of those programs changed since (what their pages show live), and (on every row; one row with a NULL id
--- when nothing changed) whether any of them is being sent or is a DRAFT waiting for its count.
+-- watches: campaigns of those programs changed since (what their pages show live), with a
+-- running campaign's recipients waiting to retry after a transient failure (their own partial
+-- index, sql/065), and (on every row; one row with a NULL id when nothing changed) whether any
+-- of them is being sent or is a DRAFT waiting for its count.
 WITH busy AS (
     SELECT EXISTS (SELECT 1 FROM push_campaigns
                     WHERE program_id = ANY($1::uuid[])
@@ -306,15 +308,30 @@ changed AS (
       FROM push_campaigns c JOIN programs g ON g.id = c.program_id
      WHERE c.program_id = ANY($1::uuid[]) AND c.updated_at > $2
 )
-SELECT c.*, b.running FROM busy b LEFT JOIN changed c ON true;
+SELECT c.*, w.waiting AS retry_waiting, w.held AS retry_held, w.next_at AS retry_next_at,
+       w.latest_error AS retry_error, b.running
+  FROM busy b
+  LEFT JOIN changed c ON true
+  LEFT JOIN LATERAL (
+      SELECT count(*)::int AS waiting,
+             count(*) FILTER (WHERE d.available_at = 'infinity')::int AS held,
+             min(d.available_at) FILTER (WHERE d.available_at < 'infinity') AS next_at,
+             (array_agg(d.error ORDER BY d.available_at DESC))[1] AS latest_error
+        FROM loyaltyd.campaign_deliveries d
+       WHERE c.status = 'PROCESSING' AND d.campaign_id = c.id
+         AND d.state = 'pending' AND d.error IS NOT NULL
+  ) w ON true;
 
 -- --- operations ----------------------------------------------------------------------------
 
 -- name: console_sends_per_second
--- $1 = since. Campaign messages sent, and failed, per second over every program.
-SELECT date_trunc('second', finished_at) AS at,
-       count(*) FILTER (WHERE state = 'sent')::float8 AS sent,
-       count(*) FILTER (WHERE state = 'failed')::float8 AS failed
-  FROM loyaltyd.campaign_deliveries
- WHERE finished_at >= $1 AND state IN ('sent', 'failed')
+-- $1 = since. Campaign messages sent, and failed, per second over every program: read through
+-- the campaigns running since then (their deliveries by primary key), never the whole history.
+SELECT date_trunc('second', d.finished_at) AS at,
+       count(*) FILTER (WHERE d.state = 'sent')::float8 AS sent,
+       count(*) FILTER (WHERE d.state = 'failed')::float8 AS failed
+  FROM push_campaigns c
+  JOIN loyaltyd.campaign_deliveries d ON d.campaign_id = c.id
+ WHERE (c.finished_at IS NULL OR c.finished_at >= $1)
+   AND d.finished_at >= $1 AND d.state IN ('sent', 'failed')
  GROUP BY 1 ORDER BY 1;
