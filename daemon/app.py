@@ -29,6 +29,7 @@ from daemon.campaigns.planner import CHANNEL as PLANNER_CHANNEL
 from daemon.campaigns.planner import CampaignPlanner, planner_config, planner_store
 from daemon.console.app import build_console
 from daemon.console.feed import Feed
+from daemon.core.channels import Channel
 from daemon.core.clock import utc_now
 from daemon.core.config import Settings
 from daemon.core.logs import get_logger
@@ -71,7 +72,7 @@ class Daemon:
     stopping: asyncio.Event
     heartbeat: Heartbeat
     source: str = "DATABASE_URL"  # where the DSN came from, for error messages
-    doorbells: dict[str, asyncio.Event] = field(default_factory=dict)
+    doorbells: dict[Channel, asyncio.Event] = field(default_factory=dict)
     workers: list[Worker[Any]] = field(default_factory=list)
     birthdays: BirthdayBot | None = None
     listener: Listener | None = None

@@ -18,6 +18,7 @@ from daemon.campaigns.csv_audience import CsvFetcher
 from daemon.campaigns.delivery import DeliveryHandler
 from daemon.campaigns.planner import CHANNEL as CAMPAIGNS_CHANNEL
 from daemon.campaigns.planner import CampaignPlanner, planner_config, planner_store
+from daemon.core.channels import Channel
 from daemon.core.config import Settings
 from daemon.core.metrics import Metrics
 from daemon.engine.worker import Worker
@@ -179,7 +180,7 @@ class Rig:
     queue: DeliveryStore
     workers: list[Worker[Any]]
     listener: Listener
-    doorbells: dict[str, asyncio.Event] = field(default_factory=dict)
+    doorbells: dict[Channel, asyncio.Event] = field(default_factory=dict)
 
     async def finished(self, campaign_id: uuid.UUID, timeout: float = 20) -> asyncpg.Record:
         async def done() -> bool:

@@ -21,6 +21,7 @@ from typing import Final
 
 from daemon.campaigns.delivery import NO_PASSKIT_ID
 from daemon.campaigns.rules import message_text
+from daemon.core.channels import Channel
 from daemon.core.errors import PermanentPassKitError
 from daemon.core.logs import get_logger
 from daemon.engine.outcomes import Outcome, Skipped, Succeeded
@@ -31,7 +32,7 @@ from daemon.store.deliveries import Delivery, MessageDeliveryStore
 log = get_logger(__name__)
 
 # Rung when a campaign sent through the Messages API starts (queries/campaigns.sql).
-MESSAGES_CHANNEL: Final = "loyaltyd_campaign_messages"
+MESSAGES_CHANNEL: Final = Channel.CAMPAIGN_MESSAGES
 # Chunk requests in flight at once, per daemon.
 CHUNK_SLOTS: Final = 4
 # The message title when the program has no name: iOS shows it as the message's label.

@@ -60,10 +60,7 @@ class DeliveryHandler:
             text = self._templates.render(job)
         except TemplateError as exc:
             raise WorkRefused(str(exc)) from exc
-        try:
-            with bulk():  # a pass sync goes first for the next PassKit slot
-                await self._client.write_message(job.protocol, job.passkit_id, text)
-        except ValueError as exc:  # a protocol the client does not know
-            raise WorkRefused(str(exc)) from exc
+        with bulk():  # a pass sync goes first for the next PassKit slot
+            await self._client.write_message(job.protocol, job.passkit_id, text)
         # The campaign's own text is kept once, on the campaign (sql/067).
         return Succeeded(sent=None if text == job.message_text else text)

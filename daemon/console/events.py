@@ -23,7 +23,7 @@ from daemon.console.feed import Subscription
 from daemon.console.web import load_viewer, viewer_of
 from daemon.core.clock import wait_any
 from daemon.core.logs import get_logger
-from daemon.store import console as store
+from daemon.store.errors import DATABASE_ERRORS
 
 log = get_logger(__name__)
 
@@ -118,7 +118,7 @@ class EventStreams:
         browser's next one goes through every check)."""
         try:
             fresh = await load_viewer(self.ctx.pool, viewer.session_hash)
-        except store.DATABASE_ERRORS as exc:
+        except DATABASE_ERRORS as exc:
             log.warning("console_stream_ended", reason="session not readable", error=repr(exc))
             return False
         if fresh is None or set(fresh.program_ids) != set(viewer.program_ids):

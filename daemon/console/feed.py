@@ -23,6 +23,7 @@ from daemon.core.clock import utc_now, wait_any
 from daemon.core.logs import get_logger
 from daemon.core.metrics import Metrics
 from daemon.store import console as store
+from daemon.store.errors import DATABASE_ERRORS
 from daemon.store.pool import Pool
 
 log = get_logger(__name__)
@@ -135,7 +136,7 @@ class Feed:
             changes, running = await store.changes_since(
                 self._pool, programs, self._since - OVERLAP
             )
-        except store.DATABASE_ERRORS as exc:
+        except DATABASE_ERRORS as exc:
             log.warning("console_feed_read_failed", error=repr(exc))
             return True
         self.reads += 1

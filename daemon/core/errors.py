@@ -3,21 +3,29 @@
     LoyaltydError
      ├── ConfigError                      bad or missing configuration; fix it and restart
      │    └── DatabaseUnusable            DATABASE_URL (or the embedded server) cannot serve
-     ├── WorkRefused                      a job that cannot be done as stored (no PassKit id,
-     │                                    a template that does not render…): failed, not retried
+     ├── WorkRefused                      a job that cannot be done as stored (a template that
+     │    │                               does not render, a protocol PassKit has no route for,
+     │    │                               a negative balance…): failed, not retried
+     │    └── UnknownProtocol             a pass protocol outside MEMBERSHIP/COUPON/EVENT_TICKET
+     ├── Fenced                           this daemon lost its heartbeat: it starts no PassKit
+     │                                    call (the job stays with whoever holds it now)
      ├── TransientError                   worth another try later (`retry_after`: a hint, s)
      │    └── TransientPassKitError       timeouts, connection errors, 429, 500/502/503/504
-     └── PassKitError                     anything PassKit (or the road to it) said no to
-          ├── TransientPassKitError       (also a TransientError; `status`)
-          └── PermanentPassKitError       retrying cannot help: 400/403/404/409/other 4xx
-               ├── PayloadTooLarge        refused here, before sending (> 10,000 bytes)
-               └── Unauthorized           401 that persisted after one re-signed retry
+     ├── PassKitError                     anything PassKit (or the road to it) said no to
+     │    ├── TransientPassKitError       (also a TransientError; `status`)
+     │    │    └── TransportFailed        no answer at all: connection failed or timed out
+     │    └── PermanentPassKitError       retrying cannot help: 400/403/404/409/other 4xx
+     │         ├── PayloadTooLarge        refused here, before sending (> 10,000 bytes)
+     │         └── Unauthorized           401 that persisted after one re-signed retry
+     ├── CampaignInputError               a campaign that cannot be sent as written (the
+     │                                    admin's to fix: push_campaigns.error, or a 400)
+     └── ApiRequestError                  an HTTP API request that cannot be served as sent
 
-The PassKit client maps aiohttp exceptions and status codes into this tree at the edge
-(`raise … from exc`), so nothing above it needs to know aiohttp. Callers decide on the class:
-transient → retry later, permanent → record once and move on.
-
-Other modules append their own subclasses below the PassKit section.
+The PassKit transport maps aiohttp exceptions (`daemon.passkit.transport`) and the client
+maps status codes into this tree at the edge (`raise … from exc`), so nothing above them needs
+to know aiohttp. Callers decide on the class: transient → retry later, permanent → record once
+and move on. Database failures are asyncpg's own, caught as one tuple
+(`daemon.store.errors.DATABASE_ERRORS`).
 """
 
 from __future__ import annotations
@@ -39,6 +47,11 @@ class DatabaseUnusable(ConfigError):
 class WorkRefused(LoyaltydError):
     """One job cannot be done as it stands; retrying cannot help. The message is stored as
     the row's error."""
+
+
+class UnknownProtocol(WorkRefused, ValueError):
+    """A pass protocol PassKit has no route for in loyaltyd (MEMBERSHIP, COUPON and
+    EVENT_TICKET are known). Also a ValueError: it is one, for callers outside the engine."""
 
 
 class Fenced(LoyaltydError):
@@ -78,6 +91,10 @@ class TransientPassKitError(PassKitError, TransientError):
 
 class PermanentPassKitError(PassKitError):
     """The same request will fail again: record the failure, do not retry."""
+
+
+class TransportFailed(TransientPassKitError):
+    """No answer at all: the connection failed or timed out (`__cause__` says which)."""
 
 
 class PayloadTooLarge(PermanentPassKitError):

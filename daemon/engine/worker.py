@@ -21,6 +21,7 @@ from typing import Generic, Protocol, TypeVar
 
 import structlog
 
+from daemon.core.channels import Channel
 from daemon.core.clock import wait_any
 from daemon.core.errors import Fenced, LoyaltydError
 from daemon.core.logs import get_logger
@@ -61,7 +62,7 @@ class Store(Protocol[J]):
         ...
 
     @property
-    def channel(self) -> str:
+    def channel(self) -> Channel:
         """The NOTIFY channel that rings this queue's doorbell."""
         ...
 

@@ -50,8 +50,9 @@ from daemon.ops.api_models import (
 from daemon.ops.http_guard import ConnectionLimits, GuardedAppRunner
 from daemon.ops.readiness import Running, readiness
 from daemon.passkit.records import pass_event
+from daemon.store.errors import DATABASE_ERRORS
 from daemon.store.status import refresh_queue_gauges
-from daemon.store.wallet import DATABASE_ERRORS, receive_event
+from daemon.store.wallet import receive_event
 
 log = get_logger(__name__)
 

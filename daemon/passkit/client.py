@@ -38,7 +38,9 @@ from daemon.core.errors import (
     PayloadTooLarge,
     PermanentPassKitError,
     TransientPassKitError,
+    TransportFailed,
     Unauthorized,
+    WorkRefused,
 )
 from daemon.core.logs import SecretScrubber, get_logger
 from daemon.core.metrics import Metrics
@@ -50,7 +52,7 @@ from daemon.passkit.mock import MockPassKit
 from daemon.passkit.routes import Endpoint
 from daemon.passkit.suffix import with_invisible_nonce
 from daemon.passkit.throttle import Clock, Sleep, Throttle, bulk
-from daemon.passkit.transport import HttpTransport, Reply, Request, Transport, TransportFailed
+from daemon.passkit.transport import HttpTransport, Reply, Request, Transport
 
 log = get_logger(__name__)
 
@@ -369,7 +371,7 @@ class PassKitClient:
         balances and the reset flags, nothing that moves a tier (unlike earn/burn's `tierId`).
         """
         if points < 0:
-            raise ValueError(f"points must be >= 0, got {points}")
+            raise WorkRefused(f"points must be >= 0, got {points}")
         body: JsonObject = {"id": passkit_id, "points": points}
         if points == 0:
             # proto3 drops a zero, so "set to 0" has its own flag.
@@ -470,7 +472,7 @@ class PassKitClient:
         """Create a Messages API message (message.pb.go Message: `title` and
         `plainTextContent` are validateCreate:"required"); return its id."""
         if not title or not text:
-            raise ValueError("a PassKit message needs a title and a text")
+            raise WorkRefused("a PassKit message needs a title and a text")
         body: JsonObject = {"title": title, "plainTextContent": text}
         reply = await self._call(routes.CREATE_MESSAGE, (), body, subject="message")
         message_id = _json_object(routes.CREATE_MESSAGE.operation, reply).get("id")

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import quote
 
+from daemon.core.errors import UnknownProtocol
+
 PROTOCOLS: Final = ("MEMBERSHIP", "COUPON", "EVENT_TICKET")
 
 _PARAMETER = re.compile(r"\{[A-Za-z]+\}")
@@ -178,7 +180,7 @@ def message_routes(protocol: str) -> MessageRoutes:
     try:
         return MESSAGE_ROUTES[protocol]
     except KeyError:
-        raise ValueError(
+        raise UnknownProtocol(
             f"unknown pass protocol {protocol!r}; expected one of {PROTOCOLS}"
         ) from None
 
@@ -217,4 +219,4 @@ def list_request(protocol: str, class_id: str) -> ListRequest:
     if protocol == "EVENT_TICKET":
         body = {"productionId": class_id, "filters": ALL_RECORDS}
         return ListRequest(LIST_TICKETS, COUNT_TICKETS, (), body)
-    raise ValueError(f"unknown pass protocol {protocol!r}; expected one of {PROTOCOLS}")
+    raise UnknownProtocol(f"unknown pass protocol {protocol!r}; expected one of {PROTOCOLS}")

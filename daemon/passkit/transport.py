@@ -18,7 +18,7 @@ from typing import Protocol
 import aiohttp
 
 from daemon.core.config import Settings
-from daemon.core.errors import PassKitError, PermanentPassKitError, TransientPassKitError
+from daemon.core.errors import PassKitError, PermanentPassKitError, TransportFailed
 from daemon.core.logs import SecretScrubber
 from daemon.passkit.routes import Endpoint
 
@@ -66,10 +66,6 @@ class Transport(Protocol):
         """The reply as it arrives; only silence longer than `idle_seconds` ends it."""
 
     async def close(self) -> None: ...
-
-
-class TransportFailed(TransientPassKitError):
-    """No reply at all: the connection failed or timed out (a transient failure)."""
 
 
 # --- aiohttp -----------------------------------------------------------------------------------

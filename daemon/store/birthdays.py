@@ -13,10 +13,11 @@ from typing import Any
 
 import asyncpg
 
+from daemon.store.errors import DATABASE_ERRORS
 from daemon.store.queries import q
 
 # What a failed gift or a failed tick may raise from here: the database's trouble.
-DatabaseError = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+DatabaseError = DATABASE_ERRORS  # the name the birthday bot knows them by
 
 
 @dataclass(frozen=True, slots=True)

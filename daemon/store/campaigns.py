@@ -19,16 +19,18 @@ from typing import Any, Final, Literal
 
 import asyncpg
 
+from daemon.core.channels import Channel
 from daemon.core.errors import CampaignInputError, TransientError
 from daemon.core.logs import get_logger
 from daemon.core.metrics import Metrics
 from daemon.engine.outcomes import Outcome, code, error_of, retry_in
+from daemon.store.errors import DATABASE_ERRORS
 from daemon.store.leases import LeasedTable
 from daemon.store.queries import q
 
 log = get_logger(__name__)
 
-CHANNEL: Final = "loyaltyd_campaigns"
+CHANNEL: Final = Channel.CAMPAIGNS
 QUEUE_NAME: Final = "planner"
 # The work on one campaign is one try; its retries back off from the policy's base.
 _ATTEMPTS: Final = 1
@@ -114,7 +116,7 @@ async def database_errors() -> AsyncIterator[None]:
         yield
     except asyncpg.CheckViolationError as exc:
         raise CampaignInputError(f"the campaign breaks rule {exc.constraint_name}") from exc
-    except (OSError, asyncpg.InterfaceError, asyncpg.PostgresError) as exc:
+    except DATABASE_ERRORS as exc:
         # A lost connection, a server shutting down, a deadlock, a timeout: another try may
         # work, and a campaign is never failed on the database's account.
         raise TransientError(f"database: {exc!r}") from exc

@@ -18,14 +18,12 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any
 
 import asyncpg
 
 from daemon.domain.retrying import retry_cause
 from daemon.store.queries import q
-
-DATABASE_ERRORS: Final = (OSError, asyncpg.InterfaceError, asyncpg.PostgresError)
 
 
 class Scope:

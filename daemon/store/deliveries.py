@@ -16,6 +16,7 @@ from typing import Final
 
 import asyncpg
 
+from daemon.core.channels import Channel
 from daemon.core.logs import get_logger
 from daemon.engine.outcomes import Outcome, Succeeded, code, error_of, retry_in
 from daemon.store.leases import LeasedTable
@@ -23,7 +24,7 @@ from daemon.store.queries import q
 
 log = get_logger(__name__)
 
-CHANNEL: Final = "loyaltyd_deliveries"
+CHANNEL: Final = Channel.DELIVERIES
 QUEUE_NAME: Final = "campaign"
 
 
@@ -78,7 +79,7 @@ class DeliveryStore(LeasedTable):
     the Messages API (loyaltyd.campaign_messages) or those sent one pass at a time."""
 
     name: str = QUEUE_NAME
-    channel: Final = CHANNEL
+    channel: Channel = CHANNEL
     by_messages: bool = False
 
     async def claim(self, owner: uuid.UUID, limit: int) -> list[Delivery]:
@@ -140,6 +141,7 @@ class DeliveryStore(LeasedTable):
             owner,
             [j.campaign_id for j in jobs],
             [j.pass_id for j in jobs],
+            str(self.channel),
         )
 
 
@@ -147,6 +149,7 @@ class MessageDeliveryStore(DeliveryStore):
     """The recipients of campaigns sent through the Messages API, and each campaign's message."""
 
     name: str = "campaign_messages"
+    channel: Channel = Channel.CAMPAIGN_MESSAGES
     by_messages: bool = True
 
     async def message_id(self, campaign_id: uuid.UUID) -> str | None:

@@ -25,6 +25,7 @@ import asyncpg
 
 from daemon.core.clock import sleep_or_stop
 from daemon.core.logs import get_logger
+from daemon.store.errors import DATABASE_ERRORS
 from daemon.store.queries import q
 
 
@@ -47,7 +48,6 @@ class Budget(Protocol):
 
 log = get_logger(__name__)
 
-_DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 # Rows of daemons dead this long are deleted (their work was taken over long before).
 FORGET_AFTER_SECONDS: Final = 86_400.0
@@ -155,7 +155,7 @@ class Heartbeat:
                 if error is None:
                     await sleep_or_stop(stopping, self.next_beat_in())
                     continue
-                if not isinstance(error, _DATABASE_ERRORS):
+                if not isinstance(error, DATABASE_ERRORS):
                     raise error
                 self._failed(error)
                 await sleep_or_stop(stopping, self._interval)
@@ -195,11 +195,11 @@ class Heartbeat:
             self._budget.stop()  # nothing more to send: the workers have drained
         try:
             await asyncio.wait_for(self._pool.execute(q("instance_leave"), self._owner), 5)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DATABASE_ERRORS as exc:
             log.warning("instance_leave_failed", error=repr(exc))
 
     async def _forget_the_long_dead(self) -> None:
         try:
             await self._pool.execute(q("instances_forget"), FORGET_AFTER_SECONDS)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DATABASE_ERRORS as exc:
             log.warning("instances_forget_failed", error=repr(exc))

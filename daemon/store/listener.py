@@ -17,10 +17,12 @@ from typing import Any
 
 import asyncpg
 
+from daemon.core.channels import Channel
 from daemon.core.clock import sleep_or_stop, wait_any
 from daemon.core.logs import get_logger
 from daemon.core.metrics import Metrics
 from daemon.engine.retry import backoff
+from daemon.store.errors import DATABASE_ERRORS
 
 log = get_logger(__name__)
 
@@ -31,13 +33,13 @@ class Listener:
     def __init__(
         self,
         dsn: str,
-        doorbells: Mapping[str, asyncio.Event],
+        doorbells: Mapping[Channel, asyncio.Event],
         *,
         probe_interval: float,
         metrics: Metrics | None = None,
         rng: random.Random | None = None,
         connect: Connect | None = None,
-        watchers: Mapping[str, asyncio.Event] | None = None,
+        watchers: Mapping[Channel, asyncio.Event] | None = None,
     ) -> None:
         self._dsn = dsn
         self._doorbells = doorbells
@@ -76,7 +78,7 @@ class Listener:
             conn = await asyncio.wait_for(self._connect(self._dsn), timeout=10)
             for channel in self._doorbells:
                 await conn.add_listener(channel, self._on_notify)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DATABASE_ERRORS as exc:
             log.warning("listener_connect_failed", error=repr(exc))
             return None
         return conn
@@ -99,7 +101,7 @@ class Listener:
             return False
         try:
             await asyncio.wait_for(conn.fetchval("SELECT 1"), timeout=self._probe_interval)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DATABASE_ERRORS as exc:
             log.warning("listener_lost", reason=repr(exc))
             return False
         return True
@@ -122,7 +124,8 @@ class Listener:
         if not conn.is_closed():
             conn.terminate()
 
-    def _on_notify(self, _conn: Any, _pid: int, channel: str, _payload: str) -> None:
+    def _on_notify(self, _conn: Any, _pid: int, name: str, _payload: str) -> None:
+        channel = Channel(name)  # LISTENed to by name: always one of ours
         for ringing in (self._doorbells.get(channel), self._watchers.get(channel)):
             if ringing is not None:
                 ringing.set()

@@ -14,13 +14,14 @@ from typing import Final
 
 import asyncpg
 
+from daemon.core.channels import Channel
 from daemon.core.logs import get_logger
 from daemon.engine.outcomes import Outcome, code, error_of, retry_in
 from daemon.store.leases import LeasedTable
 from daemon.store.queries import q
 
 log = get_logger(__name__)
-CHANNEL: Final = "loyaltyd_syncs"
+CHANNEL: Final = Channel.SYNCS
 
 
 @dataclass(frozen=True, slots=True)

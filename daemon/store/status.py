@@ -17,6 +17,7 @@ import asyncpg
 from daemon.core.logs import get_logger
 from daemon.core.metrics import Metrics
 from daemon.domain.retrying import RetryWait
+from daemon.store.errors import DATABASE_ERRORS
 from daemon.store.passes import PassSyncStore
 from daemon.store.queries import q
 from daemon.store.retention import HistoryTable, history_tables
@@ -36,7 +37,7 @@ async def database_ok(pool: asyncpg.Pool, within: float) -> bool:
     try:
         async with asyncio.timeout(within):
             await pool.fetchval(q("ops_ping"))
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except DATABASE_ERRORS as exc:
         log.warning("database_unreachable", error=repr(exc))
         return False
     return True
@@ -76,7 +77,7 @@ async def refresh_queue_gauges(
             # asks for it at most once a minute.
             programs = await wallet_status(pool) if wallets else None
             depth, _ = await inbox_depth(pool)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except DATABASE_ERRORS as exc:
         log.warning("queue_gauges_stale", error=repr(exc))
         return
     metrics.queue_depth.labels(SYNC_QUEUE).set(row["rows"])

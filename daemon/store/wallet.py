@@ -21,6 +21,7 @@ from typing import Any, Final
 
 import asyncpg
 
+from daemon.core.channels import Channel
 from daemon.core.errors import TransientError
 from daemon.domain.wallet import (
     Applied,
@@ -30,15 +31,15 @@ from daemon.domain.wallet import (
     WalletRecord,
 )
 from daemon.engine.outcomes import Outcome, code, retry_in
+from daemon.store.errors import DATABASE_ERRORS
 from daemon.store.leases import LeasedTable
 from daemon.store.pool import connect
 from daemon.store.queries import q
 
-EVENTS_CHANNEL: Final = "loyaltyd_wallet_events"
+EVENTS_CHANNEL: Final = Channel.WALLET_EVENTS
 # Rows a sweep writes beyond which loyaltyd.wallet_passes' statistics are refreshed.
 ANALYZE_AFTER: Final = 10_000
 # What a lost connection or a refusing server raises here.
-DATABASE_ERRORS: Final = (OSError, asyncpg.InterfaceError, asyncpg.PostgresError)
 _STAGING: Final = "wallet_sweep_rows"
 _STAGING_COLUMNS: Final = (
     "passkit_id",

@@ -11,6 +11,7 @@ from daemon.core.clock import sleep_or_stop
 from daemon.core.errors import LoyaltydError
 from daemon.core.logs import get_logger
 from daemon.store import wallet as store
+from daemon.store.errors import DATABASE_ERRORS
 from daemon.store.pool import Pool
 from daemon.wallet.sweep import Sweeper
 
@@ -46,7 +47,7 @@ class SweepScheduler:
         """Every sweep due now, one after another; how many ran to the end."""
         try:
             due = await store.sweeps_due(self._pool, self._hour)
-        except store.DATABASE_ERRORS as exc:
+        except DATABASE_ERRORS as exc:
             log.warning("wallet_sweeps_unknown", error=repr(exc))
             return 0
         done = 0
@@ -55,7 +56,7 @@ class SweepScheduler:
                 break
             try:
                 done += await self._sweeper.sweep(target) is not None
-            except (LoyaltydError, *store.DATABASE_ERRORS):
+            except (LoyaltydError, *DATABASE_ERRORS):
                 continue  # recorded and logged by the sweep; tried again later
             except Exception:
                 # A sweep must never stop the daemon: what went wrong is logged whole, and the

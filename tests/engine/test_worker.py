@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from daemon.core.channels import Channel
 from daemon.core.errors import Fenced, PermanentPassKitError, TransientPassKitError
 from daemon.engine.outcomes import Failed, Outcome, RetryLater, Skipped, Succeeded
 from daemon.engine.retry import RetryPolicy
@@ -54,7 +55,7 @@ class MemoryStore:
 
     clock: VirtualClock
     name: str = "memory"
-    channel: str = "memory_jobs"
+    channel: Channel = Channel.SYNCS  # any: nothing rings it here
     rows: dict[int, _Row] = field(default_factory=dict)
     claims: list[int] = field(default_factory=list)  # the limit of each claim
     records: list[list[tuple[Job, Outcome]]] = field(default_factory=list)

@@ -21,6 +21,7 @@ from daemon.core.errors import (
     PermanentPassKitError,
     TransientPassKitError,
     Unauthorized,
+    WorkRefused,
 )
 from daemon.core.logs import configure_logging
 from daemon.core.metrics import Metrics
@@ -101,7 +102,7 @@ async def test_set_points_to_zero_sends_the_reset_flag(http: aioresponses) -> No
 
 async def test_negative_points_are_refused_before_sending(http: aioresponses) -> None:
     async with client_for() as client:
-        with pytest.raises(ValueError, match="points"):
+        with pytest.raises(WorkRefused, match="points"):
             await client.set_points("pk1", -5)
     assert total_requests(http) == 0
 

@@ -15,7 +15,7 @@ import jwt
 import pytest
 import pytest_asyncio
 
-from daemon.core.errors import PermanentPassKitError, Unauthorized
+from daemon.core.errors import PermanentPassKitError, Unauthorized, WorkRefused
 from daemon.passkit import routes
 from daemon.passkit.client import PassKitClient
 from daemon.passkit.suffix import visible_text
@@ -219,6 +219,6 @@ async def test_sending_a_message_that_does_not_exist_is_refused(fake: FakePassKi
     async with client_for(fake) as client:
         with pytest.raises(PermanentPassKitError) as caught:
             await client.send_message("no-such-message", ["m1"])
-        with pytest.raises(ValueError, match="title"):
+        with pytest.raises(WorkRefused, match="title"):
             await client.create_message("", "text")
     assert caught.value.status == 404

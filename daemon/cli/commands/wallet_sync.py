@@ -13,8 +13,9 @@ from daemon.cli.commands._common import database
 from daemon.core.config import Settings
 from daemon.core.errors import LoyaltydError
 from daemon.domain.wallet import SweepClass, SweepSummary
+from daemon.store.errors import DATABASE_ERRORS
 from daemon.store.pool import create_pool
-from daemon.store.wallet import DATABASE_ERRORS, sweep_classes
+from daemon.store.wallet import sweep_classes
 from daemon.wallet.sweep import Sweeper
 
 HELP = (

@@ -464,7 +464,8 @@ UPDATE loyaltyd.campaign_deliveries d
 
 -- name: release_deliveries
 -- $1 = owner, $2 campaign ids, $3 pass ids to give back (shutdown): due now, the attempt not
--- counted, and the other daemons woken to take them.
+-- counted, and the other daemons woken to take them on $4, the queue's own channel (pass by
+-- pass, or the Messages API's).
 WITH released AS (
     UPDATE loyaltyd.campaign_deliveries d
        SET state = 'pending', lease_owner = NULL, available_at = now(),
@@ -473,7 +474,7 @@ WITH released AS (
      WHERE d.campaign_id = k.campaign_id AND d.pass_id = k.pass_id AND d.lease_owner = $1
     RETURNING 1
 )
-SELECT pg_notify('loyaltyd_deliveries', '') WHERE EXISTS (SELECT 1 FROM released);
+SELECT pg_notify($4, '') WHERE EXISTS (SELECT 1 FROM released);
 
 -- name: campaign_delivery_depth
 -- Recipients of campaigns being sent that have no outcome yet (waiting or in flight), from the
