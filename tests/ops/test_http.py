@@ -104,8 +104,8 @@ async def test_metrics_show_the_fleet_and_the_work_per_program(
     )
     await pool.execute(
         "INSERT INTO loyaltyd.instances (id, host, pid, rate_limit, share, sent_per_second,"
-        " taken_over) VALUES ('00000000-0000-0000-0000-00000000000a', 'web1', 1, 150, 50,"
-        " 49.5, 7)"
+        " taken_over, ready_at) VALUES ('00000000-0000-0000-0000-00000000000a', 'web1', 1, 150,"
+        " 50, 49.5, 7, now())"
     )
     text = await (await api.get("/metrics")).text()
     labels = '{host="web1",instance="00000000-0000-0000-0000-00000000000a"}'
