@@ -85,22 +85,21 @@ def _setting(value: str | None) -> str:
 
 
 def _when(value: datetime | None, timezone: str | None = None) -> str:
-    if value is None:
-        return "—"
-    if timezone:
-        with contextlib.suppress(KeyError, ValueError):
-            value = value.astimezone(ZoneInfo(timezone))
-    return value.strftime("%Y-%m-%d %H:%M %Z")
+    return _local(value, timezone, "%Y-%m-%d %H:%M %Z")
 
 
 def _clock(value: datetime | None, timezone: str | None = None) -> str:
     """The time of day to the second (a retry due in a few seconds), in the program's zone."""
+    return _local(value, timezone, "%H:%M:%S")
+
+
+def _local(value: datetime | None, timezone: str | None, pattern: str) -> str:
     if value is None:
         return "—"
     if timezone:
         with contextlib.suppress(KeyError, ValueError):
             value = value.astimezone(ZoneInfo(timezone))
-    return value.strftime("%H:%M:%S")
+    return value.strftime(pattern)
 
 
 def secure_request(request: web.Request, settings: Settings) -> bool:

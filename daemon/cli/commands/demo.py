@@ -17,6 +17,18 @@ HELP = (
 )
 
 
+def _number(text: str, low: float, high: float, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(
+            f"must be between {low:g} and {high:g}{what}, not {value:g}"
+        )
+    return value
+
+
 def _at_least_one(text: str) -> int:
     try:
         value = int(text)
@@ -28,23 +40,11 @@ def _at_least_one(text: str) -> int:
 
 
 def _latency(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value <= 10_000:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 10000 ms, not {value}")
-    return value
+    return _number(text, 0, 10_000, " ms")
 
 
 def _percent(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value <= 50:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 50 %, not {value}")
-    return value
+    return _number(text, 0, 50, " %")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
