@@ -37,8 +37,7 @@ SELECT c.id, c.xmin::text AS version,
   FROM push_campaigns c
   LEFT JOIN programs g ON g.id = c.program_id
  WHERE (c.lease_expires_at IS NULL OR c.lease_expires_at <= now()
-        OR c.lease_owner IN (SELECT i.id FROM loyaltyd.instances i
-                              WHERE i.heartbeat_at < now() - make_interval(secs => $4)))
+        OR c.lease_owner = ANY(loyaltyd.dead_daemons($4)))
    -- rows an earlier tool left behind are history, never sent (sql/006)
    AND NOT c.predates_loyaltyd
    AND ((c.status = 'PENDING' AND (c.scheduled_at IS NULL OR c.scheduled_at <= now()))
@@ -261,8 +260,7 @@ SELECT pg_advisory_xact_lock(hashtextextended('loyaltyd:claim_deliveries', 0));
 -- message needs, and the rows skipped here (state 'skipped': already final and counted) so
 -- the caller can count them too.
 WITH dead AS MATERIALIZED (
-    SELECT coalesce(array_agg(id), '{}') AS owners
-      FROM loyaltyd.instances WHERE heartbeat_at < now() - make_interval(secs => $4)
+    SELECT loyaltyd.dead_daemons($4) AS owners  -- sql/070: the one rule
 ),
 running AS MATERIALIZED (
     -- Campaigns being sent (a cancelled one is not PROCESSING, so its recipients stop being

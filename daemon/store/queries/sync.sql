@@ -6,8 +6,7 @@
 -- $4 = seconds without a heartbeat after which a daemon is dead. Returns the work owed for
 -- each claimed pass with what PassKit needs to address it.
 WITH dead AS MATERIALIZED (
-    SELECT coalesce(array_agg(id), '{}') AS owners
-      FROM loyaltyd.instances WHERE heartbeat_at < now() - make_interval(secs => $4)
+    SELECT loyaltyd.dead_daemons($4) AS owners  -- sql/070: the one rule
 ),
 due AS (
     -- Rows whose time has come, and rows whose daemon died: its heartbeat stopped, or (a

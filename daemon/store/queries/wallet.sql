@@ -344,8 +344,7 @@ SELECT (SELECT id FROM program) AS program_id,
 -- is being read already (the reads of one pass happen one after another, so the last one
 -- applied is the newest); rows of a dead daemon are taken over.
 WITH dead AS MATERIALIZED (
-    SELECT coalesce(array_agg(id), '{}') AS owners
-      FROM loyaltyd.instances WHERE heartbeat_at < now() - make_interval(secs => $4)
+    SELECT loyaltyd.dead_daemons($4) AS owners  -- sql/070: the one rule
 ),
 fresh AS (
     -- Waiting rows whose time has come (the pending partial index).
