@@ -15,8 +15,8 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import structlog
 from aiohttp import web
@@ -25,8 +25,11 @@ from pydantic import SecretStr
 from daemon.birthday.bot import BirthdayBot
 from daemon.campaigns.bulk import CHUNK_SLOTS, ChunkStore, MessageChunkHandler
 from daemon.campaigns.delivery import DeliveryHandler
-from daemon.campaigns.planner import CHANNEL as PLANNER_CHANNEL
-from daemon.campaigns.planner import CampaignPlanner, planner_config, planner_store
+from daemon.campaigns.planner import (
+    PLANNER_SLOTS,
+    CampaignPlanner,
+    planner_store,
+)
 from daemon.console.app import build_console
 from daemon.console.feed import Feed
 from daemon.core.channels import Channel
@@ -46,7 +49,7 @@ from daemon.passkit.outage import OutageWatch
 from daemon.passkit.throttle import Throttle
 from daemon.store.deliveries import DeliveryStore, MessageDeliveryStore
 from daemon.store.instances import Heartbeat
-from daemon.store.leases import LeasedTable
+from daemon.store.leases import LeasedTable, Takeovers
 from daemon.store.listener import Listener
 from daemon.store.outage import release_held_work
 from daemon.store.passes import PassSyncStore
@@ -58,10 +61,13 @@ from daemon.wallet.sweep import Sweeper
 
 log = get_logger(__name__)
 
+T = TypeVar("T", bound=LeasedTable)
 
-@dataclass
+
+@dataclass(frozen=True)
 class Daemon:
-    """What is running, for the HTTP server, the tests and the shutdown sequence."""
+    """What is running, built once by `run_daemon`: for the HTTP server, the tests and the
+    shutdown sequence."""
 
     settings: Settings
     dsn: str
@@ -71,19 +77,13 @@ class Daemon:
     owner: uuid.UUID
     stopping: asyncio.Event
     heartbeat: Heartbeat
-    source: str = "DATABASE_URL"  # where the DSN came from, for error messages
-    doorbells: dict[Channel, asyncio.Event] = field(default_factory=dict)
-    workers: list[Worker[Any]] = field(default_factory=list)
-    birthdays: BirthdayBot | None = None
-    listener: Listener | None = None
-    stores: list[LeasedTable] = field(default_factory=list)
+    workers: tuple[Worker[Any], ...]
+    listener: Listener
+    birthdays: BirthdayBot
     budget: FleetBudget | None = None
     feed: Feed | None = None  # the console's live feed, when the console is on
+    source: str = "DATABASE_URL"  # where the DSN came from, for error messages
     on_ready: Callable[[Daemon], Awaitable[None]] | None = None
-
-    def taken_over(self) -> int:
-        """Rows this daemon took over from dead daemons, since it started."""
-        return sum(store.taken_over for store in self.stores)
 
 
 def fleet_budget(settings: Settings, throttle: Throttle) -> FleetBudget | None:
@@ -155,34 +155,29 @@ def worker_config(settings: Settings) -> WorkerConfig:
     )
 
 
-def _add_worker(
-    daemon: Daemon,
-    store: Store[Any],
-    handler: Handler[Any],
-    config: WorkerConfig | None = None,
-    capacity: Callable[[], int] | None = None,
-    *,
-    calls_passkit: bool = True,
-) -> None:
-    doorbell = daemon.doorbells.setdefault(store.channel, asyncio.Event())
-    if isinstance(store, LeasedTable):
-        daemon.stores.append(store)
-    daemon.workers.append(
-        Worker(
-            store,
-            handler,
-            config or worker_config(daemon.settings),
-            owner=daemon.owner,
-            doorbell=doorbell,
-            metrics=daemon.metrics,
-            capacity=capacity,
-            passkit_down=_passkit_down(daemon.client) if calls_passkit else None,
-        )
-    )
+@dataclass(frozen=True)
+class Sizing:
+    """How many rows a queue's worker holds claimed: its slots, and (under a fleet budget)
+    the capacity that keeps them to a few seconds of this daemon's share."""
+
+    slots: int
+    capacity: Callable[[], int] | None = None
 
 
-def _passkit_down(client: PassKitClient) -> Callable[[], bool]:
-    return lambda: client.health.down
+def claim_sizes(settings: Settings, budget: FleetBudget | None) -> dict[str, Sizing]:
+    """Every queue's claim size, decided here. Under a shared budget the PassKit queues hold
+    a few seconds of this daemon's share (`FleetBudget.claim_capacity`); a campaign message
+    costs `requests_per_message` requests (a read before the write), a Messages API chunk one
+    request for many recipients; the planner plans a few campaigns at a time."""
+    slots = settings.worker_slots
+    capacity = budget.claim_capacity if budget is not None else None
+    return {
+        "sync": Sizing(slots, capacity),
+        "campaign": Sizing(slots, _per_message(capacity, settings.requests_per_message)),
+        "campaign_messages": Sizing(min(CHUNK_SLOTS, slots)),
+        "planner": Sizing(PLANNER_SLOTS),
+        "wallet_events": Sizing(slots),
+    }
 
 
 def _per_message(capacity: Callable[[], int] | None, requests: int) -> Callable[[], int] | None:
@@ -193,64 +188,85 @@ def _per_message(capacity: Callable[[], int] | None, requests: int) -> Callable[
     return lambda: max(MIN_CLAIMED, capacity() // requests)
 
 
-def _build_workers(daemon: Daemon) -> None:
-    """Three queues on one engine: pass syncs, campaign deliveries (sharing the PassKit client
-    and so its throttle), and the campaigns themselves, which the planner turns into
-    deliveries and finishes."""
-    s = daemon.settings
-    leases = {"lease_seconds": s.loyaltyd_lease_seconds, "stale_seconds": s.loyaltyd_stale_seconds}
-    # Under a shared budget, the PassKit queues hold a few seconds of this daemon's share.
-    capacity = daemon.budget.claim_capacity if daemon.budget is not None else None
-    _add_worker(
-        daemon,
-        PassSyncStore(daemon.pool, **leases, metrics=daemon.metrics),
-        PassSyncHandler(daemon.client),
-        capacity=capacity,
-    )
-    _add_worker(
-        daemon,
-        DeliveryStore(daemon.pool, **leases, metrics=daemon.metrics),
-        DeliveryHandler(daemon.client),
-        capacity=_per_message(capacity, s.requests_per_message),
-    )
-    # Campaigns sent through the Messages API (any daemon sends them, whatever its own
-    # PASSKIT_CAMPAIGN_DELIVERY): a few chunk requests at a time, each one PassKit request.
-    messages = MessageDeliveryStore(daemon.pool, **leases, metrics=daemon.metrics)
-    daemon.stores.append(messages)
-    _add_worker(
-        daemon,
-        ChunkStore(messages, s.passkit_message_chunk),
-        MessageChunkHandler(daemon.client, messages),
-        dataclasses.replace(worker_config(s), slots=min(CHUNK_SLOTS, s.worker_slots)),
-    )
-    campaigns = planner_store(daemon.pool, s, daemon.metrics)
+@dataclass(frozen=True)
+class Queue:
+    """One kind of work: its store, its handler, and whether it calls PassKit."""
+
+    store: Store[Any]
+    handler: Handler[Any]
+    calls_passkit: bool = True
+
+
+def queues(
+    settings: Settings,
+    pool: Pool,
+    client: PassKitClient,
+    metrics: Metrics,
+    owner: uuid.UUID,
+    takeovers: Takeovers,
+) -> list[Queue]:
+    """Every queue on the engine; adding one is one line here. Pass syncs, campaign
+    recipients (pass by pass, and through the Messages API, whatever this daemon's own
+    PASSKIT_CAMPAIGN_DELIVERY), the campaigns themselves (which the planner turns into
+    recipients and finishes), and passes a PassKit webhook named (the read is the truth)."""
+
+    def leased(table: type[T]) -> T:
+        return table(
+            pool,
+            lease_seconds=settings.loyaltyd_lease_seconds,
+            stale_seconds=settings.loyaltyd_stale_seconds,
+            metrics=metrics,
+            takeovers=takeovers,
+        )
+
+    messages = leased(MessageDeliveryStore)
+    campaigns = planner_store(pool, settings, metrics, takeovers=takeovers)
     planner = CampaignPlanner(
-        campaigns,
-        s,
-        owner=daemon.owner,
-        mock_mode=daemon.client.mock_mode,
-        metrics=daemon.metrics,
+        campaigns, settings, owner=owner, mock_mode=client.mock_mode, metrics=metrics
     )
-    _add_worker(daemon, campaigns, planner, planner_config(worker_config(s)), calls_passkit=False)
-    # Passes a PassKit webhook named, read again (the read is the truth).
-    _add_worker(
-        daemon,
-        WalletEventStore(daemon.pool, **leases, metrics=daemon.metrics),
-        WalletReadHandler(daemon.client, daemon.pool),
-    )
-    daemon.birthdays = BirthdayBot(daemon.pool, s, utc_now)
+    return [
+        Queue(leased(PassSyncStore), PassSyncHandler(client)),
+        Queue(leased(DeliveryStore), DeliveryHandler(client)),
+        Queue(
+            ChunkStore(messages, settings.passkit_message_chunk),
+            MessageChunkHandler(client, messages),
+        ),
+        Queue(campaigns, planner, calls_passkit=False),
+        Queue(leased(WalletEventStore), WalletReadHandler(client, pool)),
+    ]
+
+
+def workers(
+    settings: Settings,
+    work: list[Queue],
+    sizes: dict[str, Sizing],
+    client: PassKitClient,
+    metrics: Metrics,
+    owner: uuid.UUID,
+) -> tuple[tuple[Worker[Any], ...], dict[Channel, asyncio.Event]]:
+    """A worker per queue, and the doorbells their channels ring (shared per channel)."""
+    doorbells: dict[Channel, asyncio.Event] = {}
+    built = []
+    for queue in work:
+        size = sizes[queue.store.name]
+        config = dataclasses.replace(worker_config(settings), slots=size.slots)
+        built.append(
+            Worker(
+                queue.store,
+                queue.handler,
+                config,
+                owner=owner,
+                doorbell=doorbells.setdefault(queue.store.channel, asyncio.Event()),
+                metrics=metrics,
+                capacity=size.capacity,
+                passkit_down=(lambda: client.health.down) if queue.calls_passkit else None,
+            )
+        )
+    return tuple(built), doorbells
 
 
 async def _supervise(daemon: Daemon) -> None:
     s = daemon.settings
-    watchers = {PLANNER_CHANNEL: daemon.feed.rung} if daemon.feed is not None else None
-    daemon.listener = Listener(
-        daemon.dsn,
-        daemon.doorbells,
-        probe_interval=s.loyaltyd_listener_probe_seconds,
-        metrics=daemon.metrics,
-        watchers=watchers,
-    )
     workers_done = asyncio.Event()
 
     async def run_workers() -> None:
@@ -269,12 +285,11 @@ async def _supervise(daemon: Daemon) -> None:
         # The heartbeat outlives the workers' drain: a draining daemon is not dead.
         tg.create_task(daemon.heartbeat.run(workers_done), name="heartbeat")
         tg.create_task(run_workers(), name="workers")
-        if daemon.birthdays is not None:
-            # Its gifts reach PassKit through the sync queue like any other transaction.
-            tg.create_task(
-                daemon.birthdays.run(daemon.stopping, s.loyaltyd_shutdown_grace_seconds),
-                name="birthday-bot",
-            )
+        # Its gifts reach PassKit through the sync queue like any other transaction.
+        tg.create_task(
+            daemon.birthdays.run(daemon.stopping, s.loyaltyd_shutdown_grace_seconds),
+            name="birthday-bot",
+        )
         if daemon.feed is not None:
             tg.create_task(daemon.feed.run(daemon.stopping), name="console-feed")
         retention = _retention(daemon)
@@ -295,9 +310,8 @@ async def _supervise(daemon: Daemon) -> None:
 
 def _console(daemon: Daemon) -> web.Application | None:
     """The admins' console under /console/, when LOYALTYD_CONSOLE is on."""
-    if not daemon.settings.loyaltyd_console:
+    if daemon.feed is None:
         return None
-    daemon.feed = Feed(daemon.pool, metrics=daemon.metrics)
     client = daemon.client
     return build_console(
         daemon.settings,
@@ -366,29 +380,42 @@ async def run_daemon(
     metrics = Metrics()
     pool = await create_pool(dsn, settings.loyaltyd_pool_size, source=source)
     try:
+        # Built once, top-down: the budget shares the throttle's bucket, the heartbeat
+        # publishes the budget and the rows taken over, the client is fenced by the heartbeat.
         throttle = Throttle.from_settings(settings)
         budget = fleet_budget(settings, throttle)
-        async with PassKitClient(settings, metrics, throttle=throttle) as client:
-            heartbeat = Heartbeat(
-                pool,
-                owner,
-                interval=settings.loyaltyd_heartbeat_seconds,
-                stale=settings.loyaltyd_stale_seconds,
-                budget=budget,
-                account=account_key(_secret(settings.passkit_api_key)),
-            )
-            daemon = Daemon(
-                settings, dsn, pool, client, metrics, owner, stopping, heartbeat, source=source
-            )
-            daemon.budget, daemon.on_ready = budget, on_ready
-            heartbeat.taken_over = daemon.taken_over
+        takeovers = Takeovers()
+        heartbeat = Heartbeat(
+            pool,
+            owner,
+            interval=settings.loyaltyd_heartbeat_seconds,
+            stale=settings.loyaltyd_stale_seconds,
+            budget=budget,
+            account=account_key(_secret(settings.passkit_api_key)),
+            taken_over=takeovers.total,
+        )
+        async with PassKitClient(
+            settings, metrics, throttle=throttle, fence=heartbeat.fenced
+        ) as client:
             # Alive before the first claim. The second beat publishes the share the first
             # worked out, and starts using it (a daemon alone gets the whole limit at once).
             await heartbeat.beat()
             try:
                 await heartbeat.beat()
-                client.fence = heartbeat.fenced
-                _build_workers(daemon)
+                daemon = _daemon(
+                    settings,
+                    dsn,
+                    pool,
+                    client,
+                    metrics,
+                    owner,
+                    stopping,
+                    heartbeat,
+                    budget,
+                    takeovers,
+                    source=source,
+                    on_ready=on_ready,
+                )
                 if on_start is not None:
                     on_start(daemon)
                 # The HTTP port is bound first: a taken port stops start-up before any work.
@@ -401,3 +428,51 @@ async def run_daemon(
     finally:
         await pool.close()
     log.info("daemon_stopped")
+
+
+def _daemon(
+    settings: Settings,
+    dsn: str,
+    pool: Pool,
+    client: PassKitClient,
+    metrics: Metrics,
+    owner: uuid.UUID,
+    stopping: asyncio.Event,
+    heartbeat: Heartbeat,
+    budget: FleetBudget | None,
+    takeovers: Takeovers,
+    *,
+    source: str,
+    on_ready: Callable[[Daemon], Awaitable[None]] | None,
+) -> Daemon:
+    """The running daemon's parts: the queues and their workers, the listener ringing their
+    doorbells (and the console's feed, when it is on), the birthday bot."""
+    work = queues(settings, pool, client, metrics, owner, takeovers)
+    built, doorbells = workers(
+        settings, work, claim_sizes(settings, budget), client, metrics, owner
+    )
+    feed = Feed(pool, metrics=metrics) if settings.loyaltyd_console else None
+    listener = Listener(
+        dsn,
+        doorbells,
+        probe_interval=settings.loyaltyd_listener_probe_seconds,
+        metrics=metrics,
+        watchers={Channel.CAMPAIGNS: feed.rung} if feed is not None else None,
+    )
+    return Daemon(
+        settings,
+        dsn,
+        pool,
+        client,
+        metrics,
+        owner,
+        stopping,
+        heartbeat,
+        built,
+        listener,
+        BirthdayBot(pool, settings, utc_now),
+        budget=budget,
+        feed=feed,
+        source=source,
+        on_ready=on_ready,
+    )

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,12 +13,12 @@ from typing import Any
 
 import asyncpg
 
-from daemon.app import worker_config
+from daemon.app import claim_sizes, worker_config
 from daemon.campaigns.bulk import MESSAGES_CHANNEL, ChunkStore, MessageChunkHandler
 from daemon.campaigns.csv_audience import CsvFetcher
 from daemon.campaigns.delivery import DeliveryHandler
 from daemon.campaigns.planner import CHANNEL as CAMPAIGNS_CHANNEL
-from daemon.campaigns.planner import CampaignPlanner, planner_config, planner_store
+from daemon.campaigns.planner import CampaignPlanner, planner_store
 from daemon.core.channels import Channel
 from daemon.core.config import Settings
 from daemon.core.metrics import Metrics
@@ -147,7 +148,9 @@ def planner_worker(
     return Worker(
         store,
         planner,
-        planner_config(worker_config(settings)),
+        dataclasses.replace(
+            worker_config(settings), slots=claim_sizes(settings, None)["planner"].slots
+        ),
         owner=owner,
         doorbell=doorbell or asyncio.Event(),
         metrics=metrics,

@@ -43,10 +43,10 @@ from daemon.core.errors import CampaignInputError
 from daemon.core.logs import get_logger, scrub
 from daemon.core.metrics import Metrics
 from daemon.engine.outcomes import Skipped, Succeeded
-from daemon.engine.worker import WorkerConfig
 from daemon.store import campaigns as store
 from daemon.store.campaigns import CampaignJob, CampaignStore, Recipients
 from daemon.store.deliveries import QUEUE_NAME as DELIVERIES_QUEUE
+from daemon.store.leases import Takeovers
 from daemon.store.pool import Pool
 
 log = get_logger(__name__)
@@ -56,7 +56,13 @@ CHANNEL: Final = store.CHANNEL
 PLANNER_SLOTS: Final = 4
 
 
-def planner_store(pool: Pool, settings: Settings, metrics: Metrics | None = None) -> CampaignStore:
+def planner_store(
+    pool: Pool,
+    settings: Settings,
+    metrics: Metrics | None = None,
+    *,
+    takeovers: Takeovers | None = None,
+) -> CampaignStore:
     """The campaign queue, its lease long enough for a CSV download of its whole timeout."""
     return CampaignStore(
         pool,
@@ -65,15 +71,7 @@ def planner_store(pool: Pool, settings: Settings, metrics: Metrics | None = None
         max_zip_codes=MAX_ZIP_CODES,
         stale_seconds=settings.loyaltyd_stale_seconds,
         metrics=metrics,
-    )
-
-
-def planner_config(config: WorkerConfig) -> WorkerConfig:
-    return WorkerConfig(
-        slots=PLANNER_SLOTS,
-        poll_interval=config.poll_interval,
-        lease_seconds=config.lease_seconds,
-        retry=config.retry,
+        takeovers=takeovers,
     )
 
 

@@ -19,11 +19,16 @@ from daemon.store.status import database_ok
 
 
 class Running(Protocol):
-    settings: Settings
-    pool: Pool
-    metrics: Metrics
-    stopping: asyncio.Event
-    listener: Listener | None
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def pool(self) -> Pool: ...
+    @property
+    def metrics(self) -> Metrics: ...
+    @property
+    def stopping(self) -> asyncio.Event: ...
+    @property
+    def listener(self) -> Listener | None: ...
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,11 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Final, NamedTuple
 
+from daemon.core.logs import get_logger
+from daemon.domain.fleet import Offer, PeerRow
 from daemon.passkit.throttle import TokenBucket
+
+log = get_logger(__name__)
 
 # An idle daemon keeps this fraction of the limit (at least 1/s), so the first requests of a
 # quiet daemon go out without waiting a heartbeat for a share.
@@ -116,6 +120,8 @@ class FleetBudget:
         self._seen_granted = bucket.granted
         self._seen_waited = bucket.waited
         self.sent_per_second = 0.0
+        self._want = 0.0
+        self._mismatch_logged = False
         # True while this daemon's share is below its fair share (others still hold it, or
         # a raise waits to be published): its heartbeat then beats faster.
         self.settling = False
@@ -129,7 +135,35 @@ class FleetBudget:
         """How many rows this daemon's queue workers should hold claimed at its share."""
         return max(MIN_CLAIMED, math.ceil(CLAIM_AHEAD_SECONDS * self._share))
 
-    def publish(self) -> tuple[float, float]:
+    def offer(self) -> Offer:
+        """What this beat's heartbeat row says: the limit, the want, the share claimed, and
+        what was sent since the last beat (measured here)."""
+        want, claim = self._measure()
+        return Offer(self.rate, want, claim, self.sent_per_second)
+
+    def settle(self, peers: Sequence[PeerRow]) -> float | None:
+        """Take this beat's view of the others; returns the share to publish at once when
+        this beat cut it (the others may use the difference as soon as they see it)."""
+        before = self._share
+        share = self.apply(self._want, [(p.want, p.share) for p in peers])
+        if abs(share - before) >= 0.05 * self.rate:
+            log.info(
+                "rate_budget_share",
+                share=round(share, 1),
+                rate_limit=self.rate,
+                daemons=len(peers) + 1,
+            )
+        if any(p.rate_limit != self.rate for p in peers) and not self._mismatch_logged:
+            log.warning(
+                "rate_limit_mismatch",
+                rate_limit=self.rate,
+                others=sorted({p.rate_limit for p in peers}),
+                detail="daemons on one PassKit account should share one PASSKIT_RATE_LIMIT",
+            )
+            self._mismatch_logged = True
+        return self.cut()
+
+    def _measure(self) -> tuple[float, float]:
         """(want, share claimed) for this beat's heartbeat row; measures the last beat."""
         now = self._clock()
         elapsed = max(now - self._seen_at, 1e-3)
@@ -141,6 +175,7 @@ class FleetBudget:
         idle = max(1.0, IDLE_FRACTION * self.rate)
         want = self.rate if short else min(self.rate, max(idle, HEADROOM * self.sent_per_second))
         self._claim = self._proposed
+        self._want = want
         return want, self._claim
 
     def apply(self, want: float, rows: Sequence[tuple[float, float]]) -> float:

@@ -305,6 +305,7 @@ class PassKitClient:
         session: aiohttp.ClientSession | None = None,
         *,
         transport: Transport | None = None,
+        fence: Callable[[], bool] | None = None,
         throttle: Throttle | None = None,
         sleep: Sleep = asyncio.sleep,
         clock: Clock = time.monotonic,
@@ -328,9 +329,9 @@ class PassKitClient:
         self._nonces = _NonceCounter(int(wall_clock() * 1000))
         self._already_done = already_done_matcher(settings.passkit_already_done_pattern)
         self.health = PassKitHealth(metrics, clock=clock)
-        # Set by the daemon: True while it may not start a call (heartbeat lost, see
+        # True while this daemon may not start a call (heartbeat lost, see
         # daemon.store.instances); checked before a request and again right before it leaves.
-        self.fence: Callable[[], bool] | None = None
+        self.fence = fence
 
     def _new_transport(self, session: aiohttp.ClientSession | None, sleep: Sleep) -> Transport:
         if not self._mock_mode:

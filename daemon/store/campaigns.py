@@ -25,7 +25,7 @@ from daemon.core.logs import get_logger
 from daemon.core.metrics import Metrics
 from daemon.engine.outcomes import Outcome, code, error_of, retry_in
 from daemon.store.errors import DATABASE_ERRORS
-from daemon.store.leases import LeasedTable
+from daemon.store.leases import LeasedTable, Takeovers
 from daemon.store.queries import q
 
 log = get_logger(__name__)
@@ -135,9 +135,14 @@ class CampaignStore(LeasedTable):
         max_zip_codes: int,
         stale_seconds: float = 5.0,
         metrics: Metrics | None = None,
+        takeovers: Takeovers | None = None,
     ) -> None:
         super().__init__(
-            pool, lease_seconds=lease_seconds, stale_seconds=stale_seconds, metrics=metrics
+            pool,
+            lease_seconds=lease_seconds,
+            stale_seconds=stale_seconds,
+            metrics=metrics,
+            takeovers=takeovers,
         )
         self._limits = (max_member_ids, max_zip_codes)
 

@@ -25,23 +25,19 @@ import asyncpg
 
 from daemon.core.clock import sleep_or_stop
 from daemon.core.logs import get_logger
+from daemon.domain.fleet import Offer, PeerRow
 from daemon.store.errors import DATABASE_ERRORS
 from daemon.store.queries import q
 
 
 class Budget(Protocol):
-    """This daemon's share of the account's rate limit (daemon/passkit/budget.py), set from
-    the heartbeat rows of the other live daemons."""
+    """This daemon's share of the account's rate limit (daemon.passkit.budget), as its
+    heartbeat says it and hears the others' (daemon.domain.fleet)."""
 
-    rate: float
-    sent_per_second: float
-    settling: bool
+    settling: bool  # the share is still below its fair share: beat sooner
 
-    @property
-    def share(self) -> float: ...
-    def publish(self) -> tuple[float, float]: ...
-    def apply(self, want: float, rows: Sequence[tuple[float, float]]) -> float: ...
-    def cut(self) -> float | None: ...
+    def offer(self) -> Offer: ...
+    def settle(self, peers: Sequence[PeerRow]) -> float | None: ...
     def published(self, claim: float) -> None: ...
     def stop(self) -> None: ...
 
@@ -64,6 +60,7 @@ class Heartbeat:
         clock: Callable[[], float] = time.monotonic,
         budget: Budget | None = None,
         account: str = "",
+        taken_over: Callable[[], int] = lambda: 0,
     ) -> None:
         self._pool = pool
         self._owner = owner
@@ -71,15 +68,14 @@ class Heartbeat:
         self._stale = stale
         self._budget = budget
         self._account = account
-        # Rows this daemon took over so far, published with each beat (set by the app).
-        self.taken_over: Callable[[], int] = lambda: 0
+        # Rows this daemon took over so far, published with each beat.
+        self.taken_over = taken_over
         self._fence_after = stale - 2 * interval
         self._clock = clock
         self._where = (socket.gethostname(), os.getpid())
         self._last_ok: float | None = None
         self.ready = False
         self._fenced_logged = False
-        self._mismatch_logged = False
 
     def fenced(self) -> bool:
         """True while this daemon must start no PassKit call: its heartbeat is too old for
@@ -91,49 +87,28 @@ class Heartbeat:
     async def beat(self) -> None:
         sent = self._clock()  # the database's heartbeat_at is at least this late
         budget = self._budget
-        want, claim = budget.publish() if budget is not None else (0.0, 0.0)
+        offer = budget.offer() if budget is not None else Offer(0.0, 0.0, 0.0, 0.0)
         peers = await self._pool.fetch(
             q("instance_heartbeat"),
             self._owner,
             *self._where,
             self._account,
-            budget.rate if budget is not None else 0.0,
-            want,
-            claim,
-            budget.sent_per_second if budget is not None else 0.0,
+            offer.rate_limit,
+            offer.want,
+            offer.claim,
+            offer.sent_per_second,
             self.taken_over(),
             self._stale,
         )
         self._last_ok = sent
         if budget is not None:
-            self._budget_from(budget, want, peers)
-            cut = budget.cut()
+            cut = budget.settle([PeerRow(r["want"], r["share"], r["rate_limit"]) for r in peers])
             if cut is not None:
                 await self._pool.execute(q("instance_share"), self._owner, cut)
                 budget.published(cut)
         if self._fenced_logged:
             log.info("heartbeat_restored")
             self._fenced_logged = False
-
-    def _budget_from(self, budget: Budget, want: float, peers: list[asyncpg.Record]) -> None:
-        before = budget.share
-        others = [(r["want"], r["share"]) for r in peers]
-        share = budget.apply(want, others)
-        if abs(share - before) >= 0.05 * budget.rate:
-            log.info(
-                "rate_budget_share",
-                share=round(share, 1),
-                rate_limit=budget.rate,
-                daemons=len(others) + 1,
-            )
-        if any(r["rate_limit"] != budget.rate for r in peers) and not self._mismatch_logged:
-            log.warning(
-                "rate_limit_mismatch",
-                rate_limit=budget.rate,
-                others=sorted({r["rate_limit"] for r in peers}),
-                detail="daemons on one PassKit account should share one PASSKIT_RATE_LIMIT",
-            )
-            self._mismatch_logged = True
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Beat until `stopping`, then leave the table (a clean stop is not a death).

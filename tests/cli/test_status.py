@@ -158,10 +158,11 @@ async def _seed(pool: asyncpg.Pool) -> dict[str, uuid.UUID]:
     )
     await pool.execute(
         "INSERT INTO loyaltyd.instances (id, host, pid, heartbeat_at, rate_limit, share,"
-        " sent_per_second, taken_over) VALUES"
-        " ('00000000-0000-0000-0000-00000000000a', 'web1', 101, now(), 150, 75, 74.6, 12),"
+        " sent_per_second, taken_over, ready_at) VALUES"
+        " ('00000000-0000-0000-0000-00000000000a', 'web1', 101, now(), 150, 75, 74.6, 12,"
+        "  now()),"
         " ('00000000-0000-0000-0000-00000000000b', 'web2', 202, now() - interval '1 min',"
-        "  150, 75, 75, 0)"
+        "  150, 75, 75, 0, now() - interval '1 hour')"
     )
     return {
         "program": program,
@@ -285,4 +286,8 @@ async def test_status_of_an_empty_database(
         "Birthdays today: no program has the birthday bot enabled\n"
         "\n"
         "Wallets: no passes yet\n"
+        "\n"
+        "History (kept: deliveries 90 days after their campaign, idle syncs 30 days)\n"
+        "  Campaign deliveries           0 rows   40.0 kB  empty, 0 removed so far\n"
+        "  Pass syncs                    0 rows   48.0 kB  empty, 0 removed so far\n"
     )

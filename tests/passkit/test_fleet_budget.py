@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from daemon.domain.fleet import PeerRow
 from daemon.passkit.budget import FleetBudget, Peer, account_key, fair_shares, next_share
 from daemon.passkit.throttle import TokenBucket
 from tests.passkit.test_ratelimit import max_in_any_window
@@ -82,13 +83,13 @@ class SimTable:
     rows: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def beat(self, d: SimDaemon) -> None:
-        want, claim = d.budget.publish()
-        peers = [Peer(*row) for name, row in self.rows.items() if name != d.name]
-        self.rows[d.name] = (want, claim)
-        d.budget.apply(want, peers)
-        cut = d.budget.cut()
+        """One heartbeat, as daemon.store.instances writes it and reads the others'."""
+        offer = d.budget.offer()
+        peers = [PeerRow(*row, RATE) for name, row in self.rows.items() if name != d.name]
+        self.rows[d.name] = (offer.want, offer.claim)
+        cut = d.budget.settle(peers)
         if cut is not None:
-            self.rows[d.name] = (want, cut)
+            self.rows[d.name] = (offer.want, cut)
             d.budget.published(cut)
 
 
