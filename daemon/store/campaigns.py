@@ -32,8 +32,6 @@ log = get_logger(__name__)
 
 CHANNEL: Final = Channel.CAMPAIGNS
 QUEUE_NAME: Final = "planner"
-# The work on one campaign is one try; its retries back off from the policy's base.
-_ATTEMPTS: Final = 1
 
 Kind = Literal["plan", "finish"]
 
@@ -53,7 +51,7 @@ class CampaignJob:
     fields: Mapping[str, object]
     # Set when the row breaks this rule and could not be leased: it is only to be failed.
     refused_by: str | None = None
-    attempts: int = _ATTEMPTS
+    attempts: int = 1  # this claim's try since the campaign's last outcome (sql/071)
 
     @property
     def leased(self) -> bool:
@@ -74,6 +72,7 @@ class CampaignJob:
             lease_expired=row["lease_expired"],
             owed_seconds=row["owed_seconds"],
             fields=dict(row),
+            attempts=row["attempts"],
         )
 
     def log_fields(self) -> Mapping[str, str]:

@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from daemon.campaigns.bulk import ChunkStore
-from daemon.engine.outcomes import Succeeded
+from daemon.engine.outcomes import RetryLater, Succeeded
 from daemon.engine.worker import Store
 from daemon.store.campaigns import CampaignStore
 from daemon.store.deliveries import DeliveryStore, MessageDeliveryStore
@@ -190,7 +190,7 @@ QUEUES = [
     ),
 ]
 
-pytestmark = pytest.mark.parametrize("queue", QUEUES, ids=str)
+every_queue = pytest.mark.parametrize("queue", QUEUES, ids=str)
 
 
 async def _claimed(store: Store[Any], owner: uuid.UUID, queue: Queue) -> list[Key]:
@@ -213,6 +213,7 @@ async def _alive(pool: asyncpg.Pool, owner: uuid.UUID) -> None:
     )
 
 
+@every_queue
 async def test_only_due_rows_are_claimed(queue: Queue, pool: asyncpg.Pool) -> None:
     due, _later = await queue.due(pool), await queue.later(pool)
     owner = uuid.uuid4()
@@ -220,6 +221,7 @@ async def test_only_due_rows_are_claimed(queue: Queue, pool: asyncpg.Pool) -> No
     assert await queue.holder(pool, due) == owner
 
 
+@every_queue
 async def test_a_row_held_by_a_live_daemon_is_nobody_elses(
     queue: Queue, pool: asyncpg.Pool
 ) -> None:
@@ -232,6 +234,7 @@ async def test_a_row_held_by_a_live_daemon_is_nobody_elses(
     assert await queue.holder(pool, due) == first
 
 
+@every_queue
 async def test_only_the_holder_records(queue: Queue, pool: asyncpg.Pool) -> None:
     await queue.due(pool)
     holder, stranger = uuid.uuid4(), uuid.uuid4()
@@ -245,6 +248,7 @@ async def test_only_the_holder_records(queue: Queue, pool: asyncpg.Pool) -> None
     assert await _claimed(store, stranger, queue) == [], "done work is not claimed again"
 
 
+@every_queue
 async def test_an_extended_lease_outlives_its_first_length(
     queue: Queue, pool: asyncpg.Pool
 ) -> None:
@@ -258,6 +262,7 @@ async def test_an_extended_lease_outlives_its_first_length(
     assert await queue.holder(pool, due) == holder
 
 
+@every_queue
 async def test_a_lease_that_ran_out_is_taken_over(queue: Queue, pool: asyncpg.Pool) -> None:
     """A daemon that never wrote a heartbeat loses its rows when their leases run out."""
     due = await queue.due(pool)
@@ -267,6 +272,7 @@ async def test_a_lease_that_ran_out_is_taken_over(queue: Queue, pool: asyncpg.Po
     assert await _claimed(queue.store(pool, LEASE), other, queue) == [due]
 
 
+@every_queue
 async def test_a_row_given_back_is_claimable_at_once(queue: Queue, pool: asyncpg.Pool) -> None:
     due = await queue.due(pool)
     holder, other = uuid.uuid4(), uuid.uuid4()
@@ -277,6 +283,7 @@ async def test_a_row_given_back_is_claimable_at_once(queue: Queue, pool: asyncpg
     assert await _claimed(store, other, queue) == [due]
 
 
+@every_queue
 async def test_a_dead_daemons_rows_are_taken_over_at_once(queue: Queue, pool: asyncpg.Pool) -> None:
     due = await queue.due(pool)
     dead, alive = uuid.uuid4(), uuid.uuid4()
@@ -285,3 +292,21 @@ async def test_a_dead_daemons_rows_are_taken_over_at_once(queue: Queue, pool: as
     await _dead(pool, dead)
     assert await _claimed(store, alive, queue) == [due], "no wait for the lease to run out"
     assert await queue.holder(pool, due) == alive
+
+
+@pytest.mark.parametrize("queue", [q for q in QUEUES if q.name != "campaign_messages"], ids=str)
+async def test_each_retry_counts_an_attempt_so_back_off_grows(
+    queue: Queue, pool: asyncpg.Pool
+) -> None:
+    """Every queue counts the tries of a row since its last outcome (the retry decision backs
+    off from it); an outcome starts the count again."""
+    await queue.due(pool)
+    owner = uuid.uuid4()
+    store = queue.store(pool, LEASE)
+    seen = []
+    for _ in range(3):
+        jobs = await store.claim(owner, 10)
+        assert len(jobs) == 1
+        seen.append(jobs[0].attempts)
+        await store.record(owner, [(jobs[0], RetryLater(0.0, "PassKit answered 503"))])
+    assert seen == [1, 2, 3]

@@ -33,9 +33,11 @@ SELECT c.id, c.xmin::text AS version,
        cardinality(c.member_ids) AS member_id_count,
        c.csv_upload_url, g.id IS NOT NULL AS program_exists,
        extract(epoch FROM now() - coalesce(c.scheduled_at, c.created_at, now()))::float8
-           AS owed_seconds
+           AS owed_seconds,
+       coalesce(a.attempts, 0) + 1 AS attempts  -- this claim's, 1-based (sql/071)
   FROM push_campaigns c
   LEFT JOIN programs g ON g.id = c.program_id
+  LEFT JOIN loyaltyd.campaign_attempts a ON a.campaign_id = c.id
  WHERE (c.lease_expires_at IS NULL OR c.lease_expires_at <= now()
         OR c.lease_owner = ANY(loyaltyd.dead_daemons($4)))
    -- rows an earlier tool left behind are history, never sent (sql/006)
@@ -64,6 +66,12 @@ SELECT c.id, c.xmin::text AS version,
 -- check_violation tells the caller to fail it, which a FAILED row may be.
 WITH unchanged AS (
     SELECT id FROM push_campaigns WHERE id = $1 AND xmin::text = $2 FOR UPDATE SKIP LOCKED
+),
+counted AS (
+    -- One more try, for the back-off should it fail again (cleared by record_campaigns).
+    INSERT INTO loyaltyd.campaign_attempts AS a (campaign_id, attempts)
+    SELECT id, 1 FROM unchanged
+    ON CONFLICT (campaign_id) DO UPDATE SET attempts = a.attempts + 1
 )
 UPDATE push_campaigns c
    SET status = CASE WHEN c.status = 'PENDING' THEN 'PROCESSING' ELSE c.status END,
@@ -87,13 +95,21 @@ RETURNING id;
 -- the next try (retry), $5 errors. The lease is dropped, only by its holder. A failed campaign
 -- that never started is FAILED with the error for the admin; one that started keeps its
 -- status (messages went out) and is looked at again in a minute. A retry keeps everyone off it
--- until its time.
+-- until its time (a campaign claimed to start goes back to PENDING until then).
 WITH r AS (
     SELECT * FROM unnest($2::uuid[], $3::text[], $4::float8[], $5::text[])
         AS r (id, outcome, retry_in, error)
+),
+settled AS (
+    -- An outcome other than a retry starts the count again.
+    DELETE FROM loyaltyd.campaign_attempts a USING r
+     WHERE a.campaign_id = r.id AND r.outcome <> 'retry'
 )
 UPDATE push_campaigns c
    SET status = CASE WHEN r.outcome = 'failed' AND c.started_at IS NULL THEN 'FAILED'
+                     -- claimed to start, not started: waiting again, as before its claim
+                     WHEN r.outcome = 'retry' AND c.started_at IS NULL
+                          AND c.status = 'PROCESSING' THEN 'PENDING'
                      ELSE c.status END,
        error = CASE WHEN r.outcome = 'failed' AND c.started_at IS NULL THEN r.error
                     ELSE c.error END,
