@@ -19,10 +19,11 @@ from typing import Final
 
 import aiohttp
 
-from daemon.campaigns.rules import CsvUrl, check_member_ids
+from daemon.campaigns.rules import check_member_ids
 from daemon.core.config import Settings
 from daemon.core.csvtext import delimiter_for, header_names
 from daemon.core.errors import CampaignInputError
+from daemon.domain.campaigns import CsvUrl
 
 MEMBER_ID_COLUMN: Final = "member_id"
 _CHUNK_BYTES: Final = 64 * 1024

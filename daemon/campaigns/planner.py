@@ -19,22 +19,14 @@ written.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
 from datetime import datetime
-from decimal import Decimal
-from typing import Any, Final
-from urllib.parse import urlsplit
+from typing import Final
 
 from daemon.campaigns.csv_audience import CsvFetcher
 from daemon.campaigns.rules import (
     MAX_MEMBER_IDS,
     MAX_ZIP_CODES,
-    SEGMENT_PARAMETERS,
-    Audience,
     CampaignPlan,
-    check_name,
-    check_schedule,
-    message_text,
     validate_campaign,
 )
 from daemon.core.clock import utc_now
@@ -42,9 +34,10 @@ from daemon.core.config import Settings
 from daemon.core.errors import CampaignInputError
 from daemon.core.logs import get_logger, scrub
 from daemon.core.metrics import Metrics
+from daemon.domain.campaigns import Audience
 from daemon.engine.outcomes import Skipped, Succeeded
 from daemon.store import campaigns as store
-from daemon.store.campaigns import CampaignJob, CampaignStore, Recipients
+from daemon.store.campaigns import CampaignJob, CampaignStore
 from daemon.store.deliveries import QUEUE_NAME as DELIVERIES_QUEUE
 from daemon.store.leases import Takeovers
 from daemon.store.pool import Pool
@@ -147,7 +140,7 @@ class CampaignPlanner:
     async def _count_draft(self, job: CampaignJob, audience: Audience) -> Succeeded | Skipped:
         started = utc_now()
         count = await self._store.save_draft_count(
-            job.id, program_id=job.program_id, owner=self._owner, recipients=recipients_of(audience)
+            job.id, program_id=job.program_id, owner=self._owner, audience=audience
         )
         if count is None:
             return Skipped("lease lost, or the draft changed")
@@ -162,7 +155,7 @@ class CampaignPlanner:
             job.id,
             program_id=job.program_id,
             owner=self._owner,
-            recipients=recipients_of(audience),
+            audience=audience,
             by_messages=by_messages,
         )
         if result is None:
@@ -208,124 +201,5 @@ class CampaignPlanner:
         self._metrics.queue_oldest_age.labels(DELIVERIES_QUEUE).set(oldest_age)
 
 
-def recipients_of(audience: Audience) -> Recipients:
-    return Recipients(
-        segment=audience.segment,
-        min_tier_points=audience.min_tier_points,
-        min_points=audience.min_points,
-        inactive_days=audience.inactive_days,
-        zip_codes=audience.zip_codes,
-        member_ids=audience.member_ids,
-    )
-
-
 def _since(started: datetime) -> float:
     return round((utc_now() - started).total_seconds(), 3)
-
-
-# --- API: what `POST /api/notify/broadcast` and `GET /api/campaigns/{id}` call ---------------
-
-
-async def create_campaign(
-    pool: Pool,
-    *,
-    program_id: uuid.UUID | str,
-    message: str,
-    segment: str | None = "ALL",
-    name: str | None = None,
-    scheduled_at: datetime | None = None,
-    draft: bool = False,
-    allowed_hosts: Sequence[str] | None = None,
-    created_by: str | None = None,
-    **segment_params: object,
-) -> uuid.UUID:
-    """Insert a campaign after the checks the daemon will make; return its id.
-
-    `segment_params` are the segment's parameters (`min_tier_points`, `min_points`,
-    `inactive_days`, `zip_codes`, `member_ids`, `csv_upload_url`). `allowed_hosts` (the
-    LOYALTYD_CSV_ALLOWED_HOSTS setting) checks a CSV URL's host now; when None the check is
-    left to the daemon, which fails the campaign if the host is not allowed. `draft` inserts
-    a DRAFT (only counted); `created_by` says who asked (push_campaigns.created_by). Raises
-    CampaignInputError with a message fit for a 400 answer.
-    """
-    program = _program_uuid(program_id)
-    fields = _campaign_fields(message, segment, segment_params)
-    hosts = allowed_hosts if allowed_hosts is not None else _any_host(fields)
-    plan = validate_campaign(fields, hosts)
-    name = check_name(name)
-    scheduled_at = check_schedule(scheduled_at)
-    if not await store.program_exists(pool, program):
-        raise CampaignInputError(f"program {program} does not exist")
-    campaign_id = await store.insert_campaign(
-        pool,
-        program_id=program,
-        name=name,
-        message=message_text(message),
-        segment=plan.audience.segment,
-        min_tier_points=fields.get("min_tier_points"),
-        min_points=fields.get("min_points"),
-        inactive_days=fields.get("inactive_days"),
-        zip_codes=fields.get("zip_codes"),
-        member_ids=fields.get("member_ids"),
-        csv_upload_url=fields.get("csv_upload_url"),
-        scheduled_at=scheduled_at,
-        draft=draft,
-        created_by=created_by,
-    )
-    log.info("campaign_created", campaign_id=str(campaign_id), program_id=str(program))
-    return campaign_id
-
-
-def _program_uuid(program_id: uuid.UUID | str) -> uuid.UUID:
-    if isinstance(program_id, uuid.UUID):
-        return program_id
-    try:
-        return uuid.UUID(str(program_id))
-    except ValueError:
-        raise CampaignInputError(f"program id {program_id!r} is not a UUID") from None
-
-
-def _campaign_fields(
-    message: str, segment: str | None, params: Mapping[str, object]
-) -> dict[str, object]:
-    unknown = sorted(set(params) - set(SEGMENT_PARAMETERS))
-    if unknown:
-        raise CampaignInputError(
-            f"unknown campaign field {', '.join(unknown)}; "
-            f"segment parameters are {', '.join(SEGMENT_PARAMETERS)}"
-        )
-    return {"message_text": message, "segment": segment, **params}
-
-
-def _any_host(fields: Mapping[str, object]) -> tuple[str, ...]:
-    """Host check deferred to the daemon: allow the URL's own host (https is still checked)."""
-    url = fields.get("csv_upload_url")
-    if not isinstance(url, str):
-        return ()
-    try:
-        return (urlsplit(url.strip()).hostname or "",)
-    except ValueError:
-        return ()
-
-
-async def campaign_status(pool: Pool, campaign_id: uuid.UUID | str) -> dict[str, Any] | None:
-    """The campaign's row of `push_campaign_progress`, JSON-ready (ids and times as text,
-    progress_percent as a float); None when there is no such campaign."""
-    try:
-        key = campaign_id if isinstance(campaign_id, uuid.UUID) else uuid.UUID(str(campaign_id))
-    except ValueError:
-        return None
-    row = await store.campaign_progress(pool, key)
-    if row is None:
-        return None
-    return {name: _json_value(value) for name, value in row.items()}
-
-
-def _json_value(value: object) -> object:
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return float(value)
-    return value

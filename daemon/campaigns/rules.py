@@ -10,18 +10,22 @@ only decides the arguments it gets.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final, NewType, TypeGuard
+from typing import Final, TypeGuard
 from urllib.parse import urlsplit
 
 from daemon.core.errors import CampaignInputError
 from daemon.core.templating import Template, TemplateError, parse_template
+from daemon.domain.campaigns import (
+    DEFAULT_INACTIVE_DAYS,
+    DEFAULT_MIN_POINTS,
+    DEFAULT_MIN_TIER_POINTS,
+    Audience,
+    CsvUrl,
+)
 
 SEGMENTS: Final = ("ALL", "VIP", "WHALE", "SLUMBER", "LOCAL", "CSV")
-DEFAULT_MIN_TIER_POINTS: Final = 1000
-DEFAULT_MIN_POINTS: Final = 500
-DEFAULT_INACTIVE_DAYS: Final = 30
 MAX_INACTIVE_DAYS: Final = 3650
 MAX_MESSAGE_CHARS: Final = 500
 MAX_ZIP_CODES: Final = 10_000
@@ -43,30 +47,6 @@ SEGMENT_PARAMETERS: Final = (
     "member_ids",
     "csv_upload_url",
 )
-
-
-@dataclass(frozen=True)
-class Audience:
-    """Validated arguments of `push_campaign_audience()`; defaults filled in.
-
-    `member_ids` holds the CSV segment's ids once known; `csv_url` is set while they still
-    have to be fetched.
-    """
-
-    segment: str
-    min_tier_points: int = DEFAULT_MIN_TIER_POINTS
-    min_points: int = DEFAULT_MIN_POINTS
-    inactive_days: int = DEFAULT_INACTIVE_DAYS
-    zip_codes: tuple[str, ...] = ()
-    member_ids: tuple[str, ...] = ()
-    csv_url: CsvUrl | None = None
-
-    @property
-    def needs_csv(self) -> bool:
-        return self.segment == "CSV" and self.csv_url is not None
-
-    def with_member_ids(self, member_ids: Sequence[str]) -> Audience:
-        return replace(self, member_ids=tuple(member_ids), csv_url=None)
 
 
 @dataclass(frozen=True)
@@ -280,9 +260,6 @@ def _clean_strings(value: object, name: str) -> tuple[str, ...]:
     if not all(isinstance(v, str) for v in value):
         raise CampaignInputError(f"{name} must be a list of text values")
     return tuple(dict.fromkeys(v.strip() for v in value if v.strip()))
-
-
-CsvUrl = NewType("CsvUrl", str)
 
 
 def check_csv_url(url: str, allowed_hosts: Sequence[str]) -> CsvUrl:

@@ -36,7 +36,7 @@ from prometheus_client.exposition import choose_encoder
 from pydantic import SecretStr
 
 from daemon.birthday.bot import run_birthdays
-from daemon.campaigns.planner import campaign_status, create_campaign
+from daemon.campaigns.api import campaign_status, create_campaign
 from daemon.core.clock import utc_now
 from daemon.core.errors import ApiRequestError, CampaignInputError, ConfigError
 from daemon.core.logs import get_logger

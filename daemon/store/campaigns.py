@@ -14,8 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 import asyncpg
 
@@ -23,6 +22,7 @@ from daemon.core.channels import Channel
 from daemon.core.errors import CampaignInputError, TransientError
 from daemon.core.logs import get_logger
 from daemon.core.metrics import Metrics
+from daemon.domain.campaigns import Audience
 from daemon.engine.outcomes import Outcome, code, error_of, retry_in
 from daemon.store.errors import DATABASE_ERRORS
 from daemon.store.leases import LeasedTable, Takeovers
@@ -83,18 +83,6 @@ class CampaignJob:
 class UnknownMembers:
     count: int | None = None
     sample: list[str] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Recipients:
-    """Who a campaign goes to, as the audience function takes it (validated, defaults in)."""
-
-    segment: str
-    min_tier_points: int
-    min_points: int
-    inactive_days: int
-    zip_codes: Sequence[str]
-    member_ids: Sequence[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,14 +198,14 @@ class CampaignStore(LeasedTable):
         *,
         program_id: uuid.UUID | None,
         owner: uuid.UUID,
-        recipients: Recipients,
+        audience: Audience,
     ) -> int | None:
         """Count a DRAFT's audience and store it; None when the lease was lost meanwhile."""
         async with database_errors(), self._pool.acquire() as conn:
             count: int = await conn.fetchval(
-                q("count_audience"), program_id, *audience_args(recipients)
+                q("count_audience"), program_id, *audience_args(audience)
             )
-            unknown = await _unknown_members(conn, program_id, recipients)
+            unknown = await _unknown_members(conn, program_id, audience)
             saved = await conn.fetchval(
                 q("save_draft_count"), campaign_id, owner, count, unknown.count, unknown.sample
             )
@@ -229,7 +217,7 @@ class CampaignStore(LeasedTable):
         *,
         program_id: uuid.UUID | None,
         owner: uuid.UUID,
-        recipients: Recipients,
+        audience: Audience,
         by_messages: bool = False,
     ) -> tuple[int, UnknownMembers] | None:
         """Fix the recipients and start sending, in one transaction holding the campaign row;
@@ -238,9 +226,9 @@ class CampaignStore(LeasedTable):
         async with database_errors(), self._pool.acquire() as conn, conn.transaction():
             if await conn.fetchval(q("lock_campaign_to_start"), campaign_id, owner) is None:
                 return None
-            unknown = await _unknown_members(conn, program_id, recipients)
+            unknown = await _unknown_members(conn, program_id, audience)
             status = await conn.execute(
-                q("create_deliveries"), campaign_id, program_id, *audience_args(recipients)
+                q("create_deliveries"), campaign_id, program_id, *audience_args(audience)
             )
             count = int(status.split()[-1])
             if by_messages:
@@ -279,7 +267,7 @@ class CampaignStore(LeasedTable):
         return int(row["waiting"]), float(row["oldest_age"])
 
 
-def audience_args(r: Recipients) -> tuple[str, int, int, int, list[str], list[str]]:
+def audience_args(r: Audience) -> tuple[str, int, int, int, list[str], list[str]]:
     """The audience function's arguments in its order: segment, min_tier_points, min_points,
     inactive_days, zip_codes, member_ids (loyaltyd.push_campaign_audience in docs/schema.sql)."""
     return (
@@ -293,64 +281,11 @@ def audience_args(r: Recipients) -> tuple[str, int, int, int, list[str], list[st
 
 
 async def _unknown_members(
-    conn: asyncpg.Connection, program_id: uuid.UUID | None, recipients: Recipients
+    conn: asyncpg.Connection, program_id: uuid.UUID | None, audience: Audience
 ) -> UnknownMembers:
     """CSV segment: the given member ids that match no pass of the program (reported, not
     fatal: the campaign goes to the others)."""
-    if recipients.segment != "CSV":
+    if audience.segment != "CSV":
         return UnknownMembers()
-    row = await conn.fetchrow(q("unknown_member_ids"), program_id, list(recipients.member_ids))
+    row = await conn.fetchrow(q("unknown_member_ids"), program_id, list(audience.member_ids))
     return UnknownMembers(row["unknown_count"], row["sample"] or [])
-
-
-# --- the HTTP API --------------------------------------------------------------------------------
-
-
-async def program_exists(pool: asyncpg.Pool, program_id: uuid.UUID) -> bool:
-    return bool(await pool.fetchval(q("program_exists"), program_id))
-
-
-async def insert_campaign(
-    pool: asyncpg.Pool,
-    *,
-    program_id: uuid.UUID,
-    name: str | None,
-    message: str,
-    segment: str,
-    min_tier_points: object,
-    min_points: object,
-    inactive_days: object,
-    zip_codes: object,
-    member_ids: object,
-    csv_upload_url: object,
-    scheduled_at: datetime | None,
-    draft: bool,
-    created_by: str | None = None,
-) -> uuid.UUID:
-    """Insert a campaign as validated; the trigger rings the planner."""
-    try:
-        campaign_id: uuid.UUID = await pool.fetchval(
-            q("insert_campaign"),
-            program_id,
-            name,
-            message,
-            segment,
-            min_tier_points,
-            min_points,
-            inactive_days,
-            zip_codes,
-            member_ids,
-            csv_upload_url,
-            scheduled_at,
-            "DRAFT" if draft else "PENDING",
-            created_by,
-        )
-    except asyncpg.CheckViolationError as exc:
-        raise CampaignInputError(f"refused by rule {exc.constraint_name}") from exc
-    return campaign_id
-
-
-async def campaign_progress(pool: asyncpg.Pool, campaign_id: uuid.UUID) -> dict[str, Any] | None:
-    """The campaign's row of the push_campaign_progress view, or None."""
-    row = await pool.fetchrow(q("campaign_progress"), campaign_id)
-    return None if row is None else dict(row.items())

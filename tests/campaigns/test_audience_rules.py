@@ -8,8 +8,6 @@ from typing import Any
 import pytest
 
 from daemon.campaigns.rules import (
-    Audience,
-    CsvUrl,
     check_csv_url,
     host_is_allowed,
     normalise_segment,
@@ -18,6 +16,7 @@ from daemon.campaigns.rules import (
     validate_message,
 )
 from daemon.core.errors import CampaignInputError
+from daemon.domain.campaigns import Audience, CsvUrl
 
 HOSTS = ("files.example.com", ".supabase.co")
 

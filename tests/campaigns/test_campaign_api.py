@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from daemon.campaigns.planner import campaign_status, create_campaign
+from daemon.campaigns.api import campaign_status, create_campaign
 from daemon.core.config import Settings
 from daemon.core.errors import CampaignInputError, LoyaltydError
 from tests.campaign_support import campaign, plan, stage_campaign

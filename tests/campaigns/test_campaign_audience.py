@@ -9,7 +9,6 @@ from typing import Any
 import asyncpg
 import pytest
 
-from daemon.campaigns.planner import recipients_of
 from daemon.campaigns.rules import validate_audience
 from daemon.store.campaigns import audience_args
 from daemon.store.queries import q
@@ -103,7 +102,7 @@ async def world(conn: asyncpg.Connection) -> World:
 
 
 async def _audience(conn: asyncpg.Connection, world: World, **fields: Any) -> set[str]:
-    args = audience_args(recipients_of(validate_audience(fields, ())))
+    args = audience_args(validate_audience(fields, ()))
     rows = await conn.fetch(
         "SELECT pass_id FROM loyaltyd.push_campaign_audience($1, $2, $3, $4, $5, $6, $7)",
         world.program,

@@ -17,9 +17,10 @@ import pytest
 from aiohttp import web
 
 from daemon.campaigns.csv_audience import CsvFetcher, parse_member_csv
-from daemon.campaigns.rules import CsvUrl, check_csv_url
+from daemon.campaigns.rules import check_csv_url
 from daemon.core.config import Settings
 from daemon.core.errors import CampaignInputError
+from daemon.domain.campaigns import CsvUrl
 from tests.campaign_support import bulk_audience, campaign_rig, insert_campaign
 from tests.factories import make_program
 from tests.harness import daemon_env, fake_passkit, messages_by_pass

@@ -1,0 +1,39 @@
+"""A campaign's audience, as the rules validate it and the store resolves it: the one
+definition the planner, the store and the HTTP API share. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Final, NewType
+
+DEFAULT_MIN_TIER_POINTS: Final = 1000
+DEFAULT_MIN_POINTS: Final = 500
+DEFAULT_INACTIVE_DAYS: Final = 30
+
+# A CSV audience's URL once checked (https, an allowed host).
+CsvUrl = NewType("CsvUrl", str)
+
+
+@dataclass(frozen=True)
+class Audience:
+    """Validated arguments of `push_campaign_audience()`; defaults filled in.
+
+    `member_ids` holds the CSV segment's ids once known; `csv_url` is set while they still
+    have to be fetched.
+    """
+
+    segment: str
+    min_tier_points: int = DEFAULT_MIN_TIER_POINTS
+    min_points: int = DEFAULT_MIN_POINTS
+    inactive_days: int = DEFAULT_INACTIVE_DAYS
+    zip_codes: tuple[str, ...] = ()
+    member_ids: tuple[str, ...] = ()
+    csv_url: CsvUrl | None = None
+
+    @property
+    def needs_csv(self) -> bool:
+        return self.segment == "CSV" and self.csv_url is not None
+
+    def with_member_ids(self, member_ids: Sequence[str]) -> Audience:
+        return replace(self, member_ids=tuple(member_ids), csv_url=None)

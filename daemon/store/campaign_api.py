@@ -1,0 +1,63 @@
+"""The HTTP API's statements on campaigns (daemon.campaigns.api): a campaign inserted as
+validated, and its progress."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from daemon.core.errors import CampaignInputError
+from daemon.store.queries import q
+
+
+async def program_exists(pool: asyncpg.Pool, program_id: uuid.UUID) -> bool:
+    return bool(await pool.fetchval(q("program_exists"), program_id))
+
+
+async def insert_campaign(
+    pool: asyncpg.Pool,
+    *,
+    program_id: uuid.UUID,
+    name: str | None,
+    message: str,
+    segment: str,
+    min_tier_points: int | None,
+    min_points: int | None,
+    inactive_days: int | None,
+    zip_codes: list[str] | None,
+    member_ids: list[str] | None,
+    csv_upload_url: str | None,
+    scheduled_at: datetime | None,
+    draft: bool,
+    created_by: str | None = None,
+) -> uuid.UUID:
+    """Insert a campaign as validated; the trigger rings the planner."""
+    try:
+        campaign_id: uuid.UUID = await pool.fetchval(
+            q("insert_campaign"),
+            program_id,
+            name,
+            message,
+            segment,
+            min_tier_points,
+            min_points,
+            inactive_days,
+            zip_codes,
+            member_ids,
+            csv_upload_url,
+            scheduled_at,
+            "DRAFT" if draft else "PENDING",
+            created_by,
+        )
+    except asyncpg.CheckViolationError as exc:
+        raise CampaignInputError(f"refused by rule {exc.constraint_name}") from exc
+    return campaign_id
+
+
+async def campaign_progress(pool: asyncpg.Pool, campaign_id: uuid.UUID) -> dict[str, Any] | None:
+    """The campaign's row of the push_campaign_progress view, or None."""
+    row = await pool.fetchrow(q("campaign_progress"), campaign_id)
+    return None if row is None else dict(row.items())
