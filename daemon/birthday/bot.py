@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -39,10 +39,9 @@ from daemon.core.clock import wait_any
 from daemon.core.config import Settings
 from daemon.core.logs import get_logger
 from daemon.core.templating import Template, TemplateError, parse_template
+from daemon.domain.birthdays import BirthdayMember, BirthdayProgram
 from daemon.store import birthdays as store
 from daemon.store.pool import Pool
-
-Row = Mapping[str, Any]
 
 log = get_logger(__name__)
 
@@ -125,12 +124,12 @@ class _Plan:
     def has_gift(self) -> bool:
         return self.points > 0 or self.template is not None
 
-    def message(self, member: Row, balance: int) -> str | None:
-        if self.template is None or not member["installed"]:
+    def message(self, member: BirthdayMember, balance: int) -> str | None:
+        if self.template is None or not member.installed:
             return None
         values = {
-            "first_name": member["first_name"],
-            "last_name": member["last_name"],
+            "first_name": member.first_name,
+            "last_name": member.last_name,
             "program_name": self.program_name,
             "points": balance,
         }
@@ -271,17 +270,17 @@ class BirthdayBot:
 
 async def _run_program(
     pool: Pool,
-    program: Row,
+    program: BirthdayProgram,
     now: datetime,
     on_date: date | None,
     force: bool,
 ) -> ProgramBirthdays:
-    with bound_contextvars(program_id=str(program["id"])):
+    with bound_contextvars(program_id=str(program.id)):
         try:
             plan = _plan(program, now, on_date, force)
         except (rules.UnknownTimezone, TemplateError, _Refused) as exc:
             log.error("birthday_program_failed", error=str(exc))
-            return ProgramBirthdays(program["id"], program["name"], error=str(exc))
+            return ProgramBirthdays(program.id, program.name, error=str(exc))
         try:
             counts = await _celebrate(pool, plan)
         except Exception as exc:  # one program's trouble must not stop the others
@@ -298,22 +297,22 @@ async def _run_program(
         return _result(plan, counts)
 
 
-def _plan(program: Row, now: datetime, on_date: date | None, force: bool) -> _Plan:
-    if not program["birthday_bot_enabled"]:
+def _plan(program: BirthdayProgram, now: datetime, on_date: date | None, force: bool) -> _Plan:
+    if not program.enabled:
         raise _Refused("the birthday bot is not enabled for this program")
-    today = rules.local_date(now, rules.program_zone(program["timezone"]))
+    today = rules.local_date(now, rules.program_zone(program.timezone))
     if on_date is not None:
         refusal = None if force else rules.manual_date_refusal(on_date, today)
         if refusal is not None:
             raise _Refused(refusal)
         today = on_date
-    text = program["birthday_message"]
+    text = program.message
     template = parse_template(text) if text and text.strip() else None
     return _Plan(
-        program_id=program["id"],
-        program_name=program["name"],
+        program_id=program.id,
+        program_name=program.name,
         today=today,
-        points=program["birthday_reward_points"],
+        points=program.reward_points,
         template=template,
     )
 
@@ -363,10 +362,10 @@ def _count(counts: _Counts, outcome: str) -> None:
             counts.messaged += 1
 
 
-async def _gift_safely(pool: Pool, plan: _Plan, member: Row) -> str:
+async def _gift_safely(pool: Pool, plan: _Plan, member: BirthdayMember) -> str:
     """'gifted', 'messaged', 'already_gifted' or 'failed'; a refused gift is rolled back and
     left for the next tick, it never stops the rest of the program."""
-    with bound_contextvars(pass_id=str(member["pass_id"])):
+    with bound_contextvars(pass_id=str(member.pass_id)):
         try:
             return await _gift(pool, plan, member)
         except store.DatabaseError as exc:
@@ -374,10 +373,10 @@ async def _gift_safely(pool: Pool, plan: _Plan, member: Row) -> str:
             return "failed"
 
 
-async def _gift(pool: Pool, plan: _Plan, member: Row) -> str:
+async def _gift(pool: Pool, plan: _Plan, member: BirthdayMember) -> str:
     gifted = await store.gift(
         pool,
-        pass_id=member["pass_id"],
+        pass_id=member.pass_id,
         program_id=plan.program_id,
         year=plan.year,
         local_date=plan.today,

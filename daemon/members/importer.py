@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import IO
 
 from daemon.core.logs import get_logger
+from daemon.domain.members import WrittenUser
 from daemon.members.rules import (
     CreatePass,
     Duplicates,
-    ExistingPass,
     Header,
     ImportAborted,
     LinkPass,
@@ -207,14 +207,6 @@ class _RowReader:
 # --- writing a batch -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _UserRow:
-    user_id: uuid.UUID | None
-    outcome: str
-    # the file's values for a member of another program that were not written
-    withheld: bool = False
-
-
 async def _write_batch(
     writer: ImportWriter, program_id: uuid.UUID, batch: Sequence[Member | Rejected]
 ) -> list[RowResult]:
@@ -233,8 +225,9 @@ async def _plan_passes(
     passkit_ids = [m.passkit_internal_id for m in members if m.passkit_internal_id]
     if not member_ids:
         return {m.line: None for m in members}
-    rows = await writer.existing_passes(program_id, member_ids=member_ids, passkit_ids=passkit_ids)
-    existing = [ExistingPass(**r) for r in rows]
+    existing = await writer.existing_passes(
+        program_id, member_ids=member_ids, passkit_ids=passkit_ids
+    )
     by_member_id = {
         p.external_id: p for p in existing if p.program_id == program_id and p.external_id
     }
@@ -244,7 +237,7 @@ async def _plan_passes(
 
 async def _upsert_users(
     writer: ImportWriter, program_id: uuid.UUID, members: Sequence[Member]
-) -> dict[str, _UserRow]:
+) -> dict[str, WrittenUser]:
     if not members:
         return {}
     rows = await writer.upsert_users(
@@ -256,7 +249,7 @@ async def _upsert_users(
         phone_numbers=[m.phone_number for m in members],
         zips=[m.zip for m in members],
     )
-    return {r["email_key"]: _UserRow(r["user_id"], r["outcome"], r["withheld"]) for r in rows}
+    return {user.email_key: user for user in rows}
 
 
 async def _write_passes(
@@ -264,7 +257,7 @@ async def _write_passes(
     program_id: uuid.UUID,
     members: Sequence[Member],
     plans: dict[int, PassPlan | Rejected],
-    users: dict[str, _UserRow],
+    users: dict[str, WrittenUser],
 ) -> dict[int, str]:
     """Pass outcome per line: created / updated / unchanged, or `lost` when another writer
     got there between our check and our write."""
@@ -278,7 +271,7 @@ async def _write_passes(
     return outcomes
 
 
-def _user_id(users: dict[str, _UserRow], member: Member) -> uuid.UUID | None:
+def _user_id(users: dict[str, WrittenUser], member: Member) -> uuid.UUID | None:
     user = users.get(member.email_key)
     return user.user_id if user is not None else None
 
@@ -287,7 +280,7 @@ async def _create_passes(
     writer: ImportWriter,
     program_id: uuid.UUID,
     creates: Sequence[Member],
-    users: dict[str, _UserRow],
+    users: dict[str, WrittenUser],
 ) -> dict[int, str]:
     if not creates:
         return {}
@@ -303,7 +296,7 @@ async def _create_passes(
 async def _link_passes(
     writer: ImportWriter,
     links: Sequence[tuple[Member, LinkPass]],
-    users: dict[str, _UserRow],
+    users: dict[str, WrittenUser],
 ) -> dict[int, str]:
     if not links:
         return {}
@@ -318,7 +311,7 @@ async def _link_passes(
 def _result(
     row: Member | Rejected,
     plans: dict[int, PassPlan | Rejected],
-    users: dict[str, _UserRow],
+    users: dict[str, WrittenUser],
     pass_outcomes: dict[int, str],
 ) -> RowResult:
     if isinstance(row, Rejected):

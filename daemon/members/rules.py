@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from daemon.core.csvtext import column_name, delimiter_for
+from daemon.domain.members import ExistingPass
 
 COLUMNS = (
     "email",
@@ -249,19 +250,6 @@ class Duplicates:
 
 
 # --- passes ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ExistingPass:
-    """A pass already in the database, as the import needs to see it."""
-
-    id: object
-    program_id: object
-    external_id: str | None
-    passkit_internal_id: str | None
-    protocol: str
-    user_id: object | None
-    owner_email_key: str | None  # lower(email) of its user; None when unlinked or no email
 
 
 @dataclass(frozen=True)

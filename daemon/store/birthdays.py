@@ -9,10 +9,10 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
 
 import asyncpg
 
+from daemon.domain.birthdays import BirthdayMember, BirthdayProgram
 from daemon.store.errors import DATABASE_ERRORS
 from daemon.store.queries import q
 
@@ -27,9 +27,19 @@ class Gifted:
     replayed: bool
 
 
-async def programs(pool: asyncpg.Pool, program_id: uuid.UUID | None) -> list[dict[str, Any]]:
+async def programs(pool: asyncpg.Pool, program_id: uuid.UUID | None) -> list[BirthdayProgram]:
     """Programs with the bot enabled (or the one asked for, enabled or not)."""
-    return [dict(r) for r in await pool.fetch(q("birthday_programs"), program_id)]
+    return [
+        BirthdayProgram(
+            r["id"],
+            r["name"],
+            r["timezone"],
+            r["birthday_bot_enabled"],
+            r["birthday_reward_points"],
+            r["birthday_message"],
+        )
+        for r in await pool.fetch(q("birthday_programs"), program_id)
+    ]
 
 
 async def passes_due(
@@ -39,12 +49,14 @@ async def passes_due(
     birthday_keys: Sequence[int],
     year: int,
     points_only: bool,
-) -> list[dict[str, Any]]:
+) -> list[BirthdayMember]:
     """The program's passes whose birthday is one of `birthday_keys`, not gifted in `year`."""
     rows = await pool.fetch(
         q("birthday_passes_due"), program_id, list(birthday_keys), year, points_only
     )
-    return [dict(r) for r in rows]
+    return [
+        BirthdayMember(r["pass_id"], r["first_name"], r["last_name"], r["installed"]) for r in rows
+    ]
 
 
 async def gift(

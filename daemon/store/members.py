@@ -7,10 +7,10 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import date
-from typing import Any
 
 import asyncpg
 
+from daemon.domain.members import ExistingPass, WrittenUser
 from daemon.store.queries import q
 
 
@@ -22,12 +22,12 @@ class ImportWriter:
 
     async def existing_passes(
         self, program_id: uuid.UUID, *, member_ids: Sequence[str], passkit_ids: Sequence[str]
-    ) -> list[dict[str, Any]]:
+    ) -> list[ExistingPass]:
         """Passes that already carry one of these member ids (in the program) or PassKit ids."""
         rows = await self._conn.fetch(
             q("import_existing_passes"), program_id, list(member_ids), list(passkit_ids)
         )
-        return [dict(r) for r in rows]
+        return [ExistingPass(**dict(r)) for r in rows]
 
     async def upsert_users(
         self,
@@ -39,7 +39,7 @@ class ImportWriter:
         birth_dates: Sequence[date | None],
         phone_numbers: Sequence[str | None],
         zips: Sequence[str | None],
-    ) -> list[dict[str, Any]]:
+    ) -> list[WrittenUser]:
         """Users by email (case-insensitive): created, updated, or left as another program's."""
         rows = await self._conn.fetch(
             q("import_upsert_users"),
@@ -51,7 +51,9 @@ class ImportWriter:
             list(zips),
             program_id,
         )
-        return [dict(r) for r in rows]
+        return [
+            WrittenUser(r["email_key"], r["user_id"], r["outcome"], r["withheld"]) for r in rows
+        ]
 
     async def create_passes(
         self,

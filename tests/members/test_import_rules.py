@@ -8,10 +8,10 @@ from datetime import date
 
 import pytest
 
+from daemon.domain.members import ExistingPass
 from daemon.members.rules import (
     CreatePass,
     Duplicates,
-    ExistingPass,
     ImportAborted,
     LinkPass,
     Member,
