@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+import structlog
 
 from daemon.core.config import Settings
 from daemon.store.embedded import EmbeddedPostgres
@@ -26,6 +27,15 @@ from tests.passkit_fixtures import settings_of
 
 TEST_DSN_ENV = "LOYALTYD_TEST_DATABASE_URL"
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def structlog_defaults() -> Iterator[None]:
+    """Each test starts from structlog's defaults: a test (or a command run in-process) that
+    configures logging at INFO must not hide the DEBUG events the next one captures."""
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(scope="session")
