@@ -107,7 +107,9 @@ async def test_from_an_invitation_to_a_sent_campaign_then_a_cancelled_one(
         await _shot(page, "campaign-completed")
         assert len(fake.requests) >= 40
 
-        # A bigger one, cancelled while it goes out.
+        # A bigger one, cancelled while it goes out: PassKit slows down, so the campaign takes
+        # about a minute and the cancel lands mid-way however slow the browser is.
+        fake.latency = LatencyModel(median_ms=200)
         async with pool.acquire() as conn:
             await bulk_audience(conn, program, 560, prefix="pk-more")
         await page.goto(f"{base}/campaigns/new")
