@@ -48,6 +48,8 @@ bench: install
 	$(PY) -m bench.bench_messages $(if $(LOYALTYD_BENCH_DATABASE_URL),--database-url $(LOYALTYD_BENCH_DATABASE_URL))
 	$(PY) -m bench.bench_wallet $(if $(LOYALTYD_BENCH_DATABASE_URL),--database-url $(LOYALTYD_BENCH_DATABASE_URL))
 	$(PY) -m bench.bench_console $(if $(LOYALTYD_BENCH_DATABASE_URL),--database-url $(LOYALTYD_BENCH_DATABASE_URL))
+	$(PY) -m bench.bench_history $(if $(LOYALTYD_BENCH_DATABASE_URL),--database-url $(LOYALTYD_BENCH_DATABASE_URL))
+	$(PY) -m bench.bench_units $(if $(LOYALTYD_BENCH_DATABASE_URL),--database-url $(LOYALTYD_BENCH_DATABASE_URL))
 
 demo: install
 	$(BIN)/loyaltyd demo
