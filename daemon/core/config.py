@@ -51,7 +51,10 @@ class Settings(BaseSettings):
     )
     passkit_max_concurrency: int = Field(default=20, ge=1, le=1000)
     passkit_rate_limit: float = Field(
-        default=50.0, ge=0, description="Requests per second across the process; 0 = no limit."
+        default=50.0,
+        ge=0,
+        description="Requests per second for the whole PassKit account, shared by every daemon "
+        "using it; 0 = no limit.",
     )
     passkit_rate_burst: int = Field(default=5, ge=1, le=10_000)
     passkit_mock_latency_ms: float = Field(
