@@ -57,6 +57,7 @@ from daemon.store.pool import Pool, create_pool
 from daemon.store.wallet import WalletEventStore
 from daemon.wallet.inbox import WalletReadHandler
 from daemon.wallet.scheduler import SweepScheduler
+from daemon.wallet.seen import SeenReads
 from daemon.wallet.sweep import Sweeper
 
 log = get_logger(__name__)
@@ -82,6 +83,7 @@ class Daemon:
     birthdays: BirthdayBot
     budget: FleetBudget | None = None
     feed: Feed | None = None  # the console's live feed, when the console is on
+    seen: SeenReads | None = None  # coupons' and tickets' wallet state from the client's reads
     source: str = "DATABASE_URL"  # where the DSN came from, for error messages
     on_ready: Callable[[Daemon], Awaitable[None]] | None = None
 
@@ -106,18 +108,17 @@ async def fleet_client(settings: Settings, pool: Pool) -> AsyncIterator[PassKitC
     heartbeat, its share of the account's PASSKIT_RATE_LIMIT, and the same fence."""
     throttle = Throttle.from_settings(settings)
     budget = fleet_budget(settings, throttle)
-    async with PassKitClient(settings, throttle=throttle) as client:
-        heartbeat = Heartbeat(
-            pool,
-            uuid.uuid4(),
-            interval=settings.loyaltyd_heartbeat_seconds,
-            stale=settings.loyaltyd_stale_seconds,
-            budget=budget,
-            account=account_key(_secret(settings.passkit_api_key)),
-        )
-        await heartbeat.beat()
-        await heartbeat.beat()
-        client.fence = heartbeat.fenced
+    heartbeat = Heartbeat(
+        pool,
+        uuid.uuid4(),
+        interval=settings.loyaltyd_heartbeat_seconds,
+        stale=settings.loyaltyd_stale_seconds,
+        budget=budget,
+        account=account_key(_secret(settings.passkit_api_key)),
+    )
+    await heartbeat.beat()
+    await heartbeat.beat()
+    async with PassKitClient(settings, throttle=throttle, fence=heartbeat.fenced) as client:
         done = asyncio.Event()
         beating = asyncio.create_task(heartbeat.run(done), name="heartbeat")
         try:
@@ -300,6 +301,8 @@ async def _supervise(daemon: Daemon) -> None:
             tg.create_task(_outage_watch(daemon).run(daemon.stopping), name="passkit-outage")
             if s.loyaltyd_wallet_sweeps:
                 tg.create_task(_sweeps(daemon).run(daemon.stopping), name="wallet-sweeps")
+            if daemon.seen is not None:
+                tg.create_task(daemon.seen.run(daemon.stopping), name="wallet-reads")
         # READY / WATCHDOG / STOPPING to systemd (a no-op outside it)
         tg.create_task(notify_systemd(daemon), name="systemd-notify")
         await daemon.heartbeat.mark_ready()
@@ -394,8 +397,9 @@ async def run_daemon(
             account=account_key(_secret(settings.passkit_api_key)),
             taken_over=takeovers.total,
         )
+        seen = SeenReads(pool)
         async with PassKitClient(
-            settings, metrics, throttle=throttle, fence=heartbeat.fenced
+            settings, metrics, throttle=throttle, fence=heartbeat.fenced, on_read=seen.note
         ) as client:
             # Alive before the first claim. The second beat publishes the share the first
             # worked out, and starts using it (a daemon alone gets the whole limit at once).
@@ -413,6 +417,7 @@ async def run_daemon(
                     heartbeat,
                     budget,
                     takeovers,
+                    seen,
                     source=source,
                     on_ready=on_ready,
                 )
@@ -441,6 +446,7 @@ def _daemon(
     heartbeat: Heartbeat,
     budget: FleetBudget | None,
     takeovers: Takeovers,
+    seen: SeenReads,
     *,
     source: str,
     on_ready: Callable[[Daemon], Awaitable[None]] | None,
@@ -473,6 +479,7 @@ def _daemon(
         BirthdayBot(pool, settings, utc_now),
         budget=budget,
         feed=feed,
+        seen=seen,
         source=source,
         on_ready=on_ready,
     )

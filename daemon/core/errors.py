@@ -14,9 +14,10 @@
      ├── PassKitError                     anything PassKit (or the road to it) said no to
      │    ├── TransientPassKitError       (also a TransientError; `status`)
      │    │    └── TransportFailed        no answer at all: connection failed or timed out
-     │    └── PermanentPassKitError       retrying cannot help: 400/403/404/409/other 4xx
-     │         ├── PayloadTooLarge        refused here, before sending (> 10,000 bytes)
-     │         └── Unauthorized           401 that persisted after one re-signed retry
+     │    ├── PermanentPassKitError       retrying cannot help: 400/403/404/409/other 4xx
+     │    │    ├── PayloadTooLarge        refused here, before sending (> 10,000 bytes)
+     │    │    └── Unauthorized           401 that persisted after one re-signed retry
+     │    └── MalformedRecord             a record or webhook body unlike PassKit's definitions
      ├── CampaignInputError               a campaign that cannot be sent as written (the
      │                                    admin's to fix: push_campaigns.error, or a 400)
      └── ApiRequestError                  an HTTP API request that cannot be served as sent
@@ -115,6 +116,12 @@ class Unauthorized(PermanentPassKitError):
 
 
 # --- campaigns -------------------------------------------------------------------------------
+
+
+class MalformedRecord(PassKitError, ValueError):
+    """A member record of a list, or a webhook's body, that does not follow PassKit's
+    definitions (not an object, an unknown status, event or protocol, a bad id or time): the
+    record is skipped and counted, the webhook answered 400. Also a ValueError."""
 
 
 class CampaignInputError(LoyaltydError):

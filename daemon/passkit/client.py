@@ -306,6 +306,7 @@ class PassKitClient:
         *,
         transport: Transport | None = None,
         fence: Callable[[], bool] | None = None,
+        on_read: Callable[[str, JsonObject], None] | None = None,
         throttle: Throttle | None = None,
         sleep: Sleep = asyncio.sleep,
         clock: Clock = time.monotonic,
@@ -332,6 +333,9 @@ class PassKitClient:
         # True while this daemon may not start a call (heartbeat lost, see
         # daemon.store.instances); checked before a request and again right before it leaves.
         self.fence = fence
+        # Told of each pass read on the way to a write (protocol, record): what it says of the
+        # pass's wallet state is PassKit's (daemon.wallet.seen).
+        self._on_read = on_read
 
     def _new_transport(self, session: aiohttp.ClientSession | None, sleep: Sleep) -> Transport:
         if not self._mock_mode:
@@ -402,6 +406,8 @@ class PassKitClient:
         endpoints = routes.message_routes(protocol)
         field = self._settings.passkit_message_field
         current = await self._current_pass(endpoints.read, passkit_id)
+        if current is not None:
+            self._seen(protocol, current)
         metadata = _metadata_of(current) if current is not None else {}
         value = self._fresh_value(text, metadata.get(field))
         metadata[field] = value
@@ -612,7 +618,12 @@ class PassKitClient:
             held = await self.get(read, passkit_id)
         except PermanentPassKitError as exc:
             raise refusal from exc
+        self._seen("COUPON" if read == routes.GET_COUPON else "EVENT_TICKET", held)
         return held.get("status") == "REDEEMED"
+
+    def _seen(self, protocol: str, held: JsonObject) -> None:
+        if self._on_read is not None:
+            self._on_read(protocol, held)
 
     def _repeat(self, endpoint: Endpoint, passkit_id: str) -> None:
         log.info("passkit_already_done", operation=endpoint.operation, passkit_id=passkit_id)

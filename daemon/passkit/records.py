@@ -4,7 +4,8 @@ list streams it) as a `WalletRecord`, and a webhook body as a `PassEvent`.
 protojson writes enums as names and timestamps as RFC 3339 strings (grpc-gateway's default
 marshaller, EmitUnpopulated: unset fields are null); how PassKit serialises a webhook body is
 undocumented, so numbers for enums and {"seconds", "nanos"} for times are read as well.
-Anything that is not one of PassKit's shapes raises `ValueError` with what is wrong.
+Anything that is not one of PassKit's shapes raises `MalformedRecord` (a ValueError too) with
+what is wrong.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from daemon.core.errors import MalformedRecord
 from daemon.domain.wallet import WalletRecord, WalletTimes, status_of_passkit
 
 # io/integration.pb.go PassEventId: names and numbers.
@@ -71,16 +73,16 @@ def wallet_record(record: Any, *, metadata_key: str = "passMetaData") -> WalletR
     """A member, coupon or ticket as PassKit answers it. A member without `points` holds 0
     (proto3 leaves a zero out); a coupon or ticket has no balance (None)."""
     if not isinstance(record, dict):
-        raise ValueError(f"a PassKit record is a JSON object, not {type(record).__name__}")
+        raise MalformedRecord(f"a PassKit record is a JSON object, not {type(record).__name__}")
     passkit_id = _id(record.get("id"), "id")
     metadata = record.get(metadata_key)
     if metadata is None:
         metadata = {}
     if not isinstance(metadata, dict):
-        raise ValueError(f"{metadata_key} is not an object")
+        raise MalformedRecord(f"{metadata_key} is not an object")
     status = status_of_passkit(metadata.get("status"))
     if status is None:
-        raise ValueError(f"unknown pass status {metadata.get('status')!r}")
+        raise MalformedRecord(f"unknown pass status {metadata.get('status')!r}")
     times = WalletTimes(**{ours: _time(metadata.get(theirs), theirs) for theirs, ours in _TIMES})
     member = "programId" in record or "tierId" in record or "points" in record
     points = _points(record.get("points"), default=0.0 if member else None)
@@ -90,16 +92,16 @@ def wallet_record(record: Any, *, metadata_key: str = "passMetaData") -> WalletR
 def pass_event(body: Any) -> PassEvent:
     """A webhook body (io/integration.pb.go SinkSubscriptionPayload: `event`, `pass`)."""
     if not isinstance(body, dict):
-        raise ValueError("the body is not a JSON object")
+        raise MalformedRecord("the body is not a JSON object")
     event = _lookup(PASS_EVENTS, body.get("event"))
     if event is None:
-        raise ValueError(f"unknown event {_shown(body.get('event'))}")
+        raise MalformedRecord(f"unknown event {_shown(body.get('event'))}")
     held = body.get("pass")
     if not isinstance(held, dict):
-        raise ValueError("no pass object")
+        raise MalformedRecord("no pass object")
     protocol = _lookup(_PROTOCOLS, held.get("protocol"))
     if protocol is None:
-        raise ValueError(f"unknown protocol {_shown(held.get('protocol'))}")
+        raise MalformedRecord(f"unknown protocol {_shown(held.get('protocol'))}")
     class_id = held.get("classId")
     return PassEvent(
         event,
@@ -123,7 +125,7 @@ def _lookup(names: dict[str | int, str], value: object) -> str | None:
 
 def _id(value: object, name: str) -> str:
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_ID_CHARS:
-        raise ValueError(f"{name} must be a string of 1 to {MAX_ID_CHARS} characters")
+        raise MalformedRecord(f"{name} must be a string of 1 to {MAX_ID_CHARS} characters")
     return value
 
 
@@ -134,12 +136,12 @@ def _time(value: object, name: str) -> datetime | None:
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
-            raise ValueError(f"{name} is not an RFC 3339 time: {value!r}") from None
+            raise MalformedRecord(f"{name} is not an RFC 3339 time: {value!r}") from None
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     if isinstance(value, dict) and isinstance(value.get("seconds"), int | str):
         seconds = int(value["seconds"]) + int(value.get("nanos") or 0) / 1e9
         return datetime.fromtimestamp(seconds, UTC)
-    raise ValueError(f"{name} is not a time: {value!r}")
+    raise MalformedRecord(f"{name} is not a time: {value!r}")
 
 
 def _points(value: object, *, default: float | None) -> float | None:
