@@ -183,6 +183,10 @@ def test_the_readme_works_as_pasted(newcomer: tuple[Newcomer, str]) -> None:
         out = you.sql(block.body) if block.lang == "sql" else you.sh(block.body)
         if block.output is not None:
             assert normal(out) == normal(block.output), out
+        if "console invite" in block.body:
+            # The console `make run` serves: no "console is off", the link on its port.
+            assert "console is off" not in out, out
+            assert re.search(r"http://127\.0\.0\.1:\d+/console/invite/\S+$", out.strip()), out
 
     _the_http_examples_did_what_they_say(you)
 

@@ -7,6 +7,7 @@ import sys
 import uuid
 
 from daemon.cli.commands._common import pool
+from daemon.cli.local import local_settings
 from daemon.console.auth import INVITE_HOURS, ROLES, digest, new_token
 from daemon.core.config import Settings
 from daemon.store import console as store
@@ -77,6 +78,8 @@ async def _invite(settings: Settings, args: argparse.Namespace, email: str) -> i
     what = f"{args.role} of program {args.program}" if program else "operator"
     if program and args.operator:
         what += ", and operator"
+    if settings.database_url is None:
+        settings = local_settings(settings)  # what `loyaltyd run` serves on the embedded default
     if not settings.loyaltyd_console:
         print("note: the console is off; set LOYALTYD_CONSOLE=1 and LOYALTYD_CONSOLE_SECRET")
     print(f"{email} invited as {what}; this link works once, for {INVITE_HOURS:.0f} hours:")
