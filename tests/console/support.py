@@ -29,6 +29,8 @@ from daemon.store.listener import Listener
 SECRET = "console-secret-0123456789abcdefghijklmnop"
 PASSWORD = "correct horse battery"
 Client = TestClient[web.Request, web.Application]
+# The daemon's `stopping` event, on the application console_app yields (a test may stop it).
+STOPPING_KEY = web.AppKey("stopping", asyncio.Event)
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
@@ -63,6 +65,7 @@ async def console_app(
     parent.add_subapp(
         "/console/", build_console(settings, pool, feed or Feed(pool), stopping=stopping, **extra)
     )
+    parent[STOPPING_KEY] = stopping
     try:
         yield parent
     finally:
