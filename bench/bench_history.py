@@ -3,6 +3,7 @@ subprocess against the fake PassKit:
 
     python -m bench.bench_history [--database-url postgresql://postgres@host/postgres]
                                   [--deliveries 20000000] [--syncs 5000000]
+                                  [--steps blast wake status big bytes days]
 
 Two databases on one server: EMPTY, and HISTORY, seeded (set-based, in minutes) with
 `--deliveries` finished campaign deliveries over a year of daily campaigns and `--syncs`
@@ -58,6 +59,8 @@ CAPPED = 1_000
 # The daemons measured keep the whole year: its cost is what is measured (6. measures removal).
 KEEP_ALL = {"LOYALTYD_DELIVERY_RETENTION_DAYS": "0", "LOYALTYD_SYNC_RETENTION_DAYS": "0"}
 DAYS_OF_HISTORY = 365
+STEPS = ("blast", "wake", "status", "big", "bytes", "days")
+RATES: dict[str, float] = {}  # sent per second of the blasts, by database
 
 
 # --- databases ---------------------------------------------------------------------------------
@@ -466,11 +469,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--big", type=int, default=2_000_000)
     parser.add_argument("--days", type=int, default=400)
     parser.add_argument("--per-day", type=int, default=20_000)
+    parser.add_argument(
+        "--steps", nargs="+", choices=STEPS, default=list(STEPS), help="what to measure (all)"
+    )
     return parser.parse_args()
 
 
 async def bench(args: argparse.Namespace) -> int:
     verdicts: list[Verdict] = []
+    steps = set(args.steps)
     async with server(args.database_url) as admin:
         async with database(admin, "empty") as empty, database(admin, "history") as history:
             for dsn in (empty, history):
@@ -483,61 +490,75 @@ async def bench(args: argparse.Namespace) -> int:
             size = await conn.fetchval("SELECT pg_database_size(current_database())")
             await conn.close()
             print(f"seeded in {seeded:.0f} s; HISTORY is {size / 2**30:.1f} GB")
-
-            rates = {}
-            for label, dsn in (("empty", empty), ("history", history)):
-                rate, sent, skipped = await run_blast(dsn, await _blast_id(dsn), args.blast)
-                rates[label] = rate
-                print(f"blast in {label}: {rate:,.0f} sent/s ({sent:,} sent, {skipped:,} skipped)")
-                verdicts.append(
-                    Verdict(f"frequency cap exact ({label}): skipped", skipped, CAPPED, CAPPED)
+            if "blast" in steps:
+                verdicts += await blasts(args, empty, history)
+            if "wake" in steps:
+                p50 = await wake(history)
+                verdicts.append(Verdict("wake p50 in HISTORY (ms)", p50, 0, 10))
+            if "status" in steps:
+                status_ms, metrics_ms = await status_and_metrics(history)
+                verdicts.append(Verdict("status report in HISTORY (ms)", status_ms, 0, 200))
+                verdicts.append(Verdict("/metrics scrape in HISTORY (ms)", metrics_ms, 0, 200))
+            if "big" in steps:
+                took, recipients, rss0, rss_max = await big_start(history)
+                print(
+                    f"a {recipients:,}-recipient campaign started in {took:.1f} s (audience "
+                    f"resolved, rows written); daemon RSS {rss0:.0f} MB -> {rss_max:.0f} MB"
                 )
-            verdicts.append(
-                Verdict("blast in HISTORY / in EMPTY", rates["history"] / rates["empty"], 0.95)
-            )
-            p50 = await wake(history)
-            verdicts.append(Verdict("wake p50 in HISTORY (ms)", p50, 0, 10))
-            status_ms, metrics_ms = await status_and_metrics(history)
-            verdicts.append(Verdict("status report in HISTORY (ms)", status_ms, 0, 200))
-            verdicts.append(Verdict("/metrics scrape in HISTORY (ms)", metrics_ms, 0, 200))
-            took, recipients, rss0, rss_max = await big_start(history)
-            print(
-                f"a {recipients:,}-recipient campaign started in {took:.1f} s "
-                f"(audience resolved, rows written); daemon RSS {rss0:.0f} MB -> {rss_max:.0f} MB"
-            )
-            # 7. The same blast once more in HISTORY, by a daemon that removes the year's
-            # expired deliveries (three quarters of them) meanwhile, from its start.
-            before = await _deliveries(history)
-            rate, sent, skipped = await run_blast(history, await _blast_id(history), args.blast, {})
-            removed = before + sent + skipped - await _deliveries(history)
-            print(
-                f"blast in HISTORY while retention removes: {rate:,.0f} sent/s "
-                f"({removed:,} old deliveries removed meanwhile)"
-            )
-            verdicts.append(
-                Verdict("frequency cap exact (removing): skipped", skipped, CAPPED, CAPPED)
-            )
-            verdicts.append(
-                Verdict("blast while removing / without", rate / rates["history"], 0.95)
-            )
-            with_text, without = await bytes_per_delivery(empty)
-            print(
-                f"bytes per delivery row (table + indexes): {with_text:.0f} with a text of its "
-                f"own, {without:.0f} with the campaign's text stored once"
-            )
-        async with database(admin, "on") as on, database(admin, "off") as off:
-            kept = await simulated_days(on, args.days, args.per_day, retention=True)
-            grown = await simulated_days(off, args.days, args.per_day, retention=False)
+            if "blast" in steps:
+                verdicts += await blast_while_removing(args, history)
+            if "bytes" in steps:
+                with_text, without = await bytes_per_delivery(empty)
+                print(
+                    f"bytes per delivery row (table + indexes): {with_text:.0f} with a text of "
+                    f"its own, {without:.0f} with the campaign's text stored once"
+                )
+        if "days" in steps:
+            verdicts += await days(admin, args)
+    print()
+    print_verdicts(verdicts)
+    return 0 if all(v.ok for v in verdicts) else 1
+
+
+async def blasts(args: argparse.Namespace, empty: str, history: str) -> list[Verdict]:
+    verdicts = []
+    for label, dsn in (("empty", empty), ("history", history)):
+        rate, sent, skipped = await run_blast(dsn, await _blast_id(dsn), args.blast)
+        RATES[label] = rate
+        print(f"blast in {label}: {rate:,.0f} sent/s ({sent:,} sent, {skipped:,} skipped)")
+        verdicts.append(Verdict(f"frequency cap exact ({label}): skipped", skipped, CAPPED, CAPPED))
+    verdicts.append(Verdict("blast in HISTORY / in EMPTY", RATES["history"] / RATES["empty"], 0.95))
+    return verdicts
+
+
+async def blast_while_removing(args: argparse.Namespace, history: str) -> list[Verdict]:
+    """7. The same blast once more in HISTORY, by a daemon that removes the year's expired
+    deliveries (three quarters of them) meanwhile, from its start."""
+    before = await _deliveries(history)
+    rate, sent, skipped = await run_blast(history, await _blast_id(history), args.blast, {})
+    removed = before + sent + skipped - await _deliveries(history)
+    print(
+        f"blast in HISTORY while retention removes: {rate:,.0f} sent/s "
+        f"({removed:,} old deliveries removed meanwhile)"
+    )
+    return [
+        Verdict("frequency cap exact (removing): skipped", skipped, CAPPED, CAPPED),
+        Verdict("blast while removing / without", rate / RATES["history"], 0.95),
+    ]
+
+
+async def days(admin: str, args: argparse.Namespace) -> list[Verdict]:
+    async with database(admin, "on") as on, database(admin, "off") as off:
+        kept = await simulated_days(on, args.days, args.per_day, retention=True)
+        grown = await simulated_days(off, args.days, args.per_day, retention=False)
     rows = [["day", "retention on (MB)", "retention off (MB)"]]
     for n, (a, b) in enumerate(zip(kept, grown, strict=True), start=1):
         rows.append([str(50 * n), f"{a / 2**20:,.0f}", f"{b / 2**20:,.0f}"])
     print()
     print_table(rows)
-    if len(kept) >= 8:
-        verdicts.append(Verdict("retention on: day 400 / day 150", kept[7] / kept[2], 0, 1.15))
-    print()
-    print_verdicts(verdicts)
-    return 0 if all(v.ok for v in verdicts) else 1
+    if len(kept) < 8:
+        return []
+    return [Verdict("retention on: day 400 / day 150", kept[7] / kept[2], 0, 1.15)]
 
 
 async def _deliveries(dsn: str) -> int:

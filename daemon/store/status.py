@@ -73,8 +73,8 @@ async def refresh_queue_gauges(
             row = await pool.fetchrow(q("ops_sync_queue_gauges"))
             instances = await pool.fetch(q("ops_instances"), HOUR)
             work = await pool.fetch(q("ops_work_by_program"))
-            # Counting every pass is the one read that grows with the programs: the caller
-            # asks for it at most once a minute.
+            # Passes per status are kept counted (sql/073); the sweeps' and webhooks' parts
+            # grow with the programs: the caller asks for them at most once a minute.
             programs = await wallet_status(pool) if wallets else None
             depth, _ = await inbox_depth(pool)
     except DATABASE_ERRORS as exc:

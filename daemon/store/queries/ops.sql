@@ -72,8 +72,10 @@ work AS (
     UNION ALL
     SELECT program_id, 'sync', count(*),
            extract(epoch FROM now() - min(enqueued_at))::float8
-      FROM loyaltyd.pass_syncs
-     WHERE state IN ('pending', 'claimed')
+      FROM (-- one branch per state, so each reads its own partial index
+            SELECT program_id, enqueued_at FROM loyaltyd.pass_syncs WHERE state = 'pending'
+            UNION ALL
+            SELECT program_id, enqueued_at FROM loyaltyd.pass_syncs WHERE state = 'claimed') s
      GROUP BY program_id
 )
 SELECT w.program_id, p.name AS program_name, w.queue, w.rows, w.oldest_age

@@ -77,7 +77,8 @@ SELECT 'pass_syncs',
        pg_total_relation_size('loyaltyd.pass_syncs'),
        least((SELECT min(updated_at) FROM loyaltyd.pass_syncs WHERE state = 'idle'),
              (SELECT min(updated_at) FROM loyaltyd.pass_syncs WHERE state = 'dead'),
-             (SELECT min(enqueued_at) FROM loyaltyd.pass_syncs
-               WHERE state IN ('pending', 'claimed'))),
+             -- one read per state, so each reads its own partial index
+             (SELECT min(enqueued_at) FROM loyaltyd.pass_syncs WHERE state = 'pending'),
+             (SELECT min(enqueued_at) FROM loyaltyd.pass_syncs WHERE state = 'claimed')),
        r.last_run_at, r.removed
   FROM loyaltyd.retention r WHERE r.name = 'pass_syncs';

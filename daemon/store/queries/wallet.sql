@@ -450,9 +450,8 @@ SELECT pg_notify('loyaltyd_wallet_events', '')
 -- Per program: passes by passes_master.status (INSTALLED, UNINSTALLED, …), the last sweep of
 -- each class (when, how it ended, its summary), webhooks received by event, and the inbox.
 SELECT g.id AS program_id, g.name, g.wallet_status_from_passkit AS follows,
-       (SELECT jsonb_object_agg(coalesce(status, 'NULL'), n)
-          FROM (SELECT p.status, count(*) AS n FROM passes_master p
-                 WHERE p.program_id = g.id GROUP BY p.status) s) AS passes,
+       (SELECT jsonb_object_agg(c.status, c.passes) FROM loyaltyd.pass_status_counts c
+         WHERE c.program_id = g.id AND c.passes > 0) AS passes,  -- sql/073
        (SELECT jsonb_agg(jsonb_build_object('protocol', w.protocol, 'state', w.state,
                                             'started_at', w.started_at,
                                             'finished_at', w.finished_at,
