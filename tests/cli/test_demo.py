@@ -37,6 +37,9 @@ def test_demo_runs_end_to_end_and_prints_its_summary() -> None:
     assert "members born today got 50 points" in out and "a second run gifted 0" in out
     assert "Summary" in out and "demo finished in" in out
     assert "each 503 (PassKit busy) was tried again" in out
+    # Nothing but the tour: no warning of the daemon's in the middle of it.
+    assert '"level": "warning"' not in out + done.stderr, out + done.stderr
+    assert "[warning" not in out + done.stderr, out + done.stderr
 
 
 def test_the_demo_says_when_a_campaign_waits_on_retries() -> None:
