@@ -115,13 +115,13 @@ class Unauthorized(PermanentPassKitError):
         super().__init__(message, status=401)
 
 
-# --- campaigns -------------------------------------------------------------------------------
-
-
 class MalformedRecord(PassKitError, ValueError):
     """A member record of a list, or a webhook's body, that does not follow PassKit's
     definitions (not an object, an unknown status, event or protocol, a bad id or time): the
     record is skipped and counted, the webhook answered 400. Also a ValueError."""
+
+
+# --- campaigns -------------------------------------------------------------------------------
 
 
 class CampaignInputError(LoyaltydError):

@@ -5,7 +5,7 @@ webhooks change nothing wrong: the last read applied is the newest."""
 
 from __future__ import annotations
 
-from daemon.core.errors import PermanentPassKitError
+from daemon.core.errors import MalformedRecord, PermanentPassKitError
 from daemon.core.logs import get_logger
 from daemon.domain.wallet import WalletRecord
 from daemon.engine.outcomes import Succeeded
@@ -28,7 +28,7 @@ async def read_and_apply(
         held = await client.read_pass(protocol, passkit_id)
     try:
         record = WalletRecord.deleted(passkit_id) if held is None else wallet_record(held)
-    except ValueError as exc:
+    except MalformedRecord as exc:
         raise PermanentPassKitError(
             f"PassKit answered a record loyaltyd cannot read: {exc}"
         ) from exc

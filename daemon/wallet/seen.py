@@ -51,8 +51,8 @@ class SeenReads:
             log.debug("wallet_read_unreadable", protocol=protocol, reason=str(exc))
             return
         key = (protocol, record.passkit_id)
-        self._waiting.pop(key, None)
         self._waiting[key] = record
+        self._waiting.move_to_end(key)
         while len(self._waiting) > MAX_WAITING:
             self._waiting.popitem(last=False)
 

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable
 
 from daemon.core.config import Settings
-from daemon.core.errors import PermanentPassKitError, TransientError
+from daemon.core.errors import MalformedRecord, PermanentPassKitError, TransientError
 from daemon.core.logs import get_logger
 from daemon.core.metrics import Metrics
 from daemon.domain.wallet import Applied, Drift, SweepClass, SweepSummary, WalletRecord
@@ -114,7 +114,7 @@ class Sweeper:
         async for item in self._client.stream(request.records, request.path, dict(request.body)):
             try:
                 batch.append(wallet_record(item))
-            except ValueError as exc:
+            except MalformedRecord as exc:
                 unreadable += 1
                 if unreadable <= 3:
                     log.warning("wallet_record_unreadable", error=str(exc))
