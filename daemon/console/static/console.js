@@ -100,7 +100,7 @@
 
   // "Something changed" from the server (one stream per page): each element that shows that
   // thing fetches itself again (hx-trigger="changed"). A hidden tab holds no stream; shown
-  // again, it opens one and refreshes what it shows. The browser reconnects a dropped stream
+  // again, it opens one, and every opening refreshes what the page shows. The browser reconnects a dropped stream
   // by itself; one the server refused (too many live pages) is tried again later, slower each
   // time. An interrupted stream is not an error worth a word.
   var source = null, retryIn = 10000, retryTimer = null;
@@ -122,7 +122,9 @@
   function openStream(url) {
     closeStream();
     source = new EventSource(url);
-    source.onopen = function () { retryIn = 10000; };
+    // What changed before the stream was open (since the page was drawn, or while a dropped
+    // stream reconnected) was never announced on it: each opening refreshes what is shown.
+    source.onopen = function () { retryIn = 10000; refreshAll(null); };
     source.onmessage = function (event) { refreshAll(event.data); };
     source.onerror = function () {
       if (source && source.readyState === EventSource.CLOSED) {
@@ -140,7 +142,7 @@
     if (!document.hidden) { openStream(url); }
     document.addEventListener("visibilitychange", function () {
       if (document.hidden) { closeStream(); return; }
-      if (!source) { openStream(url); refreshAll(null); }
+      if (!source) { openStream(url); }
     });
     window.addEventListener("pagehide", closeStream);
   }
