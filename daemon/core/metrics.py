@@ -138,7 +138,8 @@ class Metrics:
         self.wallet_drift = Counter(
             "loyaltyd_wallet_balance_drift",
             "Balances PassKit showed that differ from the ledger, by how they were found "
-            "(sweep, points_set) and what became of them (repaired, reported, deferred, seen).",
+            "(sweep, points_set, tier_points_set) and what became of them (repaired, reported, "
+            "deferred, seen).",
             ["source", "outcome"],
             registry=r,
         )

@@ -71,12 +71,14 @@ class WalletTimes:
 
 @dataclass(frozen=True, slots=True)
 class WalletRecord:
-    """One pass as PassKit holds it: its id, wallet status, times and (members) balance."""
+    """One pass as PassKit holds it: its id, wallet status, times and (members) balance and
+    tier points."""
 
     passkit_id: str
     status: WalletStatus
     times: WalletTimes = WalletTimes()
     points: float | None = None
+    tier_points: float | None = None
 
     @classmethod
     def deleted(cls, passkit_id: str) -> WalletRecord:
@@ -122,9 +124,12 @@ class Applied:
 
 @dataclass(frozen=True, slots=True)
 class Drift:
-    """Balances PassKit showed that differ from the ledger, and what became of them."""
+    """Balances PassKit showed that differ from the ledger, and what became of them.
+    `tier_points_found` of the `found` differ in their tier points (where the program shows
+    loyaltyd's at PassKit)."""
 
     found: int = 0
+    tier_points_found: int = 0
     repaired: int = 0
     reported: int = 0
     still_reported: int = 0
@@ -161,6 +166,7 @@ class SweepSummary:
             "deleted": self.deleted,
             "unchecked": self.unchecked,
             "drift_found": d.found,
+            "drift_tier_points": d.tier_points_found,
             "drift_repaired": d.repaired,
             "drift_reported": d.reported,
             "drift_deferred": d.deferred,

@@ -26,7 +26,7 @@ class PassSyncHandler:
             return Skipped(NOT_AT_PASSKIT)
         client, passkit_id = self._client, job.passkit_id
         if job.protocol == "MEMBERSHIP" and job.points is not None:
-            await client.set_points(passkit_id, job.points)
+            await client.set_points(passkit_id, job.points, tier_points=job.tier_points)
         elif job.protocol == "COUPON" and job.redeem:
             await client.redeem_coupon(passkit_id)
         elif job.protocol == "EVENT_TICKET" and job.check_in:
@@ -36,6 +36,7 @@ class PassSyncHandler:
         log.info(
             "pass_synced",
             points=job.points,
+            tier_points=job.tier_points,
             message=job.message is not None,
             redeem=job.redeem,
             check_in=job.check_in,

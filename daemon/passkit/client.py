@@ -247,6 +247,11 @@ def _error_text(body: bytes, scrubber: SecretScrubber) -> str:
     return scrubber.scrub(text)
 
 
+def _absolute(field: str, reset_flag: str, value: int) -> JsonObject:
+    """An absolute value for SetPoints: proto3 drops a zero, so "set to 0" has its own flag."""
+    return {field: value} if value else {field: 0, reset_flag: True}
+
+
 def _json_object(operation: str, body: bytes) -> JsonObject:
     try:
         value = json.loads(body)
@@ -369,33 +374,42 @@ class PassKitClient:
 
     # --- public calls --------------------------------------------------------------------------
 
-    async def set_points(self, passkit_id: str, points: int) -> None:
-        """Set the member's absolute balance (idempotent, unlike earn/burn).
+    async def set_points(
+        self, passkit_id: str, points: int, *, tier_points: int | None = None
+    ) -> None:
+        """Set the member's absolute balance (idempotent, unlike earn/burn), and its tier
+        points with it where the program shows loyaltyd's (None: PassKit's stay as they are).
 
         SetPointsRequest (member.pb.go) is addressed by `id`; its optional fields are the
         balances and the reset flags, nothing that moves a tier (unlike earn/burn's `tierId`).
         """
-        if points < 0:
-            raise WorkRefused(f"points must be >= 0, got {points}")
-        body: JsonObject = {"id": passkit_id, "points": points}
-        if points == 0:
-            # proto3 drops a zero, so "set to 0" has its own flag.
-            body["resetPoints"] = True
+        for name, value in (("points", points), ("tier points", tier_points)):
+            if value is not None and value < 0:
+                raise WorkRefused(f"{name} must be >= 0, got {value}")
+        body: JsonObject = {"id": passkit_id, **_absolute("points", "resetPoints", points)}
+        if tier_points is not None:
+            body.update(_absolute("tierPoints", "resetTierPoints", tier_points))
         reply = await self._call(routes.SET_POINTS, (), body, subject=passkit_id)
         if reply:
-            self._check_balance(passkit_id, points, _json_object("set_points", reply))
+            answer = _json_object("set_points", reply)
+            self._check_balance(passkit_id, "points", points, answer)
+            if tier_points is not None:
+                self._check_balance(passkit_id, "tierPoints", tier_points, answer)
 
-    def _check_balance(self, passkit_id: str, points: int, answer: JsonObject) -> None:
-        """MemberPoints answers the balance PassKit now holds: one that is not what was set
+    def _check_balance(self, passkit_id: str, field: str, value: int, answer: JsonObject) -> None:
+        """MemberPoints answers the balances PassKit now holds: one that is not what was set
         (as a float32 can hold it) is drift, said once here and repaired by the next sweep."""
-        shown = answer.get("points", 0)
+        shown = answer.get(field, 0)
         if not isinstance(shown, int | float) or isinstance(shown, bool):
             return
-        if as_float32(float(points)) == as_float32(float(shown)):
+        if as_float32(float(value)) == as_float32(float(shown)):
             return
-        log.warning("passkit_balance_differs", passkit_id=passkit_id, set=points, shows=shown)
+        log.warning(
+            "passkit_balance_differs", passkit_id=passkit_id, field=field, set=value, shows=shown
+        )
         if self._metrics is not None:
-            self._metrics.wallet_drift.labels("points_set", "seen").inc()
+            kind = "points_set" if field == "points" else "tier_points_set"
+            self._metrics.wallet_drift.labels(kind, "seen").inc()
 
     async def write_message(self, protocol: str, passkit_id: str, text: str) -> str:
         """Write `text` into the pass's message field alone (one changed field: one alert).

@@ -92,7 +92,11 @@ class MockPassKit:
     def _answer(self, request: Request, body: dict[str, Any]) -> dict[str, Any]:
         endpoint = request.endpoint
         if endpoint == routes.SET_POINTS:
-            return {"id": body.get("id"), "points": body.get("points", 0)}
+            return {
+                "id": body.get("id"),
+                "points": body.get("points", 0),
+                "tierPoints": body.get("tierPoints", 0),
+            }
         if endpoint in _WRITES:
             return self._write(body)
         if endpoint in _READS:
@@ -132,6 +136,8 @@ class MockPassKit:
             fields["passkit_id"] = passkit_id
         if "points" in body or body.get("resetPoints"):
             fields["points"] = body.get("points", 0)
+        if "tierPoints" in body:
+            fields["tier_points"] = body["tierPoints"]
         text = _text_of(body, self._message_field)
         if text is not None:
             fields["text"] = _cut(text)

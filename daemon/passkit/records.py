@@ -70,8 +70,8 @@ class PassEvent:
 
 
 def wallet_record(record: Any, *, metadata_key: str = "passMetaData") -> WalletRecord:
-    """A member, coupon or ticket as PassKit answers it. A member without `points` holds 0
-    (proto3 leaves a zero out); a coupon or ticket has no balance (None)."""
+    """A member, coupon or ticket as PassKit answers it. A member without `points` (or
+    `tierPoints`) holds 0 (proto3 leaves a zero out); a coupon or ticket has no balance (None)."""
     if not isinstance(record, dict):
         raise MalformedRecord(f"a PassKit record is a JSON object, not {type(record).__name__}")
     passkit_id = _id(record.get("id"), "id")
@@ -86,7 +86,8 @@ def wallet_record(record: Any, *, metadata_key: str = "passMetaData") -> WalletR
     times = WalletTimes(**{ours: _time(metadata.get(theirs), theirs) for theirs, ours in _TIMES})
     member = "programId" in record or "tierId" in record or "points" in record
     points = _points(record.get("points"), default=0.0 if member else None)
-    return WalletRecord(passkit_id, status, times, points)
+    tier_points = _points(record.get("tierPoints"), default=0.0 if member else None)
+    return WalletRecord(passkit_id, status, times, points, tier_points)
 
 
 def pass_event(body: Any) -> PassEvent:

@@ -41,6 +41,8 @@ class PassSyncJob:
     check_in: bool
     # DELETED or INVALIDATED: what PassKit said of the pass; nothing is sent to it any more.
     unreachable: str | None = None
+    # Set with the balance where the program shows loyaltyd's tier points (sql/074).
+    tier_points: int | None = None
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> PassSyncJob:
@@ -57,6 +59,7 @@ class PassSyncJob:
             redeem=row["redeem"],
             check_in=row["check_in"],
             unreachable=row["unreachable"],
+            tier_points=row["tier_points"],
         )
 
     def log_fields(self) -> Mapping[str, str]:

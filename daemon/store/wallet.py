@@ -51,6 +51,7 @@ _STAGING_COLUMNS: Final = (
     "invalidated_at",
     "passkit_updated_at",
     "points",
+    "tier_points",
 )
 
 
@@ -66,6 +67,7 @@ def _row(record: WalletRecord) -> tuple[Any, ...]:
         t.invalidated_at,
         t.updated_at,
         record.points,
+        record.tier_points,
     )
 
 

@@ -73,6 +73,24 @@ async def test_wallet_sync_prints_what_changed_per_program(
     assert "uninstalled 0 · invalidated 0 · issued 0 · deleted 0" in again
 
 
+async def test_wallet_sync_says_how_many_balances_differ_in_tier_points(
+    pool: asyncpg.Pool, database_url: str, fake: FakePassKit
+) -> None:
+    await wallet_program(
+        pool,
+        fake,
+        ["PASS_INSTALLED"] * 3,
+        tier_points=40,
+        passkit_tier_points=lambda i: 2 if i == 1 else 40,
+        tiers_at_passkit=True,
+    )
+    code, out = await loyaltyd(database_url, fake.url, "wallet-sync")
+    assert code == 0, out
+    assert out.splitlines()[2].startswith(
+        "  balances: 1 differ (1 in tier points) · 1 repaired · 0 reported"
+    )
+
+
 async def test_wallet_sync_without_keys_says_so(database_url: str, fake: FakePassKit) -> None:
     code, out = await loyaltyd(
         database_url, fake.url, "wallet-sync", PASSKIT_API_KEY="", PASSKIT_API_SECRET=""

@@ -130,7 +130,7 @@ async def test_a_database_with_passes_is_counted_once_by_the_migration(
         for n, program in enumerate(programs):
             await _insert(conn, program, 60 + n)
         assert await conn.fetchval("SELECT to_regclass('loyaltyd.pass_status_counts')") is None
-        assert await migrate(conn) == ["073_pass_status_counts"]
+        assert "073_pass_status_counts" in await migrate(conn)
         assert await _kept(conn) == await _counted(conn)
         assert sum((await _kept(conn)).values()) == 121
         await _insert(conn, programs[0], 5)  # and kept from then on

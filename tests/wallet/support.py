@@ -25,15 +25,20 @@ async def wallet_program(
     points: int = 10,
     passkit_points: Callable[[int], float] | None = None,
     class_id: str = PROGRAM_CLASS,
+    tier_points: int = 0,
+    passkit_tier_points: Callable[[int], int] | None = None,
+    tiers_at_passkit: bool = False,
 ) -> uuid.UUID:
     """A program with one pass per entry of `statuses`: every pass INSTALLED by hand in
-    passes_master with `points`; at PassKit, pass i (1-based, id f"{prefix}{i}") has wallet
-    status statuses[i-1] (None: PassKit has no such pass) and `passkit_points(i)` (default:
-    `points`)."""
+    passes_master with `points` and `tier_points`; at PassKit, pass i (1-based, id
+    f"{prefix}{i}") has wallet status statuses[i-1] (None: PassKit has no such pass),
+    `passkit_points(i)` and `passkit_tier_points(i)` (default: the ledger's).
+    `tiers_at_passkit`: the program shows loyaltyd's tier points at PassKit."""
     program: uuid.UUID = await pool.fetchval(
-        "INSERT INTO programs (name, passkit_program_id, passkit_tier_id) "
-        "VALUES ('Wallet Bar', $1, 'tier') RETURNING id",
+        "INSERT INTO programs (name, passkit_program_id, passkit_tier_id, passkit_tier_points) "
+        "VALUES ('Wallet Bar', $1, 'tier', $2) RETURNING id",
         class_id,
+        tiers_at_passkit,
     )
     await pool.execute(
         """
@@ -48,17 +53,22 @@ async def wallet_program(
             SELECT $1, u.id, $3 || u.n, 'M-' || $3 || u.n, 'INSTALLED', true FROM u
             RETURNING id
         )
-        INSERT INTO protocol_membership (pass_id, points_balance) SELECT id, $4 FROM p
+        INSERT INTO protocol_membership (pass_id, points_balance, tier_points)
+        SELECT id, $4, $5 FROM p
         """,
         program,
         len(statuses),
         prefix,
         points,
+        tier_points,
     )
     for i, status in enumerate(statuses, start=1):
         if status is not None:
             balance = passkit_points(i) if passkit_points else float(points)
-            fake.add_pass(f"{prefix}{i}", class_id=class_id, status=status, points=balance)
+            tiers = passkit_tier_points(i) if passkit_tier_points else tier_points
+            fake.add_pass(
+                f"{prefix}{i}", class_id=class_id, status=status, points=balance, tier_points=tiers
+            )
     return program
 
 

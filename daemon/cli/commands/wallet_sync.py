@@ -84,11 +84,16 @@ def describe(summary: SweepSummary) -> str:
         lines.append(f"  {summary.unchecked:,} missing from the list not read back yet")
     if summary.sweep.protocol == "MEMBERSHIP":
         lines.append(
-            f"  balances: {d.found:,} differ · {d.repaired:,} repaired · {d.reported:,} "
-            f"reported (drift again) · {d.deferred:,} left for the next sweep · "
+            f"  balances: {d.found:,} differ{_tiers(d.tier_points_found)} · "
+            f"{d.repaired:,} repaired · {d.reported:,} reported (drift again) · "
+            f"{d.deferred:,} left for the next sweep · "
             f"{d.on_dead_syncs:,} on dead syncs"
         )
     return "\n".join(lines)
+
+
+def _tiers(count: int) -> str:
+    return f" ({count:,} in tier points)" if count else ""
 
 
 class _Progress:

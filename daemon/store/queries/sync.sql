@@ -29,6 +29,8 @@ UPDATE loyaltyd.pass_syncs s
        updated_at = now()
   FROM due
   JOIN passes_master p ON p.id = due.pass_id
+  LEFT JOIN programs g ON g.id = p.program_id
+  LEFT JOIN protocol_membership m ON m.pass_id = due.pass_id
   LEFT JOIN loyaltyd.wallet_passes w ON w.pass_id = due.pass_id
  WHERE s.pass_id = due.pass_id
 RETURNING s.pass_id, s.generation, s.attempts, due.lease_expired,
@@ -38,6 +40,9 @@ RETURNING s.pass_id, s.generation, s.attempts, due.lease_expired,
           CASE WHEN w.status = 'DELETED' THEN 'DELETED'
                WHEN p.status IN ('DELETED', 'INVALIDATED') THEN p.status END AS unreachable,
           CASE WHEN s.points_generation IS NOT NULL THEN s.points_balance END AS points_balance,
+          -- where the program shows loyaltyd's tier points at PassKit (sql/074): as they are now
+          CASE WHEN s.points_generation IS NOT NULL AND g.passkit_tier_points
+               THEN m.tier_points END AS tier_points,
           CASE WHEN s.message_generation IS NOT NULL THEN s.message END AS message,
           s.redeem_generation IS NOT NULL AS redeem,
           s.check_in_generation IS NOT NULL AS check_in;

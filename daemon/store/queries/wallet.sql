@@ -72,7 +72,8 @@ CREATE TEMP TABLE IF NOT EXISTS wallet_sweep_rows (
     last_uninstalled_at timestamptz,
     invalidated_at timestamptz,
     passkit_updated_at timestamptz,
-    points real
+    points real,
+    tier_points real
 );
 
 -- name: wallet_sweep_staging_ready
@@ -94,10 +95,12 @@ WITH listed AS MATERIALIZED (
            (w.updated_at IS NULL OR w.updated_at < $3) AS fresh,
            w.pass_id IS NULL
            OR (w.status, w.first_installed_at, w.last_installed_at, w.first_uninstalled_at,
-               w.last_uninstalled_at, w.invalidated_at, w.passkit_updated_at, w.passkit_points)
+               w.last_uninstalled_at, w.invalidated_at, w.passkit_updated_at, w.passkit_points,
+               w.passkit_tier_points)
               IS DISTINCT FROM
               (r.status, r.first_installed_at, r.last_installed_at, r.first_uninstalled_at,
-               r.last_uninstalled_at, r.invalidated_at, r.passkit_updated_at, r.points)
+               r.last_uninstalled_at, r.invalidated_at, r.passkit_updated_at, r.points,
+               r.tier_points)
                AS differs
       FROM (SELECT DISTINCT ON (passkit_id) * FROM pg_temp.wallet_sweep_rows
              ORDER BY passkit_id, passkit_updated_at DESC NULLS LAST) r  -- a record listed twice
@@ -110,10 +113,10 @@ written AS (
     INSERT INTO loyaltyd.wallet_passes AS w (
         pass_id, program_id, status, first_installed_at, last_installed_at,
         first_uninstalled_at, last_uninstalled_at, invalidated_at, passkit_updated_at,
-        passkit_points, updated_at, updated_by)
+        passkit_points, passkit_tier_points, updated_at, updated_by)
     SELECT pass_id, program_id, status, first_installed_at, last_installed_at,
            first_uninstalled_at, last_uninstalled_at, invalidated_at, passkit_updated_at,
-           points, now(), 'sweep'
+           points, tier_points, now(), 'sweep'
       FROM listed WHERE fresh AND differs
     ON CONFLICT (pass_id) DO UPDATE
        SET status = excluded.status, first_installed_at = excluded.first_installed_at,
@@ -122,7 +125,9 @@ written AS (
            last_uninstalled_at = excluded.last_uninstalled_at,
            invalidated_at = excluded.invalidated_at,
            passkit_updated_at = excluded.passkit_updated_at,
-           passkit_points = excluded.passkit_points, updated_at = now(), updated_by = 'sweep'
+           passkit_points = excluded.passkit_points,
+           passkit_tier_points = excluded.passkit_tier_points,
+           updated_at = now(), updated_by = 'sweep'
      -- a re-read that committed meanwhile is newer than the list: it stays
      WHERE w.updated_at < $3
     RETURNING w.pass_id
@@ -183,24 +188,29 @@ SELECT p.passkit_internal_id, count(*) OVER ()::int AS total
 -- $1 = program id, $2 = at most this many repairs, $3 = when the sweep started. Balances PassKit
 -- listed that differ from the ledger, compared as PassKit holds them (a float32), on passes that
 -- owed PassKit nothing since before the list was read (a sync in flight will set the balance
--- anyway). A drift is repaired by owing the pass its balance again (no message), up to $2; one
--- that comes back on a pass whose ledger has not moved since its repair is reported once
--- instead; one on a dead sync is reported (requeue-dead sends it). Flags of passes that match
--- again are cleared.
+-- anyway); tier points too where the program shows loyaltyd's (programs.passkit_tier_points,
+-- sql/074). A drift is repaired by owing the pass its balance again (no message; the sync sets
+-- the tier points with it), up to $2; one that comes back on a pass whose ledger has not moved
+-- since its repair is reported once instead; one on a dead sync is reported (requeue-dead sends
+-- it). Flags of passes that match again are cleared.
 WITH drifted AS MATERIALIZED (
-    SELECT p.id AS pass_id, p.program_id, m.points_balance AS balance, s.state AS sync_state,
-           w.drift_repaired_points, w.drift_reported_at,
-           (w.drift_repaired_at IS NOT NULL AND w.drift_repaired_points = m.points_balance)
-               AS recurring
+    SELECT p.id AS pass_id, p.program_id, m.points_balance AS balance, t.tier_points,
+           s.state AS sync_state, w.drift_reported_at,
+           coalesce(t.tier_points::real <> r.tier_points, false) AS tier_points_differ,
+           (w.drift_repaired_at IS NOT NULL AND w.drift_repaired_points = m.points_balance
+            AND w.drift_repaired_tier_points IS NOT DISTINCT FROM t.tier_points) AS recurring
       FROM (SELECT DISTINCT ON (passkit_id) * FROM pg_temp.wallet_sweep_rows
              ORDER BY passkit_id, passkit_updated_at DESC NULLS LAST) r
       JOIN passes_master p ON p.passkit_internal_id = r.passkit_id
+      JOIN programs g ON g.id = p.program_id
       JOIN protocol_membership m ON m.pass_id = p.id
+      CROSS JOIN LATERAL (SELECT CASE WHEN g.passkit_tier_points THEN m.tier_points END
+                                     AS tier_points) t
       JOIN loyaltyd.wallet_passes w ON w.pass_id = p.id
       LEFT JOIN loyaltyd.pass_syncs s ON s.pass_id = p.id
      WHERE p.program_id = $1 AND coalesce(p.protocol, 'MEMBERSHIP') = 'MEMBERSHIP'
        AND r.points IS NOT NULL AND m.points_balance IS NOT NULL
-       AND m.points_balance::real <> r.points
+       AND (m.points_balance::real <> r.points OR t.tier_points::real <> r.tier_points)
        AND w.status NOT IN ('DELETED', 'INVALIDATED')  -- owed nothing: its syncs are skipped
        AND (s.pass_id IS NULL OR s.state = 'dead' OR (s.state = 'idle' AND s.updated_at < $3))
 ),
@@ -210,13 +220,14 @@ to_repair AS (
 ),
 repaired AS (
     -- Owed its balance again, as a transaction would owe it (the sync queue's doorbell rings).
-    SELECT t.pass_id, t.balance, loyaltyd.enqueue_pass_sync(t.pass_id, t.program_id, 'points',
-                                                            t.balance) AS queued
+    SELECT t.pass_id, t.balance, t.tier_points,
+           loyaltyd.enqueue_pass_sync(t.pass_id, t.program_id, 'points', t.balance) AS queued
       FROM to_repair t
 ),
 marked AS (
     UPDATE loyaltyd.wallet_passes w
-       SET drift_repaired_at = now(), drift_repaired_points = r.balance, drift_reported_at = NULL
+       SET drift_repaired_at = now(), drift_repaired_points = r.balance,
+           drift_repaired_tier_points = r.tier_points, drift_reported_at = NULL
       FROM repaired r
      WHERE w.pass_id = r.pass_id
     RETURNING w.pass_id
@@ -230,14 +241,18 @@ reported AS (
 ),
 cleared AS (
     UPDATE loyaltyd.wallet_passes w
-       SET drift_repaired_at = NULL, drift_repaired_points = NULL, drift_reported_at = NULL
+       SET drift_repaired_at = NULL, drift_repaired_points = NULL,
+           drift_repaired_tier_points = NULL, drift_reported_at = NULL
       FROM pg_temp.wallet_sweep_rows r
       JOIN passes_master p ON p.passkit_internal_id = r.passkit_id
+      JOIN programs g ON g.id = p.program_id
       JOIN protocol_membership m ON m.pass_id = p.id
      WHERE w.pass_id = p.id AND p.program_id = $1 AND w.drift_repaired_at IS NOT NULL
        AND m.points_balance::real = r.points
+       AND (NOT g.passkit_tier_points OR m.tier_points::real = r.tier_points)
 )
 SELECT (SELECT count(*) FROM drifted)::int AS found,
+       (SELECT count(*) FROM drifted WHERE tier_points_differ)::int AS tier_points_found,
        (SELECT count(*) FROM marked)::int AS repaired,
        (SELECT count(*) FROM reported)::int AS reported,
        (SELECT count(*) FROM drifted WHERE recurring AND drift_reported_at IS NOT NULL)::int
@@ -264,9 +279,9 @@ UPDATE loyaltyd.wallet_sweeps
 
 -- name: wallet_apply_read
 -- $1 = PassKit id, $2 = protocol, $3 = status, $4-$9 = first/last installed, first/last
--- uninstalled, invalidated, PassKit's last update, $10 = points (members). A re-read's answer
--- (a 404 is DELETED): written into wallet_passes and, where the program follows PassKit, into
--- passes_master.status. Returns each pass it moved, with its status before.
+-- uninstalled, invalidated, PassKit's last update, $10 = points, $11 = tier points (members).
+-- A re-read's answer (a 404 is DELETED): written into wallet_passes and, where the program
+-- follows PassKit, into passes_master.status. Returns each pass it moved, with its status before.
 WITH passes AS (
     SELECT p.id AS pass_id, p.program_id, p.status AS was, g.wallet_status_from_passkit AS follows
       FROM passes_master p JOIN programs g ON g.id = p.program_id
@@ -276,8 +291,9 @@ written AS (
     INSERT INTO loyaltyd.wallet_passes AS w (
         pass_id, program_id, status, first_installed_at, last_installed_at,
         first_uninstalled_at, last_uninstalled_at, invalidated_at, passkit_updated_at,
-        passkit_points, updated_at, updated_by)
-    SELECT pass_id, program_id, $3, $4, $5, $6, $7, $8, $9, $10, now(), 'read' FROM passes
+        passkit_points, passkit_tier_points, updated_at, updated_by)
+    SELECT pass_id, program_id, $3, $4, $5, $6, $7, $8, $9, $10, $11, now(), 'read'
+      FROM passes
     ON CONFLICT (pass_id) DO UPDATE
        SET status = excluded.status,
            first_installed_at = coalesce(excluded.first_installed_at, w.first_installed_at),
@@ -287,6 +303,7 @@ written AS (
            invalidated_at = coalesce(excluded.invalidated_at, w.invalidated_at),
            passkit_updated_at = coalesce(excluded.passkit_updated_at, w.passkit_updated_at),
            passkit_points = coalesce(excluded.passkit_points, w.passkit_points),
+           passkit_tier_points = coalesce(excluded.passkit_tier_points, w.passkit_tier_points),
            updated_at = now(), updated_by = 'read'
 ),
 moved AS (
