@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import hmac
 import secrets
@@ -49,12 +50,16 @@ def password_matches(stored: str | None, offered: str) -> bool:
     """Whether `offered` is the password; a missing hash still costs a hash's time, so an
     unknown account answers as slowly as a wrong password."""
     try:
-        return _hasher.verify(stored or _DUMMY_HASH, offered) and stored is not None
+        return _hasher.verify(stored or _dummy_hash(), offered) and stored is not None
     except (VerificationError, InvalidHashError):
         return False
 
 
-_DUMMY_HASH: Final = _hasher.hash(secrets.token_urlsafe(16))
+@functools.cache
+def _dummy_hash() -> str:
+    """Made at the first sign-in, not at import: a hash holds 64 MiB while it runs, which
+    every process importing the console (each CLI command) would otherwise keep."""
+    return _hasher.hash(secrets.token_urlsafe(16))
 
 
 class Passwords:
