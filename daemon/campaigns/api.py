@@ -6,8 +6,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from decimal import Decimal
-from typing import Any
 from urllib.parse import urlsplit
 
 from daemon.campaigns.rules import (
@@ -113,7 +111,7 @@ def _any_host(fields: Mapping[str, object]) -> tuple[str, ...]:
         return ()
 
 
-async def campaign_status(pool: Pool, campaign_id: uuid.UUID | str) -> dict[str, Any] | None:
+async def campaign_status(pool: Pool, campaign_id: uuid.UUID | str) -> dict[str, object] | None:
     """The campaign's row of `push_campaign_progress`, JSON-ready (ids and times as text,
     progress_percent as a float); None when there is no such campaign."""
     try:
@@ -121,16 +119,4 @@ async def campaign_status(pool: Pool, campaign_id: uuid.UUID | str) -> dict[str,
     except ValueError:
         return None
     row = await store.campaign_progress(pool, key)
-    if row is None:
-        return None
-    return {name: _json_value(value) for name, value in row.items()}
-
-
-def _json_value(value: object) -> object:
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return float(value)
-    return value
+    return None if row is None else row.as_json()

@@ -177,7 +177,7 @@ class Campaigns:
             member = await store.sample_member(
                 self.ctx.scope(viewer), program, viewer.program_ids, member_id
             )
-        values = member or {}
+        values: Mapping[str, object | None] = dataclasses.asdict(member) if member else {}
         rendered = template.render(values)
         missing = sorted(p for p in template.placeholders if values.get(p) in (None, ""))
         return self.ctx.render(
@@ -267,11 +267,11 @@ class Campaigns:
         row = await self._campaign(request)
         change = _change_of(row, self.ctx.clock())
         self.ctx.feed.remember(change)
-        outcomes = await store.outcomes(self.ctx.scope(viewer), row["id"])
+        outcomes = await store.outcomes(self.ctx.scope(viewer), row.id)
         now = self.ctx.clock()
-        since = row["started_at"] or now
-        rate = await store.send_rate(self.ctx.scope(viewer), row["id"], since)
-        end = row["finished_at"] or now
+        since = row.started_at or now
+        rate = await store.send_rate(self.ctx.scope(viewer), row.id, since)
+        end = row.finished_at or now
         chart = charts.time_series(
             rate,
             label="Messages sent per second",
@@ -286,7 +286,7 @@ class Campaigns:
             c=row,
             outcomes=outcomes,
             rate_chart=chart,
-            admin=viewer.admins(row["program_id"]),
+            admin=viewer.admins(row.program_id),
             confirm_above=self.ctx.settings.loyaltyd_console_confirm_above,
             test_sent=uuid_or_none(request.query.get("test", "")),
             **_live_of(change, now),
@@ -306,11 +306,11 @@ class Campaigns:
             request,
             "_campaign_actions.html",
             c=row,
-            admin=viewer.admins(row["program_id"]),
+            admin=viewer.admins(row.program_id),
             confirm_above=self.ctx.settings.loyaltyd_console_confirm_above,
         )
 
-    async def _campaign(self, request: web.Request) -> dict[str, Any]:
+    async def _campaign(self, request: web.Request) -> store.CampaignDetail:
         viewer = viewer_of(request)
         campaign_id = uuid_of(request.match_info["id"], "campaign")
         row = await store.campaign(self.ctx.scope(viewer), campaign_id, viewer.program_ids)
@@ -340,12 +340,12 @@ class Campaigns:
         typed = str(form.get("typed") or "").replace(",", "").strip()
         threshold = self.ctx.settings.loyaltyd_console_confirm_above
         problem = None
-        if count is None or count != row["recipient_count"] or row["audience_counted_at"] is None:
+        if count is None or count != row.recipient_count or row.audience_counted_at is None:
             problem = "The count changed since you saw it: look at the new number."
         elif count > threshold and typed != str(count):
             problem = f"Type {count:,} (the number of phones) to confirm."
         elif not await store.confirm(
-            self.ctx.scope(viewer), row["id"], viewer.admin_programs, who(viewer), count
+            self.ctx.scope(viewer), row.id, viewer.admin_programs, who(viewer), count
         ):
             problem = "This campaign is no longer a counted draft."
         if problem is not None:
@@ -353,8 +353,8 @@ class Campaigns:
             return self.ctx.render(
                 request, "confirm.html", status=409, c=fresh, error=problem, confirm_above=threshold
             )
-        log.info("console_campaign_confirmed", campaign_id=str(row["id"]), phones=count)
-        raise web.HTTPSeeOther(f"{PREFIX}/campaigns/{row['id']}")
+        log.info("console_campaign_confirmed", campaign_id=str(row.id), phones=count)
+        raise web.HTTPSeeOther(f"{PREFIX}/campaigns/{row.id}")
 
     async def cancel_page(self, request: web.Request) -> web.Response:
         """Without JavaScript, the cancel dialog is a page of its own."""
@@ -366,11 +366,9 @@ class Campaigns:
         viewer = viewer_of(request)
         row = await self._campaign(request)
         self._must_admin(request, row)
-        if await store.cancel(
-            self.ctx.scope(viewer), row["id"], viewer.admin_programs, who(viewer)
-        ):
-            log.info("console_campaign_cancelled", campaign_id=str(row["id"]))
-        raise web.HTTPSeeOther(f"{PREFIX}/campaigns/{row['id']}")
+        if await store.cancel(self.ctx.scope(viewer), row.id, viewer.admin_programs, who(viewer)):
+            log.info("console_campaign_cancelled", campaign_id=str(row.id))
+        raise web.HTTPSeeOther(f"{PREFIX}/campaigns/{row.id}")
 
     async def test_send(self, request: web.Request) -> web.Response:
         """The message to one chosen member first: a campaign of its own, sent at once."""
@@ -382,12 +380,12 @@ class Campaigns:
         if not member:
             raise web.HTTPBadRequest(text="choose the member id to send the test to")
         scope = self.ctx.scope(viewer)
-        if await store.sample_member(scope, row["program_id"], viewer.program_ids, member) is None:
+        if await store.sample_member(scope, row.program_id, viewer.program_ids, member) is None:
             raise web.HTTPBadRequest(text=f"no member {member} in this program: check the id")
         draft = store.Draft(
-            program_id=row["program_id"],
-            name=f"Test of {row['name'] or 'a campaign'}"[:200],
-            message=row["message_text"],
+            program_id=row.program_id,
+            name=f"Test of {row.name or 'a campaign'}"[:200],
+            message=row.message_text or "",
             segment="CSV",
             min_tier_points=None,
             min_points=None,
@@ -402,10 +400,10 @@ class Campaigns:
         if test_id is None:
             raise not_found("campaign")
         log.info("console_test_sent", campaign_id=str(test_id), user=viewer.name)
-        raise web.HTTPSeeOther(f"{PREFIX}/campaigns/{row['id']}?test={test_id}")
+        raise web.HTTPSeeOther(f"{PREFIX}/campaigns/{row.id}?test={test_id}")
 
-    def _must_admin(self, request: web.Request, row: Mapping[str, Any]) -> None:
-        if not viewer_of(request).admins(row["program_id"]):
+    def _must_admin(self, request: web.Request, row: store.CampaignDetail) -> None:
+        if not viewer_of(request).admins(row.program_id):
             raise web.HTTPForbidden(text="viewers may look, not send or cancel")
 
     # --- who got what ---------------------------------------------------------------------------
@@ -418,7 +416,7 @@ class Campaigns:
             outcome = None
         after = uuid_or_none(request.query.get("after", ""))
         page = await store.recipients(
-            self.ctx.scope(viewer), row["id"], outcome=outcome, after=after, limit=PAGE
+            self.ctx.scope(viewer), row.id, outcome=outcome, after=after, limit=PAGE
         )
         return self.ctx.render(
             request,
@@ -438,7 +436,7 @@ class Campaigns:
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/csv; charset=utf-8",
-                "Content-Disposition": f'attachment; filename="recipients-{row["id"]}.csv"',
+                "Content-Disposition": f'attachment; filename="recipients-{row.id}.csv"',
             }
         )
         await response.prepare(request)
@@ -446,7 +444,7 @@ class Campaigns:
         after: uuid.UUID | None = None
         while True:
             page = await store.recipients(
-                self.ctx.scope(viewer), row["id"], outcome=None, after=after, limit=EXPORT_PAGE
+                self.ctx.scope(viewer), row.id, outcome=None, after=after, limit=EXPORT_PAGE
             )
             for r in page:
                 at = r.finished_at.isoformat() if r.finished_at else ""
@@ -525,22 +523,22 @@ def _zone_of(programs: list[store.Program], chosen: str) -> str:
     return found[0].timezone if found else "UTC"
 
 
-def _change_of(row: Mapping[str, Any], now: datetime) -> store.Change:
+def _change_of(row: store.CampaignDetail, now: datetime) -> store.Change:
     return store.Change(
-        id=row["id"],
-        program_id=row["program_id"],
-        status=row["status"],
-        sent=row["sent_count"] or 0,
-        failed=row["failed_count"] or 0,
-        skipped=row["skipped_count"] or 0,
-        recipient_count=row["recipient_count"],
-        counted=row["audience_counted_at"] is not None,
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        updated_at=row["updated_at"] or now,
-        unknown=row["unknown_member_count"] or 0,
-        unknown_sample=list(row["unknown_member_ids"] or [])[:5],
-        timezone=row["timezone"],
+        id=row.id,
+        program_id=row.program_id,
+        status=row.status or "",
+        sent=row.sent_count or 0,
+        failed=row.failed_count or 0,
+        skipped=row.skipped_count or 0,
+        recipient_count=row.recipient_count,
+        counted=row.audience_counted_at is not None,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        updated_at=row.updated_at or now,
+        unknown=row.unknown_member_count or 0,
+        unknown_sample=list(row.unknown_member_ids or [])[:5],
+        timezone=row.timezone,
     )
 
 

@@ -3,8 +3,10 @@ definition the planner, the store and the HTTP API share. Pure."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
+from datetime import datetime
 from typing import Final, NewType
 
 DEFAULT_MIN_TIER_POINTS: Final = 1000
@@ -37,3 +39,39 @@ class Audience:
 
     def with_member_ids(self, member_ids: Sequence[str]) -> Audience:
         return replace(self, member_ids=tuple(member_ids), csv_url=None)
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignProgress:
+    """One row of the `push_campaign_progress` view (the columns Softr reads), as
+    `GET /campaigns/{id}` answers it."""
+
+    id: uuid.UUID
+    program_id: uuid.UUID | None
+    name: str | None
+    status: str | None
+    segment: str | None
+    scheduled_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    recipient_count: int
+    sent_count: int
+    failed_count: int
+    skipped_count: int
+    remaining_count: int
+    progress_percent: float
+    error: str | None
+    unknown_member_count: int | None
+    created_at: datetime | None
+
+    def as_json(self) -> dict[str, object]:
+        """JSON-ready: ids and times as text, in the view's column order."""
+        return {f.name: _json_value(getattr(self, f.name)) for f in fields(self)}
+
+
+def _json_value(value: object) -> object:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value

@@ -11,7 +11,7 @@ firstUninstalledAt): either way no alert reaches that phone.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Final, Literal
 from uuid import UUID
@@ -173,3 +173,62 @@ class SweepSummary:
             "drift_on_dead_syncs": d.on_dead_syncs,
             "seconds": round(self.seconds, 1),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class SweepFigures:
+    """What a finished sweep found, as wallet_sweeps.summary keeps it (SweepSummary.as_json):
+    the figures `loyaltyd status` and /metrics show."""
+
+    checked: int = 0
+    installed: int = 0
+    uninstalled: int = 0
+    invalidated: int = 0
+    deleted: int = 0
+    drift_found: int = 0
+    drift_tier_points: int = 0
+    drift_repaired: int = 0
+    drift_reported: int = 0
+
+    @classmethod
+    def from_json(cls, document: object) -> SweepFigures | None:
+        if not isinstance(document, dict) or not document:
+            return None
+        return cls(**{f.name: _count(document.get(f.name)) for f in fields(cls)})
+
+
+@dataclass(frozen=True, slots=True)
+class LastSweep:
+    """A program's last sweep of one class: when, how it ended, what it found."""
+
+    protocol: str
+    state: str  # running, completed or failed
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+    summary: SweepFigures | None
+
+    @classmethod
+    def from_json(cls, document: dict[str, object]) -> LastSweep:
+        error = document.get("error")
+        return cls(
+            protocol=str(document.get("protocol") or "?"),
+            state=str(document.get("state") or "?"),
+            started_at=_moment(document.get("started_at")),
+            finished_at=_moment(document.get("finished_at")),
+            error=error if isinstance(error, str) else None,
+            summary=SweepFigures.from_json(document.get("summary")),
+        )
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _moment(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None

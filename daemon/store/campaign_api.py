@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 
 from daemon.core.errors import CampaignInputError
+from daemon.domain.campaigns import CampaignProgress
 from daemon.store.queries import q
 
 
@@ -57,7 +57,7 @@ async def insert_campaign(
     return campaign_id
 
 
-async def campaign_progress(pool: asyncpg.Pool, campaign_id: uuid.UUID) -> dict[str, Any] | None:
+async def campaign_progress(pool: asyncpg.Pool, campaign_id: uuid.UUID) -> CampaignProgress | None:
     """The campaign's row of the push_campaign_progress view, or None."""
     row = await pool.fetchrow(q("campaign_progress"), campaign_id)
-    return None if row is None else dict(row.items())
+    return None if row is None else CampaignProgress(**dict(row))

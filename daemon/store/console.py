@@ -283,11 +283,24 @@ async def setting_changes(
     return [SettingChange(**dict(r)) for r in rows]
 
 
+@dataclass(frozen=True, slots=True)
+class SampleMember:
+    """A real member of the program, for the message preview."""
+
+    pass_id: uuid.UUID
+    external_id: str | None
+    passkit_internal_id: str | None
+    first_name: str | None
+    last_name: str | None
+    points: int | None
+    program_name: str | None
+
+
 async def sample_member(
     scope: Scope, program_id: uuid.UUID, ids: Sequence[uuid.UUID], member_id: str | None
-) -> dict[str, Any] | None:
+) -> SampleMember | None:
     row = await scope.fetchrow("console_sample_member", program_id, list(ids), member_id)
-    return None if row is None else dict(row)
+    return None if row is None else SampleMember(**dict(row))
 
 
 # --- campaigns -----------------------------------------------------------------------------------
@@ -326,11 +339,51 @@ async def campaigns(
     return [CampaignRow(**dict(r)) for r in rows]
 
 
+@dataclass(frozen=True, slots=True)
+class CampaignDetail:
+    """One campaign as its page shows it: its row (as an admin or Softr wrote it, so every
+    column may be empty), its program's name and time zone, and the program's daily cap."""
+
+    id: uuid.UUID
+    program_id: uuid.UUID
+    program_name: str | None
+    timezone: str
+    max_pushes_per_pass_per_day: int | None
+    name: str | None
+    message_text: str | None
+    status: str | None
+    segment: str | None
+    min_tier_points: int | None
+    min_points: int | None
+    inactive_days: int | None
+    zip_codes: list[str] | None
+    member_ids: list[str] | None
+    csv_upload_url: str | None
+    scheduled_at: datetime | None
+    created_at: datetime | None
+    updated_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    recipient_count: int | None
+    sent_count: int | None
+    failed_count: int | None
+    skipped_count: int | None
+    audience_counted_at: datetime | None
+    unknown_member_count: int | None
+    unknown_member_ids: list[str] | None
+    error: str | None
+    created_by: str | None
+    confirmed_by: str | None
+    confirmed_at: datetime | None
+    cancelled_by: str | None
+    cancelled_at: datetime | None
+
+
 async def campaign(
     scope: Scope, campaign_id: uuid.UUID, ids: Sequence[uuid.UUID]
-) -> dict[str, Any] | None:
+) -> CampaignDetail | None:
     row = await scope.fetchrow("console_campaign", campaign_id, list(ids))
-    return None if row is None else dict(row)
+    return None if row is None else CampaignDetail(**dict(row))
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ import asyncpg
 from daemon.core.logs import get_logger
 from daemon.core.metrics import Metrics
 from daemon.domain.retrying import RetryWait
+from daemon.domain.wallet import LastSweep
 from daemon.store.errors import DATABASE_ERRORS
 from daemon.store.passes import PassSyncStore
 from daemon.store.queries import q
@@ -112,15 +113,17 @@ def _show_wallets(metrics: Metrics, wallets: list[ProgramWallet]) -> None:
             _show_sweep(metrics, program, sweep)
 
 
-def _show_sweep(metrics: Metrics, program: str, sweep: dict[str, Any]) -> None:
-    state = sweep.get("state")
-    if state == "running":
+def _show_sweep(metrics: Metrics, program: str, sweep: LastSweep) -> None:
+    if sweep.state == "running":
         return
-    metrics.wallet_sweep_ok.labels(program, sweep.get("protocol", "")).set(state == "completed")
-    summary = sweep.get("summary") or {}
-    if sweep.get("protocol") == "MEMBERSHIP" and summary:
-        for outcome in ("found", "repaired", "reported"):
-            value = summary.get(f"drift_{outcome}", 0)
+    metrics.wallet_sweep_ok.labels(program, sweep.protocol).set(sweep.state == "completed")
+    figures = sweep.summary
+    if sweep.protocol == "MEMBERSHIP" and figures is not None:
+        for outcome, value in (
+            ("found", figures.drift_found),
+            ("repaired", figures.drift_repaired),
+            ("reported", figures.drift_reported),
+        ):
             metrics.wallet_sweep_drift.labels(program, outcome).set(value)
 
 

@@ -26,6 +26,7 @@ from daemon.core.errors import TransientError
 from daemon.domain.wallet import (
     Applied,
     Drift,
+    LastSweep,
     SweepClass,
     SweepSummary,
     WalletRecord,
@@ -281,7 +282,7 @@ class ProgramWallet:
     name: str | None
     follows: bool
     passes: dict[str, int]
-    sweeps: list[dict[str, Any]]
+    sweeps: list[LastSweep]
     sweep_age: float | None
     webhooks: dict[str, int]
 
@@ -292,7 +293,7 @@ class ProgramWallet:
             name=row["name"],
             follows=row["follows"],
             passes=_json(row["passes"]) or {},
-            sweeps=_json(row["sweeps"]) or [],
+            sweeps=[LastSweep.from_json(s) for s in _json(row["sweeps"]) or []],
             sweep_age=row["sweep_age"],
             webhooks=_json(row["webhooks"]) or {},
         )

@@ -88,8 +88,8 @@ async def test_the_daemons_statements_carry_the_mark_through_any_reset(
     )
     version = await conn.fetchval("SELECT xmin::text FROM push_campaigns WHERE id = $1", cid)
     await conn.execute(reset)
-    status = await conn.fetchval(q("claim_campaign"), cid, version, uuid.uuid4(), 30.0)
-    assert status == "PROCESSING"
+    row = await conn.fetchrow(q("claim_campaigns"), [cid], [version], uuid.uuid4(), 30.0)
+    assert row is not None and row["status"] == "PROCESSING"
 
 
 async def test_another_role_that_sets_the_mark_by_hand_is_still_a_stranger(

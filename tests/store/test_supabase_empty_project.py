@@ -291,7 +291,7 @@ async def test_the_console_signed_in_with_supabase_reads_and_sets_its_program(
     finally:
         await pool.close()
     assert ids == [uuid.UUID(PROGRAM_A)]
-    assert member is not None and (member["first_name"], member["points"]) == ("Alice", 300)
+    assert member is not None and (member.first_name, member.points) == ("Alice", 300)
     assert changed is not None and "birthday_reward_points" in changed
     assert refused is None
     assert (

@@ -7,12 +7,11 @@ import argparse
 import json
 import sys
 from datetime import UTC, datetime
-from typing import Any
 
 from daemon.cli.commands._common import pool
 from daemon.cli.progress import progress_bar
 from daemon.core.config import Settings
-from daemon.domain.wallet import swept_as
+from daemon.domain.wallet import LastSweep, SweepFigures, swept_as
 from daemon.store.retention import HistoryTable
 from daemon.store.status import (
     OUTSTANDING,
@@ -254,34 +253,27 @@ def _wallet_rank(status: str) -> int:
     return WALLET_ORDER.index(status) if status in WALLET_ORDER else len(WALLET_ORDER)
 
 
-def _sweep_line(sweep: dict[str, Any]) -> str:
-    what = swept_as(str(sweep.get("protocol", "?")))
-    when = _since(sweep.get("started_at"))
-    state = sweep.get("state", "?")
-    if state == "failed":
-        return f"{what} swept {when}: failed: {_clip(str(sweep.get('error') or ''))}"
-    if state == "running":
+def _sweep_line(sweep: LastSweep) -> str:
+    what = swept_as(sweep.protocol)
+    when = _since(sweep.started_at)
+    if sweep.state == "failed":
+        return f"{what} swept {when}: failed: {_clip(sweep.error or '')}"
+    if sweep.state == "running":
         return f"{what} sweep running since {when}"
-    summary = sweep.get("summary") or {}
+    f = sweep.summary or SweepFigures()
+    tiers = f" ({f.drift_tier_points:,} in tier points)" if f.drift_tier_points else ""
     return (
-        f"{what} swept {when}: {summary.get('checked', 0):,} checked, "
-        f"{summary.get('installed', 0):,} newly installed, "
-        f"{summary.get('uninstalled', 0):,} uninstalled, "
-        f"{summary.get('invalidated', 0):,} invalidated, {summary.get('deleted', 0):,} deleted; "
-        f"balances {summary.get('drift_found', 0):,} differed, "
-        f"{summary.get('drift_repaired', 0):,} repaired, "
-        f"{summary.get('drift_reported', 0):,} reported"
+        f"{what} swept {when}: {f.checked:,} checked, {f.installed:,} newly installed, "
+        f"{f.uninstalled:,} uninstalled, {f.invalidated:,} invalidated, {f.deleted:,} deleted; "
+        f"balances {f.drift_found:,} differed{tiers}, {f.drift_repaired:,} repaired, "
+        f"{f.drift_reported:,} reported"
     )
 
 
-def _since(value: object) -> str:
-    if not isinstance(value, str):
+def _since(value: datetime | None) -> str:
+    if value is None:
         return "at an unknown time"
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        return value
-    return f"{age((datetime.now(UTC) - when).total_seconds())} ago"
+    return f"{age((datetime.now(UTC) - value).total_seconds())} ago"
 
 
 _HISTORY_TITLES = {"campaign_deliveries": "Campaign deliveries", "pass_syncs": "Pass syncs"}

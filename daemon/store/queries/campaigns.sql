@@ -58,17 +58,22 @@ SELECT c.id, c.xmin::text AS version,
  ORDER BY coalesce(c.scheduled_at, c.created_at), c.id
  LIMIT $1;
 
--- name: claim_campaign
--- $1 = campaign id, $2 = its version as read, $3 = owner, $4 = lease length in seconds.
--- Leases the campaign to $3 (a PENDING one becomes PROCESSING). Returns nothing when another
--- daemon has it or an admin changed it since it was read. A row breaking a rule that a NOT
--- VALID constraint let in cannot be updated (CHECKs hold for every new row version): that
--- check_violation tells the caller to fail it, which a FAILED row may be.
-WITH unchanged AS (
-    SELECT id FROM push_campaigns WHERE id = $1 AND xmin::text = $2 FOR UPDATE SKIP LOCKED
+-- name: claim_campaigns
+-- $1 = campaign ids, $2 = their versions as read, $3 = owner, $4 = lease length in seconds.
+-- Leases to $3, in one statement, each campaign no other daemon holds and no admin changed
+-- since it was read (a PENDING one becomes PROCESSING). Returns each leased one's status. A
+-- row breaking a rule that a NOT VALID constraint let in fails the whole statement with a
+-- check_violation: the caller then claims them one at a time (one-element arrays) to find it.
+WITH wanted AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[]) AS w (id, version)
+),
+unchanged AS (
+    SELECT c.id FROM push_campaigns c JOIN wanted w ON w.id = c.id AND c.xmin::text = w.version
+     ORDER BY c.id
+       FOR UPDATE OF c SKIP LOCKED
 ),
 counted AS (
-    -- One more try, for the back-off should it fail again (cleared by record_campaigns).
+    -- One more try each, for the back-off should it fail again (cleared by record_campaigns).
     INSERT INTO loyaltyd.campaign_attempts AS a (campaign_id, attempts)
     SELECT id, 1 FROM unchanged
     ON CONFLICT (campaign_id) DO UPDATE SET attempts = a.attempts + 1
@@ -79,7 +84,7 @@ UPDATE push_campaigns c
        lease_expires_at = now() + make_interval(secs => $4)
   FROM unchanged
  WHERE c.id = unchanged.id AND loyaltyd.writing_as_daemon()
-RETURNING c.status;
+RETURNING c.id, c.status;
 
 -- name: fail_unclaimed_campaign
 -- $1 = campaign id, $2 = its version as read, $3 = error for the admin. Nothing was sent.
@@ -519,7 +524,10 @@ RETURNING id;
 
 -- name: campaign_progress
 -- $1 = campaign id. One row of the push_campaign_progress view.
-SELECT * FROM push_campaign_progress WHERE id = $1;
+SELECT id, program_id, name, status, segment, scheduled_at, started_at, finished_at,
+       recipient_count, sent_count, failed_count, skipped_count, remaining_count,
+       progress_percent::float8 AS progress_percent, error, unknown_member_count, created_at
+  FROM push_campaign_progress WHERE id = $1;
 
 -- name: campaign_message_id
 -- $1 = campaign id. The PassKit message created for it (NULL: none yet).

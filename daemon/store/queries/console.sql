@@ -227,8 +227,14 @@ SELECT c.id, c.program_id, g.name AS program_name, c.name, c.segment, c.status,
 
 -- name: console_campaign
 -- $1 = campaign id, $2 = program ids. One campaign, nothing when it is another program's.
-SELECT c.*, g.name AS program_name, coalesce(nullif(g.timezone, ''), 'UTC') AS timezone,
-       g.max_pushes_per_pass_per_day
+SELECT c.id, c.program_id, g.name AS program_name,
+       coalesce(nullif(g.timezone, ''), 'UTC') AS timezone, g.max_pushes_per_pass_per_day,
+       c.name, c.message_text, c.status, c.segment, c.min_tier_points, c.min_points,
+       c.inactive_days, c.zip_codes, c.member_ids, c.csv_upload_url, c.scheduled_at,
+       c.created_at, c.updated_at, c.started_at, c.finished_at, c.recipient_count,
+       c.sent_count, c.failed_count, c.skipped_count, c.audience_counted_at,
+       c.unknown_member_count, c.unknown_member_ids, c.error, c.created_by, c.confirmed_by,
+       c.confirmed_at, c.cancelled_by, c.cancelled_at
   FROM push_campaigns c JOIN programs g ON g.id = c.program_id
  WHERE c.id = $1 AND c.program_id = ANY($2::uuid[]);
 
