@@ -105,8 +105,11 @@ async def sweep_run(dsn: str, members: int) -> list[Verdict]:
     conn = await asyncpg.connect(dsn)
     try:
         program = await seed_program(conn, members, "g")
+        # tier points compared too (each member holds 0 at PassKit and in the ledger)
         await conn.execute(
-            "UPDATE programs SET passkit_program_id = $1 WHERE id = $2", CLASS, program
+            "UPDATE programs SET passkit_program_id = $1, passkit_tier_points = true WHERE id = $2",
+            CLASS,
+            program,
         )
     finally:
         await conn.close()

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import asyncpg
 
 from daemon.core.config import Settings
+from daemon.domain.wallet import SweepClass, SweepSummary
 from daemon.passkit.client import PassKitClient
 from daemon.testing.fakepasskit import FakePassKit
 from daemon.wallet.sweep import Sweeper
+from tests.harness import settings_for
 
 PROGRAM_CLASS = "wallet-program"
 
@@ -70,6 +73,25 @@ async def wallet_program(
                 f"{prefix}{i}", class_id=class_id, status=status, points=balance, tier_points=tiers
             )
     return program
+
+
+def wallet_settings(
+    make_settings: Callable[..., Settings], fake: FakePassKit, **extra: Any
+) -> Settings:
+    """The daemon's settings against `fake`, with no sweeps of its own: a test sweeps."""
+    return settings_for(make_settings, fake.url, loyaltyd_wallet_sweeps=False, **extra)
+
+
+async def sweep_members(
+    pool: asyncpg.Pool, settings: Settings, dsn: str, program: uuid.UUID
+) -> SweepSummary:
+    """One sweep of the program's members, as the daemon runs it."""
+    async with PassKitClient(settings) as client:
+        summary = await sweeper(client, pool, settings, dsn).sweep(
+            SweepClass(program, "MEMBERSHIP", PROGRAM_CLASS, "Wallet Bar")
+        )
+    assert summary is not None, "another sweep held the program"
+    return summary
 
 
 def sweeper(client: PassKitClient, pool: asyncpg.Pool, settings: Settings, dsn: str) -> Sweeper:

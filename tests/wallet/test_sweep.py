@@ -6,7 +6,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from typing import Any
 
 import asyncpg
 import pytest
@@ -22,7 +21,13 @@ from daemon.testing.fakepasskit import ROUTE_GET_MEMBER, FakePassKit
 from daemon.wallet.sweep import Sweeper
 from tests.campaign_support import campaign_rig, insert_campaign
 from tests.harness import fake_passkit, messages_by_pass, settings_for
-from tests.wallet.support import PROGRAM_CLASS, statuses, sweeper, wallet_program
+from tests.wallet.support import (
+    PROGRAM_CLASS,
+    statuses,
+    sweep_members,
+    sweeper,
+    wallet_program,
+)
 
 # The issue's program: 1,000 passes INSTALLED by hand; PassKit says 530 installed, 300
 # uninstalled, 100 invalidated, 50 issued, and 20 are gone.
@@ -47,18 +52,11 @@ def settings(fake: FakePassKit, make_settings: Callable[..., Settings]) -> Setti
     return settings_for(make_settings, fake.url, loyaltyd_wallet_sweeps=True)
 
 
-async def _sweep(pool: asyncpg.Pool, settings: Settings, dsn: str, program: uuid.UUID) -> Any:
-    async with PassKitClient(settings) as client:
-        return await sweeper(client, pool, settings, dsn).sweep(
-            SweepClass(program, "MEMBERSHIP", PROGRAM_CLASS, "Wallet Bar")
-        )
-
-
 async def test_one_sweep_makes_every_status_passkits_and_a_campaign_reaches_the_installed(
     pool: asyncpg.Pool, database_url: str, fake: FakePassKit, settings: Settings
 ) -> None:
     program = await wallet_program(pool, fake, MIX)
-    summary = await _sweep(pool, settings, database_url, program)
+    summary = await sweep_members(pool, settings, database_url, program)
     assert await statuses(pool, program) == TRUTH
     a = summary.applied
     assert (a.listed, a.checked, a.installed, a.uninstalled, a.invalidated, a.issued) == (
@@ -86,9 +84,9 @@ async def test_a_second_sweep_with_nothing_new_writes_nothing(
     pool: asyncpg.Pool, database_url: str, fake: FakePassKit, settings: Settings
 ) -> None:
     program = await wallet_program(pool, fake, MIX[:100] + [None] * 5)
-    await _sweep(pool, settings, database_url, program)
+    await sweep_members(pool, settings, database_url, program)
     fake.reset_requests()
-    again = await _sweep(pool, settings, database_url, program)
+    again = await sweep_members(pool, settings, database_url, program)
     assert (again.applied.written, again.applied.moved, again.deleted) == (0, 0, 0)
     # The DELETED passes are known now: not read back again.
     assert fake.count(ROUTE_GET_MEMBER) == 0
@@ -101,7 +99,7 @@ async def test_a_program_that_manages_status_by_hand_keeps_it_and_passkits_is_re
     await pool.execute(
         "UPDATE programs SET wallet_status_from_passkit = false WHERE id = $1", program
     )
-    summary = await _sweep(pool, settings, database_url, program)
+    summary = await sweep_members(pool, settings, database_url, program)
     assert await statuses(pool, program) == {"INSTALLED": 10}
     assert summary.applied.uninstalled == 10
     recorded = await pool.fetchval(
@@ -126,7 +124,7 @@ async def test_a_list_that_forgot_limit_minus_one_marks_nothing_deleted(
 
     monkeypatch.setattr(sweep_module, "list_request", forgetful)
     program = await wallet_program(pool, fake, ["PASS_INSTALLED"] * 60)
-    summary = await _sweep(pool, settings, database_url, program)
+    summary = await sweep_members(pool, settings, database_url, program)
     assert (summary.applied.listed, summary.expected) == (25, 60)
     assert (summary.deleted, summary.unchecked) == (0, 35)
     assert await statuses(pool, program) == {"INSTALLED": 60}
@@ -140,13 +138,13 @@ async def test_a_list_that_breaks_off_applies_nothing(
     program = await wallet_program(pool, fake, ["PASS_UNINSTALLED"] * 40 + [None] * 10)
     setattr(fake, fault, 20)
     with pytest.raises(TransientPassKitError):
-        await _sweep(pool, settings, database_url, program)
+        await sweep_members(pool, settings, database_url, program)
     assert await statuses(pool, program) == {"INSTALLED": 50}
     assert await pool.fetchval("SELECT count(*) FROM loyaltyd.wallet_passes") == 0
     row = await pool.fetchrow("SELECT state, error FROM loyaltyd.wallet_sweeps")
     assert row is not None and row["state"] == "failed" and "stream" in row["error"]
     setattr(fake, fault, None)
-    summary = await _sweep(pool, settings, database_url, program)
+    summary = await sweep_members(pool, settings, database_url, program)
     assert summary.deleted == 10
     assert await statuses(pool, program) == {"UNINSTALLED": 40, "DELETED": 10}
 
@@ -156,7 +154,7 @@ async def test_a_list_with_none_of_our_passes_marks_nothing_deleted(
 ) -> None:
     """A wrong program id at PassKit lists nobody of ours: a warning, not 50 deletions."""
     program = await wallet_program(pool, fake, [None] * 50)
-    summary = await _sweep(pool, settings, database_url, program)
+    summary = await sweep_members(pool, settings, database_url, program)
     assert (summary.deleted, summary.unchecked) == (0, 50)
     assert await statuses(pool, program) == {"INSTALLED": 50}
 
@@ -182,7 +180,7 @@ async def test_two_sweeps_of_one_program_never_run_at_once(
         assert fake.count() == 0
     finally:
         await conn.close()
-    assert (await _sweep(pool, settings, database_url, program)) is not None
+    assert (await sweep_members(pool, settings, database_url, program)) is not None
 
 
 @pytest.mark.parametrize(
@@ -258,5 +256,5 @@ async def test_a_pass_passkit_answers_unreadably_is_left_unchecked_not_a_crash(
         "WHERE passkit_internal_id = 'w-2'"
     )
     fake.add_pass("x" + "y" * 250, class_id="elsewhere", status="PASS_INSTALLED")
-    summary = await _sweep(pool, settings, database_url, program)
+    summary = await sweep_members(pool, settings, database_url, program)
     assert (summary.deleted, summary.unchecked) == (0, 1)

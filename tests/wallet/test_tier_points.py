@@ -13,11 +13,14 @@ import pytest
 from structlog.testing import capture_logs
 
 from daemon.core.config import Settings
-from daemon.domain.wallet import SweepClass
 from daemon.passkit.client import PassKitClient
 from daemon.testing.fakepasskit import ROUTE_SET_POINTS, ROUTE_UPDATE_MEMBER, FakePassKit
-from tests.harness import fake_passkit, running_daemon, settings_for, wait_until
-from tests.wallet.support import PROGRAM_CLASS, sweeper, wallet_program
+from tests.harness import fake_passkit, running_daemon, wait_until
+from tests.wallet.support import (
+    sweep_members,
+    wallet_program,
+    wallet_settings,
+)
 
 EARN = "SELECT process_membership_transaction($1, $2, 'EARN', NULL, NULL)"
 
@@ -26,17 +29,6 @@ EARN = "SELECT process_membership_transaction($1, $2, 'EARN', NULL, NULL)"
 async def fake() -> AsyncIterator[FakePassKit]:
     async with fake_passkit(issued=None) as f:
         yield f
-
-
-def _settings(make_settings: Callable[..., Settings], fake: FakePassKit, **extra: Any) -> Settings:
-    return settings_for(make_settings, fake.url, loyaltyd_wallet_sweeps=False, **extra)
-
-
-async def _sweep(pool: asyncpg.Pool, settings: Settings, dsn: str, program: uuid.UUID) -> Any:
-    async with PassKitClient(settings) as client:
-        return await sweeper(client, pool, settings, dsn).sweep(
-            SweepClass(program, "MEMBERSHIP", PROGRAM_CLASS)
-        )
 
 
 def _tier_points(fake: FakePassKit, passkit_id: str) -> int:
@@ -74,7 +66,7 @@ async def test_an_earn_sets_tier_points_with_the_balance_where_the_program_shows
         tier_points=40,
         passkit_tier_points=lambda _: 900,  # the portal's, not loyaltyd's
     )
-    async with running_daemon(_settings(make_settings, fake), database_url):
+    async with running_daemon(wallet_settings(make_settings, fake), database_url):
         await pool.execute(EARN, await _pass(pool, "t-1"), 5)
         await pool.execute(EARN, await _pass(pool, "k-1"), 5)
         await wait_until(lambda: len(_set_points_bodies(fake)) == 2)
@@ -101,7 +93,7 @@ async def test_a_change_of_tier_points_alone_is_owed_only_where_the_program_show
     assert await pool.fetchval("SELECT count(*) FROM loyaltyd.pass_syncs") == 0
     shown = await _pass(pool, "t-1")
     await pool.execute(set_tiers, shown, 70)
-    async with running_daemon(_settings(make_settings, fake), database_url):
+    async with running_daemon(wallet_settings(make_settings, fake), database_url):
         await wait_until(lambda: _tier_points(fake, "t-1") == 70)
         await pool.execute(set_tiers, shown, 0)
         await wait_until(lambda: len(_set_points_bodies(fake)) == 2)
@@ -131,8 +123,8 @@ async def test_drifted_tier_points_are_repaired_where_the_program_shows_them(
         passkit_tier_points=lambda i: 3 if i <= 20 else 40,
         tiers_at_passkit=True,
     )
-    settings = _settings(make_settings, fake)
-    summary = await _sweep(pool, settings, database_url, program)
+    settings = wallet_settings(make_settings, fake)
+    summary = await sweep_members(pool, settings, database_url, program)
     d = summary.drift
     assert (d.found, d.tier_points_found, d.repaired, d.deferred) == (20, 20, 20, 0)
     assert summary.as_json()["drift_tier_points"] == 20
@@ -140,7 +132,7 @@ async def test_drifted_tier_points_are_repaired_where_the_program_shows_them(
         await wait_until(lambda: all(_tier_points(fake, f"w-{i}") == 40 for i in range(1, 51)))
     assert len(_set_points_bodies(fake)) == 20
     assert fake.count(ROUTE_UPDATE_MEMBER) == 0
-    again = await _sweep(pool, settings, database_url, program)
+    again = await sweep_members(pool, settings, database_url, program)
     assert (again.drift.found, again.drift.tier_points_found) == (0, 0)
     shown = await pool.fetchval(
         "SELECT array_agg(DISTINCT passkit_tier_points) FROM loyaltyd.wallet_passes"
@@ -149,7 +141,7 @@ async def test_drifted_tier_points_are_repaired_where_the_program_shows_them(
     await pool.execute("UPDATE programs SET passkit_tier_points = false WHERE id = $1", program)
     for i in range(1, 21):
         fake.state_of(f"w-{i}").tier_points = 3  # type: ignore[union-attr]
-    kept = await _sweep(pool, settings, database_url, program)
+    kept = await sweep_members(pool, settings, database_url, program)
     assert (kept.drift.found, kept.drift.repaired) == (0, 0)
 
 
@@ -167,24 +159,24 @@ async def test_tier_points_that_drift_again_after_a_repair_are_reported_once(
         passkit_tier_points=lambda _: 3,
         tiers_at_passkit=True,
     )
-    settings = _settings(make_settings, fake)
-    assert (await _sweep(pool, settings, database_url, program)).drift.repaired == 2
+    settings = wallet_settings(make_settings, fake)
+    assert (await sweep_members(pool, settings, database_url, program)).drift.repaired == 2
     async with running_daemon(settings, database_url):
         await wait_until(lambda: all(_tier_points(fake, f"w-{i}") == 40 for i in (1, 2)))
     for i in (1, 2):
         fake.state_of(f"w-{i}").tier_points = 3  # type: ignore[union-attr]
     with capture_logs() as logs:
-        second = await _sweep(pool, settings, database_url, program)
+        second = await sweep_members(pool, settings, database_url, program)
     assert (second.drift.found, second.drift.repaired, second.drift.reported) == (2, 0, 2)
     assert sum(1 for e in logs if e["event"] == "wallet_balance_drifts_again") == 2
-    third = await _sweep(pool, settings, database_url, program)
+    third = await sweep_members(pool, settings, database_url, program)
     assert (third.drift.repaired, third.drift.reported, third.drift.still_reported) == (0, 0, 2)
     # the ledger moves: the next drift is a new one, repaired again
     await pool.execute(EARN, await _pass(pool, "w-1"), 1)
     async with running_daemon(settings, database_url):
         await wait_until(lambda: _tier_points(fake, "w-1") == 41)
     fake.state_of("w-1").tier_points = 3  # type: ignore[union-attr]
-    fourth = await _sweep(pool, settings, database_url, program)
+    fourth = await sweep_members(pool, settings, database_url, program)
     assert (fourth.drift.repaired, fourth.drift.still_reported) == (1, 1)
 
 
@@ -195,7 +187,7 @@ async def test_a_tier_points_answer_that_differs_is_said_at_once(
     make_settings: Callable[..., Settings],
 ) -> None:
     await wallet_program(pool, fake, ["PASS_INSTALLED"])
-    async with PassKitClient(_settings(make_settings, fake)) as client:
+    async with PassKitClient(wallet_settings(make_settings, fake)) as client:
         with capture_logs() as logs:
             await client.set_points("w-1", 12, tier_points=16_777_217)  # float32: same
         assert not [e for e in logs if e["event"] == "passkit_balance_differs"]
