@@ -10,7 +10,7 @@ import asyncpg
 
 from daemon.core.errors import CampaignInputError
 from daemon.domain.campaigns import CampaignProgress
-from daemon.store.queries import q
+from daemon.store.queries import bind, q
 
 
 async def program_exists(pool: asyncpg.Pool, program_id: uuid.UUID) -> bool:
@@ -36,22 +36,23 @@ async def insert_campaign(
 ) -> uuid.UUID:
     """Insert a campaign as validated; the trigger rings the planner."""
     try:
-        campaign_id: uuid.UUID = await pool.fetchval(
-            q("insert_campaign"),
-            program_id,
-            name,
-            message,
-            segment,
-            min_tier_points,
-            min_points,
-            inactive_days,
-            zip_codes,
-            member_ids,
-            csv_upload_url,
-            scheduled_at,
-            "DRAFT" if draft else "PENDING",
-            created_by,
+        sql, args = bind(
+            "insert_campaign",
+            program_id=program_id,
+            name=name,
+            message=message,
+            segment=segment,
+            min_tier_points=min_tier_points,
+            min_points=min_points,
+            inactive_days=inactive_days,
+            zip_codes=zip_codes,
+            member_ids=member_ids,
+            csv_url=csv_upload_url,
+            scheduled_at=scheduled_at,
+            status="DRAFT" if draft else "PENDING",
+            created_by=created_by,
         )
+        campaign_id: uuid.UUID = await pool.fetchval(sql, *args)
     except asyncpg.CheckViolationError as exc:
         raise CampaignInputError(f"refused by rule {exc.constraint_name}") from exc
     return campaign_id

@@ -26,7 +26,7 @@ from daemon.domain.campaigns import Audience
 from daemon.engine.outcomes import Outcome, code, error_of, retry_in
 from daemon.store.errors import DATABASE_ERRORS
 from daemon.store.leases import LeasedTable, Takeovers
-from daemon.store.queries import q
+from daemon.store.queries import bind, q
 
 log = get_logger(__name__)
 
@@ -228,9 +228,8 @@ class CampaignStore(LeasedTable):
     ) -> int | None:
         """Count a DRAFT's audience and store it; None when the lease was lost meanwhile."""
         async with database_errors(), self._pool.acquire() as conn:
-            count: int = await conn.fetchval(
-                q("count_audience"), program_id, *audience_args(audience)
-            )
+            sql, args = bind("count_audience", program_id=program_id, **audience_values(audience))
+            count: int = await conn.fetchval(sql, *args)
             unknown = await _unknown_members(conn, program_id, audience)
             saved = await conn.fetchval(
                 q("save_draft_count"), campaign_id, owner, count, unknown.count, unknown.sample
@@ -253,9 +252,13 @@ class CampaignStore(LeasedTable):
             if await conn.fetchval(q("lock_campaign_to_start"), campaign_id, owner) is None:
                 return None
             unknown = await _unknown_members(conn, program_id, audience)
-            status = await conn.execute(
-                q("create_deliveries"), campaign_id, program_id, *audience_args(audience)
+            sql, args = bind(
+                "create_deliveries",
+                campaign_id=campaign_id,
+                program_id=program_id,
+                **audience_values(audience),
             )
+            status = await conn.execute(sql, *args)
             count = int(status.split()[-1])
             if by_messages:
                 await conn.execute(q("deliver_by_messages"), campaign_id)
@@ -293,17 +296,16 @@ class CampaignStore(LeasedTable):
         return int(row["waiting"]), float(row["oldest_age"])
 
 
-def audience_args(r: Audience) -> tuple[str, int, int, int, list[str], list[str]]:
-    """The audience function's arguments in its order: segment, min_tier_points, min_points,
-    inactive_days, zip_codes, member_ids (loyaltyd.push_campaign_audience in docs/schema.sql)."""
-    return (
-        r.segment,
-        r.min_tier_points,
-        r.min_points,
-        r.inactive_days,
-        list(r.zip_codes),
-        list(r.member_ids),
-    )
+def audience_values(r: Audience) -> dict[str, object]:
+    """The audience, as the statements that call loyaltyd.push_campaign_audience name it."""
+    return {
+        "segment": r.segment,
+        "min_tier_points": r.min_tier_points,
+        "min_points": r.min_points,
+        "inactive_days": r.inactive_days,
+        "zip_codes": list(r.zip_codes),
+        "member_ids": list(r.member_ids),
+    }
 
 
 async def _unknown_members(

@@ -23,7 +23,7 @@ from typing import Any
 import asyncpg
 
 from daemon.domain.retrying import retry_cause
-from daemon.store.queries import q
+from daemon.store.queries import bind, q
 
 
 class Scope:
@@ -56,9 +56,12 @@ class Scope:
             row: asyncpg.Record | None = await conn.fetchrow(q(name), *args)
             return row
 
-    async def fetchval(self, name: str, *args: Any) -> Any:
+    async def fetchval(self, query: str, /, *args: Any, **values: object) -> Any:
+        """The first value of the statement's first row: positional arguments, or keywords
+        for a statement that names its parameters."""
+        sql, bound = bind(query, **values) if values else (q(query), list(args))
         async with self.connection() as conn:
-            return await conn.fetchval(q(name), *args)
+            return await conn.fetchval(sql, *bound)
 
 
 # --- people and sessions (always the daemon's own tables, never the viewer's scope) -----------
@@ -241,14 +244,15 @@ class ProgramSettings:
     timezone: str
     max_pushes_per_pass_per_day: int
 
-    def values(self) -> tuple[Any, ...]:
-        return (
-            self.birthday_bot_enabled,
-            self.birthday_reward_points,
-            self.birthday_message,
-            self.timezone,
-            self.max_pushes_per_pass_per_day,
-        )
+    def values(self) -> dict[str, object]:
+        """The settings, as console_program_update names them."""
+        return {
+            "birthday_bot_enabled": self.birthday_bot_enabled,
+            "birthday_reward_points": self.birthday_reward_points,
+            "birthday_message": self.birthday_message,
+            "timezone": self.timezone,
+            "max_pushes_per_pass_per_day": self.max_pushes_per_pass_per_day,
+        }
 
 
 async def update_program(
@@ -262,7 +266,11 @@ async def update_program(
     statement); the names of the settings changed, or None when the program is not the
     viewer's."""
     changed = await scope.fetchval(
-        "console_program_update", program_id, list(ids), *settings.values(), who
+        "console_program_update",
+        program_id=program_id,
+        viewer_programs=list(ids),
+        who=who,
+        **settings.values(),
     )
     return None if changed is None else list(changed)
 
@@ -407,19 +415,19 @@ async def insert_draft(
     test send is inserted PENDING."""
     value = await scope.fetchval(
         "console_campaign_insert",
-        draft.program_id,
-        draft.name,
-        draft.message,
-        draft.segment,
-        draft.min_tier_points,
-        draft.min_points,
-        draft.inactive_days,
-        draft.zip_codes,
-        draft.member_ids,
-        draft.scheduled_at,
-        who,
-        list(ids),
-        status,
+        program_id=draft.program_id,
+        name=draft.name,
+        message=draft.message,
+        segment=draft.segment,
+        min_tier_points=draft.min_tier_points,
+        min_points=draft.min_points,
+        inactive_days=draft.inactive_days,
+        zip_codes=draft.zip_codes,
+        member_ids=draft.member_ids,
+        scheduled_at=draft.scheduled_at,
+        status=status,
+        created_by=who,
+        viewer_programs=list(ids),
     )
     return value if isinstance(value, uuid.UUID) else None
 

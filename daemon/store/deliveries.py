@@ -20,7 +20,7 @@ from daemon.core.channels import Channel
 from daemon.core.logs import get_logger
 from daemon.engine.outcomes import Outcome, Succeeded, code, error_of, retry_in
 from daemon.store.leases import LeasedTable
-from daemon.store.queries import q
+from daemon.store.queries import bind, q
 
 log = get_logger(__name__)
 
@@ -111,16 +111,17 @@ class DeliveryStore(LeasedTable):
             self._metrics.deliveries.labels(self.name, "skipped").inc(skipped)
 
     async def record(self, owner: uuid.UUID, results: Sequence[tuple[Delivery, Outcome]]) -> None:
-        await self._pool.execute(
-            q("record_deliveries"),
-            owner,
-            [job.campaign_id for job, _ in results],
-            [job.pass_id for job, _ in results],
-            [code(outcome) for _, outcome in results],
-            [retry_in(outcome) for _, outcome in results],
-            [error_of(outcome) for _, outcome in results],
-            [o.sent if isinstance(o, Succeeded) else None for _, o in results],
+        sql, args = bind(
+            "record_deliveries",
+            owner=owner,
+            campaign_ids=[job.campaign_id for job, _ in results],
+            pass_ids=[job.pass_id for job, _ in results],
+            outcomes=[code(outcome) for _, outcome in results],
+            retry_in=[retry_in(outcome) for _, outcome in results],
+            errors=[error_of(outcome) for _, outcome in results],
+            texts=[o.sent if isinstance(o, Succeeded) else None for _, o in results],
         )
+        await self._pool.execute(sql, *args)
 
     async def extend(self, owner: uuid.UUID, jobs: Sequence[Delivery]) -> None:
         await self._pool.execute(

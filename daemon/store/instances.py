@@ -27,7 +27,7 @@ from daemon.core.clock import sleep_or_stop
 from daemon.core.logs import get_logger
 from daemon.domain.fleet import Offer, PeerRow
 from daemon.store.errors import DATABASE_ERRORS
-from daemon.store.queries import q
+from daemon.store.queries import bind, q
 
 
 class Budget(Protocol):
@@ -88,18 +88,21 @@ class Heartbeat:
         sent = self._clock()  # the database's heartbeat_at is at least this late
         budget = self._budget
         offer = budget.offer() if budget is not None else Offer(0.0, 0.0, 0.0, 0.0)
-        peers = await self._pool.fetch(
-            q("instance_heartbeat"),
-            self._owner,
-            *self._where,
-            self._account,
-            offer.rate_limit,
-            offer.want,
-            offer.claim,
-            offer.sent_per_second,
-            self.taken_over(),
-            self._stale,
+        host, pid = self._where
+        sql, args = bind(
+            "instance_heartbeat",
+            id=self._owner,
+            host=host,
+            pid=pid,
+            account=self._account,
+            rate_limit=offer.rate_limit,
+            want=offer.want,
+            share=offer.claim,
+            sent_per_second=offer.sent_per_second,
+            taken_over=self.taken_over(),
+            stale_seconds=self._stale,
         )
+        peers = await self._pool.fetch(sql, *args)
         self._last_ok = sent
         if budget is not None:
             cut = budget.settle([PeerRow(r["want"], r["share"], r["rate_limit"]) for r in peers])

@@ -11,7 +11,7 @@ from datetime import date
 import asyncpg
 
 from daemon.domain.members import ExistingPass, WrittenUser
-from daemon.store.queries import q
+from daemon.store.queries import bind, q
 
 
 class ImportWriter:
@@ -41,16 +41,17 @@ class ImportWriter:
         zips: Sequence[str | None],
     ) -> list[WrittenUser]:
         """Users by email (case-insensitive): created, updated, or left as another program's."""
-        rows = await self._conn.fetch(
-            q("import_upsert_users"),
-            list(emails),
-            list(first_names),
-            list(last_names),
-            list(birth_dates),
-            list(phone_numbers),
-            list(zips),
-            program_id,
+        sql, args = bind(
+            "import_upsert_users",
+            emails=list(emails),
+            first_names=list(first_names),
+            last_names=list(last_names),
+            birth_dates=list(birth_dates),
+            phone_numbers=list(phone_numbers),
+            zips=list(zips),
+            program_id=program_id,
         )
+        rows = await self._conn.fetch(sql, *args)
         return [
             WrittenUser(r["email_key"], r["user_id"], r["outcome"], r["withheld"]) for r in rows
         ]

@@ -35,7 +35,7 @@ from daemon.engine.outcomes import Outcome, code, retry_in
 from daemon.store.errors import DATABASE_ERRORS
 from daemon.store.leases import LeasedTable
 from daemon.store.pool import connect
-from daemon.store.queries import q
+from daemon.store.queries import bind, q
 
 EVENTS_CHANNEL: Final = Channel.WALLET_EVENTS
 # Rows a sweep writes beyond which loyaltyd.wallet_passes' statistics are refreshed.
@@ -200,9 +200,23 @@ async def database_trouble() -> AsyncIterator[None]:
 async def apply_read(pool: asyncpg.Pool, protocol: str, record: WalletRecord) -> list[Moved]:
     """What one read of a pass said (DELETED for a 404), applied to every pass of loyaltyd's
     holding that PassKit id."""
-    passkit_id, *state = _row(record)
+    t = record.times
+    sql, args = bind(
+        "wallet_apply_read",
+        passkit_id=record.passkit_id,
+        protocol=protocol,
+        status=record.status,
+        first_installed_at=t.first_installed_at,
+        last_installed_at=t.last_installed_at,
+        first_uninstalled_at=t.first_uninstalled_at,
+        last_uninstalled_at=t.last_uninstalled_at,
+        invalidated_at=t.invalidated_at,
+        passkit_updated_at=t.updated_at,
+        points=record.points,
+        tier_points=record.tier_points,
+    )
     async with database_trouble():
-        rows = await pool.fetch(q("wallet_apply_read"), passkit_id, protocol, *state)
+        rows = await pool.fetch(sql, *args)
     return [Moved(r["pass_id"], r["program_id"], r["was"], r["moved"]) for r in rows]
 
 

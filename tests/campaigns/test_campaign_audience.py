@@ -10,8 +10,8 @@ import asyncpg
 import pytest
 
 from daemon.campaigns.rules import validate_audience
-from daemon.store.campaigns import audience_args
-from daemon.store.queries import q
+from daemon.store.campaigns import audience_values
+from daemon.store.queries import bind, q
 from tests.factories import make_pass, make_program, make_user
 
 
@@ -102,16 +102,17 @@ async def world(conn: asyncpg.Connection) -> World:
 
 
 async def _audience(conn: asyncpg.Connection, world: World, **fields: Any) -> set[str]:
-    args = audience_args(validate_audience(fields, ()))
+    values = audience_values(validate_audience(fields, ()))
     rows = await conn.fetch(
         "SELECT pass_id FROM loyaltyd.push_campaign_audience($1, $2, $3, $4, $5, $6, $7)",
         world.program,
-        *args,
+        *values.values(),
     )
     by_id = {v: k for k, v in world.ids.items()}
     found = [by_id[r["pass_id"]] for r in rows]
     assert len(found) == len(set(found)), "a pass must never be selected twice"
-    assert await conn.fetchval(q("count_audience"), world.program, *args) == len(found)
+    sql, args = bind("count_audience", program_id=world.program, **values)
+    assert await conn.fetchval(sql, *args) == len(found)
     return set(found)
 
 

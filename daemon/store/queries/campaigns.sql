@@ -149,9 +149,10 @@ SELECT extract(epoch FROM min(scheduled_at) - now())::float8
  WHERE status = 'PENDING' AND scheduled_at > now() AND NOT predates_loyaltyd;
 
 -- name: count_audience
--- $1 = program id, $2 = segment, $3 min_tier_points, $4 min_points, $5 inactive_days,
--- $6 zip codes, $7 member ids (validated, defaults filled in). How many phones it buzzes.
-SELECT count(*) FROM loyaltyd.push_campaign_audience($1, $2, $3, $4, $5, $6, $7);
+-- The program and its audience (validated, defaults filled in): how many phones it buzzes.
+SELECT count(*)
+  FROM loyaltyd.push_campaign_audience($program_id, $segment, $min_tier_points, $min_points,
+                                       $inactive_days, $zip_codes, $member_ids);
 
 -- name: unknown_member_ids
 -- $1 = program id, $2 = member ids. How many match no pass of the program, and the first 100.
@@ -179,12 +180,12 @@ SELECT id FROM push_campaigns
    FOR UPDATE;
 
 -- name: create_deliveries
--- $1 = campaign id, $2 = program id, $3 = segment, $4 min_tier_points, $5 min_points,
--- $6 inactive_days, $7 zip codes, $8 member ids. One row per recipient, set-based: a million
--- recipients never pass through the daemon. Sorted, so the primary key fills in order.
+-- The campaign, its program and its audience: one row per recipient, set-based (a million
+-- recipients never pass through the daemon). Sorted, so the primary key fills in order.
 INSERT INTO loyaltyd.campaign_deliveries (campaign_id, pass_id)
-SELECT $1, a.pass_id
-  FROM loyaltyd.push_campaign_audience($2, $3, $4, $5, $6, $7, $8) AS a
+SELECT $campaign_id, a.pass_id
+  FROM loyaltyd.push_campaign_audience($program_id, $segment, $min_tier_points, $min_points,
+                                       $inactive_days, $zip_codes, $member_ids) AS a
  ORDER BY a.pass_id;
 
 -- name: start_campaign
@@ -420,15 +421,16 @@ SELECT cl.campaign_id, cl.pass_id, cl.state, cl.attempts, cl.lease_expired,
   LEFT JOIN protocol_membership m ON m.pass_id = cl.pass_id;
 
 -- name: record_deliveries
--- $1 = owner; $2 campaign ids, $3 pass ids, $4 outcomes ('sent'|'failed'|'skipped'|'retry'),
--- $5 seconds until the retry (NULL unless retry; Infinity: until PassKit answers again), $6 errors,
--- $7 texts as sent. Only rows still leased to
--- $1 are written (a daemon that lost its lease has no say any more), and the campaigns'
--- counters move in the same statement, so they always equal the rows.
+-- Parallel arrays, one entry per delivery: outcomes are 'sent', 'failed', 'skipped' or 'retry';
+-- retry_in is the seconds until the retry (NULL unless retry; Infinity: until PassKit answers
+-- again); texts are as sent. Only rows still leased to the owner are written (a daemon that
+-- lost its lease has no say any more), and the campaigns' counters move in the same statement,
+-- so they always equal the rows.
 WITH r AS (
     SELECT *
-      FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::float8[], $6::text[],
-                  $7::text[]) AS r (campaign_id, pass_id, outcome, retry_in, error, rendered_text)
+      FROM unnest($campaign_ids::uuid[], $pass_ids::uuid[], $outcomes::text[],
+                  $retry_in::float8[], $errors::text[], $texts::text[])
+        AS r (campaign_id, pass_id, outcome, retry_in, error, rendered_text)
 ),
 written AS (
     UPDATE loyaltyd.campaign_deliveries d
@@ -441,13 +443,13 @@ written AS (
            error = r.error,
            rendered_text = coalesce(r.rendered_text, d.rendered_text),
            finished_at = CASE WHEN r.outcome = 'retry' THEN NULL ELSE now() END,
-           finished_by = CASE WHEN r.outcome = 'retry' THEN NULL ELSE $1::uuid END
+           finished_by = CASE WHEN r.outcome = 'retry' THEN NULL ELSE $owner::uuid END
       FROM r
      WHERE d.campaign_id = r.campaign_id AND d.pass_id = r.pass_id
        -- Only claimed rows have an owner (a named CHECK says so). Testing state as well
        -- would lure the planner into scanning the partial indexes of every pending row
        -- instead of looking up these few keys.
-       AND d.lease_owner = $1
+       AND d.lease_owner = $owner
     RETURNING d.campaign_id, d.state
 ),
 tally AS (
@@ -512,14 +514,13 @@ SELECT coalesce(sum(greatest(coalesce(recipient_count, 0) - coalesce(sent_count,
 SELECT EXISTS (SELECT 1 FROM programs WHERE id = $1);
 
 -- name: insert_campaign
--- $1 program id, $2 name, $3 message, $4 segment, $5 min_tier_points, $6 min_points,
--- $7 inactive_days, $8 zip codes, $9 member ids, $10 CSV URL, $11 scheduled_at (NULL = now),
--- $12 status ('PENDING' or 'DRAFT'), $13 who creates it (the HTTP API: its key's label). The
--- trigger rings the planner.
+-- A campaign from the HTTP API: scheduled_at NULL is now, status 'PENDING' or 'DRAFT',
+-- created_by the API key's label. The trigger rings the planner.
 INSERT INTO push_campaigns (program_id, name, message_text, segment, min_tier_points,
                             min_points, inactive_days, zip_codes, member_ids, csv_upload_url,
                             scheduled_at, status, created_by)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+VALUES ($program_id, $name, $message, $segment, $min_tier_points, $min_points, $inactive_days,
+        $zip_codes, $member_ids, $csv_url, $scheduled_at, $status, $created_by)
 RETURNING id;
 
 -- name: campaign_progress

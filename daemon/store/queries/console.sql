@@ -161,32 +161,34 @@ SELECT id, name, coalesce(nullif(timezone, ''), 'UTC') AS timezone,
   FROM programs WHERE id = ANY($1::uuid[]) ORDER BY name, id;
 
 -- name: console_program_update
--- $1 = program id, $2 = program ids of the viewer, then the settings: $3 birthday bot on,
--- $4 reward points, $5 message, $6 time zone, $7 frequency cap; $8 = who. The names of the
--- settings that changed (no row: not the viewer's program). The program's trigger logs each
--- change with $8 within this statement (sql/062), so none is ever without its entry.
+-- A program's settings, only if it is one of the viewer's: the names of the settings that
+-- changed (no row: not the viewer's program). The program's trigger logs each change with who
+-- within this statement (sql/062), so none is ever without its entry.
 WITH before AS (
     SELECT id, birthday_bot_enabled, birthday_reward_points, birthday_message,
            timezone, max_pushes_per_pass_per_day
-      FROM programs WHERE id = $1 AND id = ANY($2::uuid[]) FOR UPDATE
+      FROM programs WHERE id = $program_id AND id = ANY($viewer_programs::uuid[]) FOR UPDATE
 ),
 changed AS (
     UPDATE programs g
-       SET birthday_bot_enabled = $3, birthday_reward_points = $4, birthday_message = $5,
-           timezone = $6, max_pushes_per_pass_per_day = $7
+       SET birthday_bot_enabled = $birthday_bot_enabled,
+           birthday_reward_points = $birthday_reward_points,
+           birthday_message = $birthday_message, timezone = $timezone,
+           max_pushes_per_pass_per_day = $max_pushes_per_pass_per_day
       FROM before b
      -- who, for the log trigger: set as the row is updated, for this transaction only
-     WHERE g.id = b.id AND set_config('loyaltyd.changed_by', $8, true) IS NOT NULL
+     WHERE g.id = b.id AND set_config('loyaltyd.changed_by', $who, true) IS NOT NULL
     RETURNING g.id
 )
 SELECT array_remove(ARRAY[
-           CASE WHEN b.birthday_bot_enabled IS DISTINCT FROM $3 THEN 'birthday_bot_enabled' END,
-           CASE WHEN b.birthday_reward_points IS DISTINCT FROM $4
+           CASE WHEN b.birthday_bot_enabled IS DISTINCT FROM $birthday_bot_enabled
+                THEN 'birthday_bot_enabled' END,
+           CASE WHEN b.birthday_reward_points IS DISTINCT FROM $birthday_reward_points
                 THEN 'birthday_reward_points' END,
-           CASE WHEN nullif(b.birthday_message, '') IS DISTINCT FROM nullif($5, '')
+           CASE WHEN nullif(b.birthday_message, '') IS DISTINCT FROM nullif($birthday_message, '')
                 THEN 'birthday_message' END,
-           CASE WHEN b.timezone IS DISTINCT FROM $6 THEN 'timezone' END,
-           CASE WHEN b.max_pushes_per_pass_per_day IS DISTINCT FROM $7
+           CASE WHEN b.timezone IS DISTINCT FROM $timezone THEN 'timezone' END,
+           CASE WHEN b.max_pushes_per_pass_per_day IS DISTINCT FROM $max_pushes_per_pass_per_day
                 THEN 'max_pushes_per_pass_per_day' END], NULL) AS changed
   FROM before b JOIN changed c ON c.id = b.id;
 
@@ -239,14 +241,14 @@ SELECT c.id, c.program_id, g.name AS program_name,
  WHERE c.id = $1 AND c.program_id = ANY($2::uuid[]);
 
 -- name: console_campaign_insert
--- $1 program, $2 name, $3 message, $4 segment, $5 min_tier_points, $6 min_points,
--- $7 inactive_days, $8 zip codes, $9 member ids, $10 scheduled_at, $11 who, $12 program ids of
--- the viewer, $13 'DRAFT' (the daemon counts its audience) or 'PENDING' (a test send).
+-- A campaign from the console, only into one of the viewer's programs: status 'DRAFT' (the
+-- daemon counts its audience) or 'PENDING' (a test send); created_by is who.
 INSERT INTO push_campaigns (program_id, name, message_text, segment, min_tier_points,
                             min_points, inactive_days, zip_codes, member_ids, scheduled_at,
                             status, created_by)
-SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $13, $11
- WHERE $1 = ANY($12::uuid[])
+SELECT $program_id, $name, $message, $segment, $min_tier_points, $min_points, $inactive_days,
+       $zip_codes, $member_ids, $scheduled_at, $status, $created_by
+ WHERE $program_id = ANY($viewer_programs::uuid[])
 RETURNING id;
 
 -- name: console_campaign_confirm

@@ -17,9 +17,8 @@ WHERE (p.program_id = $1 AND p.external_id = ANY($2::text[]))
    OR p.passkit_internal_id = ANY($3::text[]);
 
 -- name: import_upsert_users
--- $1 emails (unique ignoring case within the batch), $2 first names, $3 last names,
--- $4 birth dates, $5 phone numbers, $6 zips: parallel arrays, NULL = no value in the file;
--- $7 the program being imported.
+-- Parallel arrays, one entry per member (emails unique ignoring case within the batch; NULL =
+-- no value in the file), and the program being imported.
 -- One row back per input email: its user id, whether the user was created, updated or left
 -- unchanged, and `withheld`: the file had other values for a member who also holds a pass of
 -- another program, and those were not written. Members are shared across programs, so for
@@ -28,7 +27,8 @@ WHERE (p.program_id = $1 AND p.external_id = ANY($2::text[]))
 -- stays), so re-importing a file changes nothing.
 WITH input AS (
     SELECT *
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::date[], $5::text[], $6::text[])
+    FROM unnest($emails::text[], $first_names::text[], $last_names::text[],
+                $birth_dates::date[], $phone_numbers::text[], $zips::text[])
         AS t(email, first_name, last_name, birth_date, phone_number, zip)
 ),
 -- users of these emails who hold a pass of another program
@@ -36,7 +36,7 @@ shared AS (
     SELECT DISTINCT u.id
     FROM users u
     JOIN input i ON lower(i.email) = lower(u.email)
-    JOIN passes_master p ON p.user_id = u.id AND p.program_id IS DISTINCT FROM $7
+    JOIN passes_master p ON p.user_id = u.id AND p.program_id IS DISTINCT FROM $program_id
 ),
 upserted AS (
     INSERT INTO users AS u (email, first_name, last_name, birth_date, phone_number, zip)

@@ -162,15 +162,16 @@ SELECT campaign_id, count(*) AS waiting,
  GROUP BY campaign_id;
 
 -- name: instance_heartbeat
--- $1 = this daemon's id, $2 = host, $3 = pid, $4 = its PassKit account (a hash), $5 = its
--- PASSKIT_RATE_LIMIT, $6 = the requests/s it wants, $7 = the share it claims, $8 = requests/s
--- sent since the last beat, $9 = rows it took over so far, $10 = LOYALTYD_STALE_SECONDS.
--- Writes its row (created on the first beat) and returns the other live daemons budgeting the
--- same account: the statement's snapshot shows every beat committed before it.
+-- This daemon's beat: its PassKit account (a hash), PASSKIT_RATE_LIMIT, the requests/s it
+-- wants, the share it claims, the requests/s sent since the last beat, the rows it took over so
+-- far; stale_seconds is LOYALTYD_STALE_SECONDS. Writes its row (created on the first beat) and
+-- returns the other live daemons budgeting the same account: the statement's snapshot shows
+-- every beat committed before it.
 WITH beat AS (
     INSERT INTO loyaltyd.instances AS i
            (id, host, pid, account, rate_limit, want, share, sent_per_second, taken_over)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+    VALUES ($id, $host, $pid, $account, $rate_limit, $want, $share, $sent_per_second,
+            $taken_over)
     ON CONFLICT (id) DO UPDATE
        SET heartbeat_at = now(), account = EXCLUDED.account, rate_limit = EXCLUDED.rate_limit,
            want = EXCLUDED.want, share = EXCLUDED.share,
@@ -178,8 +179,8 @@ WITH beat AS (
 )
 SELECT want, share, rate_limit
   FROM loyaltyd.instances
- WHERE id <> $1 AND account = $4 AND rate_limit > 0
-   AND heartbeat_at > now() - make_interval(secs => $10);
+ WHERE id <> $id AND account = $account AND rate_limit > 0
+   AND heartbeat_at > now() - make_interval(secs => $stale_seconds);
 
 -- name: instance_share
 -- $1 = this daemon's id, $2 = its share. A cut published at once, for the others to use.

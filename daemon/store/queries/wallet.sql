@@ -278,21 +278,22 @@ UPDATE loyaltyd.wallet_sweeps
 -- --- what PassKit said of one pass -------------------------------------------------------------
 
 -- name: wallet_apply_read
--- $1 = PassKit id, $2 = protocol, $3 = status, $4-$9 = first/last installed, first/last
--- uninstalled, invalidated, PassKit's last update, $10 = points, $11 = tier points (members).
--- A re-read's answer (a 404 is DELETED): written into wallet_passes and, where the program
--- follows PassKit, into passes_master.status. Returns each pass it moved, with its status before.
+-- A re-read's answer for one PassKit id (a 404 is DELETED; points and tier points are a
+-- member's): written into wallet_passes and, where the program follows PassKit, into
+-- passes_master.status. Returns each pass it moved, with its status before.
 WITH passes AS (
     SELECT p.id AS pass_id, p.program_id, p.status AS was, g.wallet_status_from_passkit AS follows
       FROM passes_master p JOIN programs g ON g.id = p.program_id
-     WHERE p.passkit_internal_id = $1 AND coalesce(p.protocol, 'MEMBERSHIP') = $2
+     WHERE p.passkit_internal_id = $passkit_id AND coalesce(p.protocol, 'MEMBERSHIP') = $protocol
 ),
 written AS (
     INSERT INTO loyaltyd.wallet_passes AS w (
         pass_id, program_id, status, first_installed_at, last_installed_at,
         first_uninstalled_at, last_uninstalled_at, invalidated_at, passkit_updated_at,
         passkit_points, passkit_tier_points, updated_at, updated_by)
-    SELECT pass_id, program_id, $3, $4, $5, $6, $7, $8, $9, $10, $11, now(), 'read'
+    SELECT pass_id, program_id, $status, $first_installed_at, $last_installed_at,
+           $first_uninstalled_at, $last_uninstalled_at, $invalidated_at, $passkit_updated_at,
+           $points, $tier_points, now(), 'read'
       FROM passes
     ON CONFLICT (pass_id) DO UPDATE
        SET status = excluded.status,
@@ -308,9 +309,9 @@ written AS (
 ),
 moved AS (
     UPDATE passes_master m
-       SET status = $3
+       SET status = $status
       FROM passes x
-     WHERE m.id = x.pass_id AND x.follows AND m.status IS DISTINCT FROM $3
+     WHERE m.id = x.pass_id AND x.follows AND m.status IS DISTINCT FROM $status
     RETURNING m.id
 )
 SELECT x.pass_id, x.program_id, x.was, x.follows, x.pass_id IN (SELECT id FROM moved) AS moved
