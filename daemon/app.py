@@ -47,6 +47,7 @@ from daemon.passkit.budget import MIN_CLAIMED, FleetBudget, account_key
 from daemon.passkit.client import PassKitClient, warn_if_mock
 from daemon.passkit.outage import OutageWatch
 from daemon.passkit.throttle import Throttle
+from daemon.store.campaign_plans import CampaignPlans
 from daemon.store.deliveries import DeliveryStore, MessageDeliveryStore
 from daemon.store.instances import Heartbeat
 from daemon.store.leases import LeasedTable, Takeovers
@@ -223,7 +224,7 @@ def queues(
     messages = leased(MessageDeliveryStore)
     campaigns = planner_store(pool, settings, metrics, takeovers=takeovers)
     planner = CampaignPlanner(
-        campaigns, settings, owner=owner, mock_mode=client.mock_mode, metrics=metrics
+        CampaignPlans(pool), settings, owner=owner, mock_mode=client.mock_mode, metrics=metrics
     )
     return [
         Queue(leased(PassSyncStore), PassSyncHandler(client)),

@@ -25,6 +25,7 @@ from daemon.core.metrics import Metrics
 from daemon.engine.worker import Worker
 from daemon.passkit.client import PassKitClient
 from daemon.passkit.suffix import visible_text
+from daemon.store.campaign_plans import CampaignPlans
 from daemon.store.campaigns import CampaignJob
 from daemon.store.deliveries import CHANNEL as DELIVERIES_CHANNEL
 from daemon.store.deliveries import DeliveryStore, MessageDeliveryStore
@@ -143,7 +144,12 @@ def planner_worker(
     owner = uuid.uuid4()
     store = planner_store(pool, settings, metrics)
     planner = CampaignPlanner(
-        store, settings, owner=owner, mock_mode=mock_mode, metrics=metrics, csv_fetcher=csv_fetcher
+        CampaignPlans(pool),
+        settings,
+        owner=owner,
+        mock_mode=mock_mode,
+        metrics=metrics,
+        csv_fetcher=csv_fetcher,
     )
     return Worker(
         store,

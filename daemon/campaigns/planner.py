@@ -2,7 +2,8 @@
 and from the last outcome to COMPLETED.
 
 The planner is a Handler on the queue engine: `daemon.store.campaigns` leases campaigns to it,
-each with its kind of work, and the Worker records what came of it (a bad campaign ends FAILED
+each with its kind of work, it writes through `daemon.store.campaign_plans`, and the Worker
+records what came of it (a bad campaign ends FAILED
 with a readable `error`; database trouble is tried again later).
 
 - plan: validate (before anything else), fetch the CSV if any, then resolve the audience in
@@ -37,6 +38,7 @@ from daemon.core.metrics import Metrics
 from daemon.domain.campaigns import Audience
 from daemon.engine.outcomes import Skipped, Succeeded
 from daemon.store import campaigns as store
+from daemon.store.campaign_plans import CampaignPlans
 from daemon.store.campaigns import CampaignJob, CampaignStore
 from daemon.store.deliveries import QUEUE_NAME as DELIVERIES_QUEUE
 from daemon.store.leases import Takeovers
@@ -69,7 +71,7 @@ def planner_store(
 
 
 class CampaignPlanner:
-    """Plans and finishes the campaigns `store` leases to it.
+    """Plans and finishes the campaigns the queue leases to it, writing through `plans`.
 
     `mock_mode` is logged when a campaign starts, so an operator never mistakes a mock run for
     a real one; `metrics` gets the campaign queue's depth after each start and finish;
@@ -78,7 +80,7 @@ class CampaignPlanner:
 
     def __init__(
         self,
-        store: CampaignStore,
+        plans: CampaignPlans,
         settings: Settings,
         *,
         owner: uuid.UUID,
@@ -86,7 +88,7 @@ class CampaignPlanner:
         metrics: Metrics | None = None,
         csv_fetcher: CsvFetcher | None = None,
     ) -> None:
-        self._store = store
+        self._plans = plans
         self._owner = owner
         self._mock_mode = mock_mode
         self._metrics = metrics
@@ -139,7 +141,7 @@ class CampaignPlanner:
 
     async def _count_draft(self, job: CampaignJob, audience: Audience) -> Succeeded | Skipped:
         started = utc_now()
-        count = await self._store.save_draft_count(
+        count = await self._plans.save_draft_count(
             job.id, program_id=job.program_id, owner=self._owner, audience=audience
         )
         if count is None:
@@ -151,7 +153,7 @@ class CampaignPlanner:
         self, job: CampaignJob, audience: Audience, *, by_messages: bool
     ) -> Succeeded | Skipped:
         started = utc_now()
-        result = await self._store.start(
+        result = await self._plans.start(
             job.id,
             program_id=job.program_id,
             owner=self._owner,
@@ -176,10 +178,10 @@ class CampaignPlanner:
     # --- finish --------------------------------------------------------------------------------
 
     async def _finish(self, job: CampaignJob) -> Succeeded:
-        skipped = await self._store.skip_cancelled(job.id)
+        skipped = await self._plans.skip_cancelled(job.id)
         if skipped:
             log.info("campaign_cancel_applied", skipped=skipped)
-        settled = await self._store.settle(job.id, owner=self._owner)
+        settled = await self._plans.settle(job.id, owner=self._owner)
         if settled is not None:
             log.info(
                 "campaign_completed" if settled.status == "COMPLETED" else "campaign_finished",
@@ -196,7 +198,7 @@ class CampaignPlanner:
     async def _observe_depth(self) -> None:
         if self._metrics is None:
             return
-        waiting, oldest_age = await self._store.delivery_depth()
+        waiting, oldest_age = await self._plans.delivery_depth()
         self._metrics.queue_depth.labels(DELIVERIES_QUEUE).set(waiting)
         self._metrics.queue_oldest_age.labels(DELIVERIES_QUEUE).set(oldest_age)
 

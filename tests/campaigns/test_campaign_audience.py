@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from daemon.campaigns.rules import validate_audience
-from daemon.store.campaigns import audience_values
+from daemon.store.campaign_plans import audience_values
 from daemon.store.queries import bind, q
 from tests.factories import make_pass, make_program, make_user
 
