@@ -9,6 +9,8 @@ from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import Final, NewType
 
+from daemon.core.jsontext import jsonable
+
 DEFAULT_MIN_TIER_POINTS: Final = 1000
 DEFAULT_MIN_POINTS: Final = 500
 DEFAULT_INACTIVE_DAYS: Final = 30
@@ -66,12 +68,4 @@ class CampaignProgress:
 
     def as_json(self) -> dict[str, object]:
         """JSON-ready: ids and times as text, in the view's column order."""
-        return {f.name: _json_value(getattr(self, f.name)) for f in fields(self)}
-
-
-def _json_value(value: object) -> object:
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return value
+        return {f.name: jsonable(getattr(self, f.name)) for f in fields(self)}

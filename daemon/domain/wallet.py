@@ -100,6 +100,11 @@ class SweepClass:
         return f"{self.program_name or self.program_id} ({swept_as(self.protocol)})"
 
 
+def in_tier_points(count: int) -> str:
+    """How many of a sweep's differing balances were tier points, said where any were."""
+    return f" ({count:,} in tier points)" if count else ""
+
+
 def swept_as(protocol: str) -> str:
     """What a sweep of a protocol's class lists, in a person's words."""
     return {"MEMBERSHIP": "members", "COUPON": "coupons", "EVENT_TICKET": "tickets"}.get(

@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 
+from daemon.core.jsontext import jsonable
 from daemon.core.logs import get_logger
 from daemon.core.metrics import Metrics
 from daemon.domain.retrying import RetryWait
@@ -338,7 +339,7 @@ class StatusReport:
             "history": [asdict(h) for h in self.history],
             "webhook_inbox": {"waiting": self.inbox, "unknown_passes": self.unknown_webhooks},
         }
-        return {key: _jsonable(value) for key, value in data.items()}
+        return {key: jsonable(value) for key, value in data.items()}
 
 
 async def campaign_retry_waits(
@@ -385,15 +386,3 @@ async def status_report(
         inbox=inbox,
         unknown_webhooks=unknown,
     )
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, date):  # datetimes too
-        return value.isoformat()
-    return value

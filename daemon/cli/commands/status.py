@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from daemon.cli.commands._common import pool
 from daemon.cli.progress import progress_bar
 from daemon.core.config import Settings
-from daemon.domain.wallet import LastSweep, SweepFigures, swept_as
+from daemon.domain.wallet import LastSweep, SweepFigures, in_tier_points, swept_as
 from daemon.store.retention import HistoryTable
 from daemon.store.status import (
     OUTSTANDING,
@@ -261,12 +261,11 @@ def _sweep_line(sweep: LastSweep) -> str:
     if sweep.state == "running":
         return f"{what} sweep running since {when}"
     f = sweep.summary or SweepFigures()
-    tiers = f" ({f.drift_tier_points:,} in tier points)" if f.drift_tier_points else ""
     return (
         f"{what} swept {when}: {f.checked:,} checked, {f.installed:,} newly installed, "
         f"{f.uninstalled:,} uninstalled, {f.invalidated:,} invalidated, {f.deleted:,} deleted; "
-        f"balances {f.drift_found:,} differed{tiers}, {f.drift_repaired:,} repaired, "
-        f"{f.drift_reported:,} reported"
+        f"balances {f.drift_found:,} differed{in_tier_points(f.drift_tier_points)}, "
+        f"{f.drift_repaired:,} repaired, {f.drift_reported:,} reported"
     )
 
 

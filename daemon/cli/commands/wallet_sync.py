@@ -12,7 +12,7 @@ from daemon.app import fleet_client
 from daemon.cli.commands._common import database
 from daemon.core.config import Settings
 from daemon.core.errors import LoyaltydError
-from daemon.domain.wallet import SweepClass, SweepSummary
+from daemon.domain.wallet import SweepClass, SweepSummary, in_tier_points
 from daemon.store.errors import DATABASE_ERRORS
 from daemon.store.pool import create_pool
 from daemon.store.wallet import sweep_classes
@@ -84,16 +84,12 @@ def describe(summary: SweepSummary) -> str:
         lines.append(f"  {summary.unchecked:,} missing from the list not read back yet")
     if summary.sweep.protocol == "MEMBERSHIP":
         lines.append(
-            f"  balances: {d.found:,} differ{_tiers(d.tier_points_found)} · "
+            f"  balances: {d.found:,} differ{in_tier_points(d.tier_points_found)} · "
             f"{d.repaired:,} repaired · {d.reported:,} reported (drift again) · "
             f"{d.deferred:,} left for the next sweep · "
             f"{d.on_dead_syncs:,} on dead syncs"
         )
     return "\n".join(lines)
-
-
-def _tiers(count: int) -> str:
-    return f" ({count:,} in tier points)" if count else ""
 
 
 class _Progress:
