@@ -145,7 +145,7 @@ async def _seed(pool: asyncpg.Pool) -> dict[str, uuid.UUID]:
     for pass_id in members:
         await pool.execute(EARN, pass_id, 5)
     await pool.execute(  # one of them failed transiently and waits for its next try
-        "UPDATE loyaltyd.pass_syncs SET attempts = 3, next_attempt_at = now() + interval '2 min',"
+        "UPDATE loyaltyd.pass_syncs SET attempts = 3, available_at = now() + interval '2 min',"
         " last_error = 'PassKit set_points answered 503: unavailable' WHERE pass_id = $1",
         members[0],
     )

@@ -73,10 +73,10 @@ async def _count(conn: asyncpg.Connection, campaign: uuid.UUID) -> int:
 
 async def _sync(conn: asyncpg.Connection, pass_id: uuid.UUID, state: str, days_ago: float) -> None:
     await conn.execute(
-        "INSERT INTO loyaltyd.pass_syncs (pass_id, state, lease_owner, lease_expires_at, "
+        "INSERT INTO loyaltyd.pass_syncs (pass_id, state, lease_owner, available_at, "
         "updated_at, enqueued_at) VALUES ($1, $2, "
         "CASE WHEN $2 = 'claimed' THEN gen_random_uuid() END, "
-        "CASE WHEN $2 = 'claimed' THEN now() + interval '1 minute' END, "
+        "CASE WHEN $2 = 'claimed' THEN now() + interval '1 minute' ELSE now() END, "
         "now() - make_interval(secs => $3), now() - make_interval(secs => $3))",
         pass_id,
         state,

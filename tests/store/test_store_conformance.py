@@ -53,7 +53,7 @@ async def _sync_due(pool: asyncpg.Pool) -> Key:
 async def _sync_later(pool: asyncpg.Pool) -> Key:
     pass_id = await _sync_due(pool)
     await pool.execute(
-        "UPDATE loyaltyd.pass_syncs SET next_attempt_at = now() + interval '1 hour' "
+        "UPDATE loyaltyd.pass_syncs SET available_at = now() + interval '1 hour' "
         "WHERE pass_id = $1",
         pass_id,
     )

@@ -53,7 +53,7 @@ async def _pass_forward(pool: asyncpg.Pool, seconds: float) -> None:
         await conn.execute("SELECT loyaltyd.writing_as_daemon()")  # started_at is loyaltyd's
         shift = "make_interval(secs => $1)"
         await conn.execute(
-            f"UPDATE loyaltyd.pass_syncs SET next_attempt_at = next_attempt_at - {shift},"
+            f"UPDATE loyaltyd.pass_syncs SET available_at = available_at - {shift},"
             f" enqueued_at = enqueued_at - {shift} WHERE state = 'pending'",
             seconds,
         )
@@ -77,7 +77,7 @@ async def _seconds_to_next_due(pool: asyncpg.Pool) -> float | None:
     for PassKit to answer again, or none is owed)."""
     value = await pool.fetchval(
         "SELECT extract(epoch FROM min(due) - now())::float8 FROM ("
-        " SELECT next_attempt_at AS due FROM loyaltyd.pass_syncs WHERE state = 'pending'"
+        " SELECT available_at AS due FROM loyaltyd.pass_syncs WHERE state = 'pending'"
         " UNION ALL SELECT available_at FROM loyaltyd.campaign_deliveries"
         " WHERE state = 'pending') owed WHERE due < 'infinity'"
     )
@@ -87,7 +87,7 @@ async def _seconds_to_next_due(pool: asyncpg.Pool) -> float | None:
 async def _nothing_due_or_claimed(pool: asyncpg.Pool) -> bool:
     busy = await pool.fetchval(
         "SELECT (SELECT count(*) FROM loyaltyd.pass_syncs WHERE state = 'claimed'"
-        "         OR (state = 'pending' AND next_attempt_at <= now()))"
+        "         OR (state = 'pending' AND available_at <= now()))"
         "     + (SELECT count(*) FROM loyaltyd.campaign_deliveries WHERE state = 'claimed'"
         "         OR (state = 'pending' AND available_at <= now()))"
     )
@@ -115,7 +115,7 @@ async def test_a_long_retry_after_holds_back_only_its_pass(
             await wait_until(lambda: fake.count(ROUTE_SET_POINTS) >= 1)
             fake.clear_forced()
             due_in = await pool.fetchval(
-                "SELECT extract(epoch FROM next_attempt_at - now())::float8"
+                "SELECT extract(epoch FROM available_at - now())::float8"
                 " FROM loyaltyd.pass_syncs WHERE pass_id = $1 AND state = 'pending'",
                 slow,
             )

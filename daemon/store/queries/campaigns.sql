@@ -38,8 +38,7 @@ SELECT c.id, c.xmin::text AS version,
   FROM push_campaigns c
   LEFT JOIN programs g ON g.id = c.program_id
   LEFT JOIN loyaltyd.campaign_attempts a ON a.campaign_id = c.id
- WHERE (c.lease_expires_at IS NULL OR c.lease_expires_at <= now()
-        OR c.lease_owner = ANY(loyaltyd.dead_daemons($4)))
+ WHERE loyaltyd.lease_lapsed(c.lease_expires_at, c.lease_owner, loyaltyd.dead_daemons($4))
    -- rows an earlier tool left behind are history, never sent (sql/006)
    AND NOT c.predates_loyaltyd
    AND ((c.status = 'PENDING' AND (c.scheduled_at IS NULL OR c.scheduled_at <= now()))
@@ -308,7 +307,7 @@ taken_over AS (
            SELECT d.campaign_id, d.pass_id, d.available_at
              FROM loyaltyd.campaign_deliveries d
             WHERE d.campaign_id = r.id AND d.state = 'claimed'
-              AND (d.available_at <= now() OR d.lease_owner = ANY(dead.owners))
+              AND loyaltyd.lease_lapsed(d.available_at, d.lease_owner, dead.owners)
             LIMIT $2
               FOR UPDATE SKIP LOCKED) d
 ),

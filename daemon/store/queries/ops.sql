@@ -133,8 +133,8 @@ HAVING l.birthday_bot_enabled OR count(b.id) > 0
 -- soonest of the others is due again, and the newest of those errors. Many rows here while
 -- PassKit is failing is the outage seen from the database, by every daemon on it.
 SELECT 'sync' AS queue, count(*) AS rows,
-       count(*) FILTER (WHERE next_attempt_at = 'infinity') AS held,
-       coalesce(extract(epoch FROM min(next_attempt_at) FILTER (WHERE next_attempt_at < 'infinity')
+       count(*) FILTER (WHERE available_at = 'infinity') AS held,
+       coalesce(extract(epoch FROM min(available_at) FILTER (WHERE available_at < 'infinity')
                                    - now()), 0)::float8 AS next_in,
        (array_agg(last_error ORDER BY updated_at DESC))[1] AS latest_error
   FROM loyaltyd.pass_syncs
@@ -215,8 +215,8 @@ SELECT id, host, pid, started_at,
 -- syncs and webhook re-reads first in the claims' own order (they are claimed before campaign
 -- sends for PassKit's slots). Returns the rows released per queue.
 WITH syncs AS (
-    UPDATE loyaltyd.pass_syncs SET next_attempt_at = now(), updated_at = now()
-     WHERE state = 'pending' AND next_attempt_at = 'infinity'
+    UPDATE loyaltyd.pass_syncs SET available_at = now(), updated_at = now()
+     WHERE state = 'pending' AND available_at = 'infinity'
     RETURNING 1
 ),
 deliveries AS (

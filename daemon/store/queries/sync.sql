@@ -14,16 +14,16 @@ due AS (
     -- by side without waiting on each other.
     SELECT pass_id, state = 'claimed' AS lease_expired
       FROM loyaltyd.pass_syncs, dead
-     WHERE (state = 'pending' AND next_attempt_at <= now())
-        OR (state = 'claimed' AND (lease_expires_at < now() OR lease_owner = ANY(dead.owners)))
-     ORDER BY next_attempt_at
+     WHERE (state = 'pending' AND available_at <= now())
+        OR (state = 'claimed' AND loyaltyd.lease_lapsed(available_at, lease_owner, dead.owners))
+     ORDER BY available_at
      LIMIT $2
        FOR UPDATE OF pass_syncs SKIP LOCKED
 )
 UPDATE loyaltyd.pass_syncs s
    SET state = 'claimed',
        lease_owner = $1,
-       lease_expires_at = now() + make_interval(secs => $3),
+       available_at = now() + make_interval(secs => $3),
        claimed_generation = s.generation,
        attempts = s.attempts + 1,
        updated_at = now()
@@ -79,15 +79,14 @@ UPDATE loyaltyd.pass_syncs s
                     ELSE 'idle' END,
        attempts = CASE WHEN r.outcome = 'done' THEN 0 ELSE s.attempts END,
        -- an infinite wait: until PassKit answers again (release_held_work)
-       next_attempt_at = CASE WHEN r.retry_in = 'Infinity' THEN 'infinity'::timestamptz
-                              ELSE now() + make_interval(secs => coalesce(r.retry_in, 0)) END,
+       available_at = CASE WHEN r.retry_in = 'Infinity' THEN 'infinity'::timestamptz
+                           ELSE now() + make_interval(secs => coalesce(r.retry_in, 0)) END,
        enqueued_at = CASE WHEN r.outcome = 'done' AND s.generation > r.gen THEN now()
                           ELSE s.enqueued_at END,
        last_error = r.error,
        -- a skipped sync (no PassKit id, out of reach) owes nothing, yet synced nothing
        last_synced_at = CASE WHEN r.sent THEN now() ELSE s.last_synced_at END,
        lease_owner = NULL,
-       lease_expires_at = NULL,
        updated_at = now()
   FROM r
  WHERE s.pass_id = r.pass_id AND s.state = 'claimed' AND s.lease_owner = $1;
@@ -95,20 +94,20 @@ UPDATE loyaltyd.pass_syncs s
 -- name: extend_pass_sync_leases
 -- $1 = owner, $2 = pass ids in flight, $3 = lease length in seconds.
 UPDATE loyaltyd.pass_syncs
-   SET lease_expires_at = now() + make_interval(secs => $3)
+   SET available_at = now() + make_interval(secs => $3)
  WHERE pass_id = ANY($2::uuid[]) AND state = 'claimed' AND lease_owner = $1;
 
 -- name: release_pass_syncs
 -- $1 = owner, $2 = pass ids to give back (shutdown): due now, the attempt not counted.
 UPDATE loyaltyd.pass_syncs
-   SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL,
-       attempts = greatest(attempts - 1, 0), next_attempt_at = now(), updated_at = now()
+   SET state = 'pending', lease_owner = NULL, available_at = now(),
+       attempts = greatest(attempts - 1, 0), updated_at = now()
  WHERE pass_id = ANY($2::uuid[]) AND state = 'claimed' AND lease_owner = $1;
 
 -- name: requeue_dead_pass_syncs
 -- $1 = only this pass (NULL = every dead row). Returns the requeued pass ids.
 UPDATE loyaltyd.pass_syncs
-   SET state = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL,
+   SET state = 'pending', attempts = 0, available_at = now(), last_error = NULL,
        updated_at = now()
  WHERE state = 'dead' AND ($1::uuid IS NULL OR pass_id = $1)
 RETURNING pass_id;

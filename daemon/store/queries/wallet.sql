@@ -379,7 +379,7 @@ taken_over AS (
     -- Rows being read by a daemon that died (the claimed partial index).
     SELECT e.id, true AS lease_expired, e.available_at
       FROM loyaltyd.wallet_events e, dead
-     WHERE e.state = 'claimed' AND (e.available_at <= now() OR e.lease_owner = ANY(dead.owners))
+     WHERE e.state = 'claimed' AND loyaltyd.lease_lapsed(e.available_at, e.lease_owner, dead.owners)
      LIMIT $2
        FOR UPDATE OF e SKIP LOCKED
 ),
