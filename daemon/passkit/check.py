@@ -202,7 +202,8 @@ async def _partial_metadata(
             )
         )
         return
-    body: JsonObject = {"id": request.pass_id, "metaData": {written: before[written]}}
+    partial = {written: before[written]}
+    body = routes.message_update_body(request.protocol, request.pass_id, partial, None)
     try:
         await client.send(endpoints.write, body, subject=request.pass_id)
         after = _metadata(await client.get(endpoints.read, request.pass_id))
@@ -221,7 +222,7 @@ async def _partial_metadata(
             )
         )
         return
-    restored = await _restore(client, endpoints.write, request.pass_id, {**after, **before})
+    restored = await _restore(client, request, {**after, **before})
     safe = settings.passkit_metadata_mode == "read_modify_write"
     advice = (
         "keep PASSKIT_METADATA_MODE=read_modify_write"
@@ -237,11 +238,11 @@ async def _partial_metadata(
     )
 
 
-async def _restore(
-    client: PassKitClient, write: routes.Endpoint, pass_id: str, metadata: dict[str, str]
-) -> str:
+async def _restore(client: PassKitClient, request: CheckRequest, metadata: JsonObject) -> str:
+    write = routes.message_routes(request.protocol).write
+    body = routes.message_update_body(request.protocol, request.pass_id, metadata, None)
     try:
-        await client.send(write, {"id": pass_id, "metaData": metadata}, subject=pass_id)
+        await client.send(write, body, subject=request.pass_id)
     except PassKitError as exc:
         return f"restoring them failed: {exc}"
     return "restored"

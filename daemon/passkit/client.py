@@ -40,7 +40,6 @@ from daemon.core.errors import (
     TransientPassKitError,
     TransportFailed,
     Unauthorized,
-    WorkRefused,
 )
 from daemon.core.logs import SecretScrubber, get_logger
 from daemon.core.metrics import Metrics
@@ -69,7 +68,7 @@ _QUICK_RETRY_BASE_SECONDS: Final = 0.25
 # Error bodies end up in exception messages and logs: enough to diagnose, not a whole page.
 _ERROR_BODY_CHARS = 300
 
-JsonObject = dict[str, Any]
+JsonObject = routes.JsonObject
 AlreadyDone = Callable[[int, str], bool]
 
 
@@ -147,31 +146,6 @@ def warn_if_mock(settings: Settings, logger: structlog.typing.FilteringBoundLogg
     return True
 
 
-def _message_body(
-    protocol: str, passkit_id: str, metadata: JsonObject, current: JsonObject | None
-) -> JsonObject:
-    """The update that writes `metadata` and says nothing else.
-
-    PassKit applies every non-empty field of an update ("PATCH will ignore missing or falsey
-    values", member.pb.go `operation`), so a field we send is a field we change. By the protos
-    an update is addressed by `id` alone: Member.tierId and Member.programId are
-    `validateUpdate:"omitempty"` (member.pb.go), Coupon.campaignId is
-    `validateUpdate:"required_without=Id"` (coupon.pb.go), Ticket.ticketNumber is
-    `validateUpdate:"required_without=Id"` (ticket.pb.go). PassKit's own PHP example sends a
-    member's programId and tierId as well, so when the pass was read first (`current`, the
-    read-modify-write mode) its own tierId and programId go back unchanged: never ours, which
-    could move a member to another tier.
-    """
-    body: JsonObject = {"id": passkit_id}
-    if protocol == "MEMBERSHIP" and current is not None:
-        for key in ("programId", "tierId"):
-            value = current.get(key)
-            if isinstance(value, str) and value:
-                body[key] = value
-    body["metaData"] = metadata
-    return body
-
-
 # --- auth --------------------------------------------------------------------------------------
 
 
@@ -245,52 +219,6 @@ def _error_text(body: bytes, scrubber: SecretScrubber) -> str:
     (an error body may echo a token or a key)."""
     text = body[: _ERROR_BODY_CHARS * 4].decode("utf-8", errors="replace")[:_ERROR_BODY_CHARS]
     return scrubber.scrub(text)
-
-
-def _absolute(field: str, reset_flag: str, value: int) -> JsonObject:
-    """An absolute value for SetPoints: proto3 drops a zero, so "set to 0" has its own flag."""
-    return {field: value} if value else {field: 0, reset_flag: True}
-
-
-def _json_object(operation: str, body: bytes) -> JsonObject:
-    try:
-        value = json.loads(body)
-    except ValueError as exc:
-        raise PermanentPassKitError(f"PassKit {operation} answered non-JSON") from exc
-    if not isinstance(value, dict):
-        raise PermanentPassKitError(f"PassKit {operation} answered {type(value).__name__}")
-    return value
-
-
-# gRPC codes a stream may end with that are worth another try (grpc-gateway writes the error as
-# the stream's last line): CANCELLED, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED, INTERNAL,
-# UNAVAILABLE.
-_TRANSIENT_GRPC_CODES: Final = frozenset({1, 4, 8, 10, 13, 14})
-
-
-def _stream_line(operation: str, line: bytes, seen: int) -> JsonObject | None:
-    """One line of a grpc-gateway stream: the record of `{"result": …}`, None for a blank
-    line; an `{"error": …}` line raises what it says."""
-    text = line.strip()
-    if not text:
-        return None
-    item = _json_object(operation, text)
-    if "error" in item:
-        error = item["error"] if isinstance(item["error"], dict) else {}
-        code, message = error.get("code"), str(error.get("message", ""))[:_ERROR_BODY_CHARS]
-        what = f"PassKit {operation} stream failed after {seen} records: {code} {message}"
-        if code in _TRANSIENT_GRPC_CODES:
-            raise TransientPassKitError(what)
-        raise PermanentPassKitError(what)
-    result = item.get("result")
-    if not isinstance(result, dict):
-        raise PermanentPassKitError(f"PassKit {operation} streamed a line without a result")
-    return result
-
-
-def _metadata_of(current: JsonObject) -> JsonObject:
-    metadata = current.get("metaData")
-    return dict(metadata) if isinstance(metadata, dict) else {}
 
 
 # --- the client --------------------------------------------------------------------------------
@@ -383,26 +311,21 @@ class PassKitClient:
         SetPointsRequest (member.pb.go) is addressed by `id`; its optional fields are the
         balances and the reset flags, nothing that moves a tier (unlike earn/burn's `tierId`).
         """
-        for name, value in (("points", points), ("tier points", tier_points)):
-            if value is not None and value < 0:
-                raise WorkRefused(f"{name} must be >= 0, got {value}")
-        body: JsonObject = {"id": passkit_id, **_absolute("points", "resetPoints", points)}
-        if tier_points is not None:
-            body.update(_absolute("tierPoints", "resetTierPoints", tier_points))
+        body = routes.set_points_body(passkit_id, points, tier_points)
         reply = await self._call(routes.SET_POINTS, (), body, subject=passkit_id)
         if reply:
-            answer = _json_object("set_points", reply)
-            self._check_balance(passkit_id, "points", points, answer)
+            shown = routes.balances_shown(reply)
+            self._check_balance(passkit_id, "points", points, shown)
             if tier_points is not None:
-                self._check_balance(passkit_id, "tierPoints", tier_points, answer)
+                self._check_balance(passkit_id, "tierPoints", tier_points, shown)
 
-    def _check_balance(self, passkit_id: str, field: str, value: int, answer: JsonObject) -> None:
+    def _check_balance(
+        self, passkit_id: str, field: str, value: int, balances: Mapping[str, float]
+    ) -> None:
         """MemberPoints answers the balances PassKit now holds: one that is not what was set
         (as a float32 can hold it) is drift, said once here and repaired by the next sweep."""
-        shown = answer.get(field, 0)
-        if not isinstance(shown, int | float) or isinstance(shown, bool):
-            return
-        if as_float32(float(value)) == as_float32(float(shown)):
+        shown = balances.get(field)
+        if shown is None or as_float32(float(value)) == as_float32(shown):
             return
         log.warning(
             "passkit_balance_differs", passkit_id=passkit_id, field=field, set=value, shows=shown
@@ -422,10 +345,10 @@ class PassKitClient:
         current = await self._current_pass(endpoints.read, passkit_id)
         if current is not None:
             self._seen(protocol, current)
-        metadata = _metadata_of(current) if current is not None else {}
+        metadata = routes.metadata_of(current)
         value = self._fresh_value(text, metadata.get(field))
         metadata[field] = value
-        body = _message_body(protocol, passkit_id, metadata, current)
+        body = routes.message_update_body(protocol, passkit_id, metadata, current)
         await self._call(endpoints.write, (), body, subject=passkit_id)
         return value
 
@@ -437,7 +360,7 @@ class PassKitClient:
             await self._call(
                 routes.REDEEM_COUPON,
                 (),
-                {"id": passkit_id},
+                routes.redeem_coupon_body(passkit_id),
                 subject=passkit_id,
                 already_done=self._already_done,
             )
@@ -459,10 +382,8 @@ class PassKitClient:
         A repeat may come back as a refusal (400) or as `{"valid": false, "ticket": …}`
         (ValidateTicketResponse); both are judged by the ticket's status.
         """
-        body: JsonObject = {"ticket": {"ticketId": passkit_id}}
         max_validations = self._settings.passkit_ticket_max_validations
-        if max_validations:
-            body["maxNumberOfValidations"] = max_validations
+        body = routes.validate_ticket_body(passkit_id, max_validations)
         endpoint = routes.VALIDATE_TICKET
         try:
             reply = await self._call(
@@ -475,13 +396,9 @@ class PassKitClient:
                 raise
             self._repeat(endpoint, passkit_id)
             return
-        if not reply:
+        status = routes.ticket_refused_as(reply)
+        if status is None:
             return
-        answer = _json_object(endpoint.operation, reply)
-        if answer.get("valid") is not False:
-            return
-        held = answer.get("ticket")
-        status = held.get("status") if isinstance(held, dict) else None
         if status == "REDEEMED":
             self._repeat(endpoint, passkit_id)
             return
@@ -492,37 +409,28 @@ class PassKitClient:
     async def create_message(self, title: str, text: str) -> str:
         """Create a Messages API message (message.pb.go Message: `title` and
         `plainTextContent` are validateCreate:"required"); return its id."""
-        if not title or not text:
-            raise WorkRefused("a PassKit message needs a title and a text")
-        body: JsonObject = {"title": title, "plainTextContent": text}
+        body = routes.create_message_body(title, text)
         reply = await self._call(routes.CREATE_MESSAGE, (), body, subject="message")
-        message_id = _json_object(routes.CREATE_MESSAGE.operation, reply).get("id")
-        if not isinstance(message_id, str) or not message_id:
-            raise PermanentPassKitError("PassKit create_message answered without an id")
-        return message_id
+        return routes.created_id(reply)
 
     async def send_message(self, message_id: str, pass_ids: Sequence[str]) -> int:
         """Send a created message to `pass_ids` (SendMessageRequest's `passIds` target);
         return PassKit's `count` (SendMessageResponse)."""
         if not pass_ids:
             return 0
-        body: JsonObject = {"messageId": message_id, "passIds": {"ids": list(pass_ids)}}
+        body = routes.send_message_body(message_id, pass_ids)
         reply = await self._call(routes.SEND_MESSAGE, (), body, subject=message_id)
-        count = _json_object(routes.SEND_MESSAGE.operation, reply).get("count", 0)
-        # int32 in proto3: a count of 0 is left out of the JSON unless zeros are emitted.
-        if not isinstance(count, int) or isinstance(count, bool):
-            raise PermanentPassKitError(f"PassKit send_message answered count {count!r}")
-        return count
+        return routes.sent_count(reply)
 
     async def get(self, endpoint: Endpoint, *path: str) -> JsonObject:
         """One GET, answered as a JSON object."""
         reply = await self._call(endpoint, path, None, subject="/".join(path))
-        return _json_object(endpoint.operation, reply) if reply else {}
+        return routes.json_object(endpoint.operation, reply) if reply else {}
 
     async def send(self, endpoint: Endpoint, body: JsonObject, *, subject: str) -> JsonObject:
         """`body` to a route without path parameters, with the route's own method."""
         reply = await self._call(endpoint, (), body, subject=subject)
-        return _json_object(endpoint.operation, reply) if reply else {}
+        return routes.json_object(endpoint.operation, reply) if reply else {}
 
     async def read_pass(self, protocol: str, passkit_id: str) -> JsonObject | None:
         """The pass as PassKit holds it; None when PassKit answers 404 (no such pass)."""
@@ -536,10 +444,7 @@ class PassKitClient:
     async def count(self, endpoint: Endpoint, path: tuple[str, ...], body: JsonObject) -> int:
         """A count route's `total` (io.Count; a zero may be left out of the JSON)."""
         reply = await self._call(endpoint, path, body, subject="/".join(path) or "count")
-        total = _json_object(endpoint.operation, reply).get("total", 0) if reply else 0
-        if not isinstance(total, int) or isinstance(total, bool) or total < 0:
-            raise PermanentPassKitError(f"PassKit {endpoint.operation} answered total {total!r}")
-        return total
+        return routes.counted_total(endpoint, reply)
 
     async def stream(
         self, endpoint: Endpoint, path: tuple[str, ...], body: JsonObject
@@ -573,7 +478,7 @@ class PassKitClient:
                     self._interpret(endpoint, subject, reply, None)
                 self.health.answered()
                 async for line in response.lines():
-                    record = _stream_line(endpoint.operation, line, seen)
+                    record = routes.streamed_record(endpoint.operation, line, seen)
                     if record is not None:
                         seen += 1
                         yield record
@@ -633,7 +538,7 @@ class PassKitClient:
         except PermanentPassKitError as exc:
             raise refusal from exc
         self._seen("COUPON" if read == routes.GET_COUPON else "EVENT_TICKET", held)
-        return held.get("status") == "REDEEMED"
+        return routes.is_redeemed(held)
 
     def _seen(self, protocol: str, held: JsonObject) -> None:
         if self._on_read is not None:

@@ -10,6 +10,7 @@ what is wrong.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -151,3 +152,37 @@ def _points(value: object, *, default: float | None) -> float | None:
     if isinstance(value, int | float):
         return float(value)
     return default
+
+
+@dataclass(frozen=True, slots=True)
+class Sink:
+    """One subscription as PassKit lists it."""
+
+    id: str
+    class_id: str
+    protocol: str
+    events: tuple[str, ...]
+    status: str
+    target_url: str
+
+    @classmethod
+    def from_json(cls, item: dict[str, Any]) -> Sink:
+        try:
+            config = json.loads(item.get("configuration") or "{}")
+        except ValueError:
+            config = {}
+        events = item.get("passEventId") or []
+        return cls(
+            id=_text(item, "id"),
+            class_id=_text(item, "classId"),
+            protocol=_text(item, "protocol"),
+            events=tuple(str(e) for e in events) if isinstance(events, list) else (),
+            status=_text(item, "status"),
+            target_url=_text(config, "targetUrl") if isinstance(config, dict) else "",
+        )
+
+
+def _text(item: dict[str, Any], key: str) -> str:
+    """A string field; "" when unset (protojson writes an unset field as null)."""
+    value = item.get(key)
+    return "" if value is None else str(value)

@@ -5,17 +5,28 @@ Paths are the grpc-gateway routes of PassKit's SDKs (PassKit/passkit-golang-grpc
 io/members/a_rpc.pb.gw.go, io/single_use_coupons/a_rpc.pb.gw.go, io/event_tickets/a_rpc.pb.gw.go,
 io/a_rpc_messages.pb.gw.go, io/a_rpc_templates.pb.gw.go, io/a_rpc_others.pb.gw.go). A `{name}`
 segment stands for one URL-quoted path parameter.
+
+Beside the table, route by route, is what loyaltyd sends each one and what it reads from the
+answer (PassKit's JSON, proto3 field names): the client only carries them.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 from urllib.parse import quote
 
-from daemon.core.errors import UnknownProtocol
+from daemon.core.errors import (
+    PermanentPassKitError,
+    TransientPassKitError,
+    UnknownProtocol,
+    WorkRefused,
+)
+
+JsonObject = dict[str, Any]
 
 PROTOCOLS: Final = ("MEMBERSHIP", "COUPON", "EVENT_TICKET")
 
@@ -220,3 +231,212 @@ def list_request(protocol: str, class_id: str) -> ListRequest:
         body = {"productionId": class_id, "filters": ALL_RECORDS}
         return ListRequest(LIST_TICKETS, COUNT_TICKETS, (), body)
     raise UnknownProtocol(f"unknown pass protocol {protocol!r}; expected one of {PROTOCOLS}")
+
+
+# --- what each route is sent, and what is read from its answer -------------------------------
+# Every reader takes the answer as bytes and raises PermanentPassKitError for one it cannot
+# read: PassKit answered, just not what its protos say.
+
+# Error text in exceptions and logs: enough to diagnose, not a whole page.
+_ANSWER_CHARS: Final = 300
+
+
+def json_object(operation: str, body: bytes) -> JsonObject:
+    """An answer that must be one JSON object."""
+    try:
+        value = json.loads(body)
+    except ValueError as exc:
+        raise PermanentPassKitError(f"PassKit {operation} answered non-JSON") from exc
+    if not isinstance(value, dict):
+        raise PermanentPassKitError(f"PassKit {operation} answered {type(value).__name__}")
+    return value
+
+
+def _absolute(name: str, reset_flag: str, value: int) -> JsonObject:
+    """An absolute value for SetPoints: proto3 drops a zero, so "set to 0" has its own flag."""
+    return {name: value} if value else {name: 0, reset_flag: True}
+
+
+# SET_POINTS: SetPointsRequest -> MemberPoints (io/members/member.pb.go).
+def set_points_body(passkit_id: str, points: int, tier_points: int | None) -> JsonObject:
+    """Addressed by `id`; the balances and their reset flags, nothing that moves a tier
+    (unlike earn/burn's `tierId`). `tier_points` None leaves PassKit's as they are."""
+    for name, value in (("points", points), ("tier points", tier_points)):
+        if value is not None and value < 0:
+            raise WorkRefused(f"{name} must be >= 0, got {value}")
+    body: JsonObject = {"id": passkit_id, **_absolute("points", "resetPoints", points)}
+    if tier_points is not None:
+        body.update(_absolute("tierPoints", "resetTierPoints", tier_points))
+    return body
+
+
+def balances_shown(reply: bytes) -> dict[str, float]:
+    """The balances MemberPoints says PassKit now holds, by field (a zero may be left out of
+    the JSON); a field that is not a number is not shown."""
+    answer = json_object(SET_POINTS.operation, reply)
+    shown: dict[str, float] = {}
+    for name in ("points", "tierPoints"):
+        value = answer.get(name, 0)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            shown[name] = float(value)
+    return shown
+
+
+# UPDATE_MEMBER, UPDATE_COUPON, UPDATE_TICKET (after GET_MEMBER, GET_COUPON, GET_TICKET).
+def metadata_of(held: JsonObject | None) -> JsonObject:
+    """A pass's `metaData`, as a copy to change."""
+    metadata = held.get("metaData") if held is not None else None
+    return dict(metadata) if isinstance(metadata, dict) else {}
+
+
+def message_update_body(
+    protocol: str, passkit_id: str, metadata: JsonObject, current: JsonObject | None
+) -> JsonObject:
+    """The update that writes `metadata` and says nothing else.
+
+    PassKit applies every non-empty field of an update ("PATCH will ignore missing or falsey
+    values", member.pb.go `operation`), so a field we send is a field we change. By the protos
+    an update is addressed by `id` alone: Member.tierId and Member.programId are
+    `validateUpdate:"omitempty"` (member.pb.go), Coupon.campaignId is
+    `validateUpdate:"required_without=Id"` (coupon.pb.go), Ticket.ticketNumber is
+    `validateUpdate:"required_without=Id"` (ticket.pb.go). PassKit's own PHP example sends a
+    member's programId and tierId as well, so when the pass was read first (`current`, the
+    read-modify-write mode) its own tierId and programId go back unchanged: never ours, which
+    could move a member to another tier.
+    """
+    body: JsonObject = {"id": passkit_id}
+    if protocol == "MEMBERSHIP" and current is not None:
+        for key in ("programId", "tierId"):
+            value = current.get(key)
+            if isinstance(value, str) and value:
+                body[key] = value
+    body["metaData"] = metadata
+    return body
+
+
+# REDEEM_COUPON: RedeemCouponRequest (io/single_use_coupons/coupon.pb.go), by id.
+def redeem_coupon_body(passkit_id: str) -> JsonObject:
+    return {"id": passkit_id}
+
+
+# VALIDATE_TICKET: ValidateTicketRequest -> ValidateTicketResponse (io/event_tickets/ticket.pb.go).
+def validate_ticket_body(passkit_id: str, max_validations: int) -> JsonObject:
+    """`maxNumberOfValidations` makes PassKit redeem the ticket once that many validations are
+    reached; 0 is not sent (proto3 drops it) and leaves the count to the ticket's settings."""
+    body: JsonObject = {"ticket": {"ticketId": passkit_id}}
+    if max_validations:
+        body["maxNumberOfValidations"] = max_validations
+    return body
+
+
+def ticket_refused_as(reply: bytes) -> str | None:
+    """None when the ticket was validated; else the status of the ticket PassKit says is not
+    valid (`{"valid": false, "ticket": …}`), "" when it names none."""
+    if not reply:
+        return None
+    answer = json_object(VALIDATE_TICKET.operation, reply)
+    if answer.get("valid") is not False:
+        return None
+    held = answer.get("ticket")
+    status = held.get("status") if isinstance(held, dict) else None
+    return status if isinstance(status, str) else ""
+
+
+# GET_COUPON, GET_TICKET: CouponStatus, TicketStatus.
+def is_redeemed(held: JsonObject) -> bool:
+    return held.get("status") == "REDEEMED"
+
+
+# CREATE_MESSAGE: Message -> Id (io/a_rpc_messages.pb.go, message.pb.go).
+def create_message_body(title: str, text: str) -> JsonObject:
+    """`title` and `plainTextContent` are validateCreate:"required"."""
+    if not title or not text:
+        raise WorkRefused("a PassKit message needs a title and a text")
+    return {"title": title, "plainTextContent": text}
+
+
+def created_id(reply: bytes) -> str:
+    message_id = json_object(CREATE_MESSAGE.operation, reply).get("id")
+    if not isinstance(message_id, str) or not message_id:
+        raise PermanentPassKitError("PassKit create_message answered without an id")
+    return message_id
+
+
+# SEND_MESSAGE: SendMessageRequest (its `passIds` target) -> SendMessageResponse.
+def send_message_body(message_id: str, pass_ids: Sequence[str]) -> JsonObject:
+    return {"messageId": message_id, "passIds": {"ids": list(pass_ids)}}
+
+
+def sent_count(reply: bytes) -> int:
+    """`count`, an int32: a count of 0 is left out of the JSON unless zeros are emitted."""
+    count = json_object(SEND_MESSAGE.operation, reply).get("count", 0)
+    if not isinstance(count, int) or isinstance(count, bool):
+        raise PermanentPassKitError(f"PassKit send_message answered count {count!r}")
+    return count
+
+
+# COUNT_MEMBERS, COUNT_COUPONS, COUNT_TICKETS: io.Count.
+def counted_total(endpoint: Endpoint, reply: bytes) -> int:
+    """`total` (a zero may be left out of the JSON)."""
+    total = json_object(endpoint.operation, reply).get("total", 0) if reply else 0
+    if not isinstance(total, int) or isinstance(total, bool) or total < 0:
+        raise PermanentPassKitError(f"PassKit {endpoint.operation} answered total {total!r}")
+    return total
+
+
+# LIST_MEMBERS, LIST_COUPONS, LIST_TICKETS: a grpc-gateway stream, one line per record.
+# gRPC codes a stream may end with that are worth another try (grpc-gateway writes the error as
+# the stream's last line): CANCELLED, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED, INTERNAL,
+# UNAVAILABLE.
+_TRANSIENT_GRPC_CODES: Final = frozenset({1, 4, 8, 10, 13, 14})
+
+
+def streamed_record(operation: str, line: bytes, seen: int) -> JsonObject | None:
+    """One line of a grpc-gateway stream: the record of `{"result": …}`, None for a blank
+    line; an `{"error": …}` line raises what it says."""
+    text = line.strip()
+    if not text:
+        return None
+    item = json_object(operation, text)
+    if "error" in item:
+        error = item["error"] if isinstance(item["error"], dict) else {}
+        code, message = error.get("code"), str(error.get("message", ""))[:_ANSWER_CHARS]
+        what = f"PassKit {operation} stream failed after {seen} records: {code} {message}"
+        if code in _TRANSIENT_GRPC_CODES:
+            raise TransientPassKitError(what)
+        raise PermanentPassKitError(what)
+    result = item.get("result")
+    if not isinstance(result, dict):
+        raise PermanentPassKitError(f"PassKit {operation} streamed a line without a result")
+    return result
+
+
+# LIST_SINKS, CREATE_SINK, UPDATE_SINK: SinkSubscription (io/integration.pb.go), for one class.
+def list_sinks_body(protocol: str, class_id: str) -> JsonObject:
+    """Every subscription of one class, by loyaltyd's protocol name."""
+    return {"classId": class_id, "protocol": PASSKIT_PROTOCOL[protocol], "filters": ALL_RECORDS}
+
+
+def webhook_sink_body(
+    protocol: str, class_id: str, url: str, events: Sequence[str], sink_id: str | None = None
+) -> JsonObject:
+    """An active webhook subscription calling `url` for `events` (PassEventId names); with
+    `sink_id`, the update of that one."""
+    body: JsonObject = {
+        "classId": class_id,
+        "protocol": PASSKIT_PROTOCOL[protocol],
+        "passEventId": list(events),
+        "status": "INTEGRATION_ACTIVE",
+        "configType": "WEBHOOK",
+        "configuration": json.dumps({"targetUrl": url}),
+    }
+    if sink_id is not None:
+        body["id"] = sink_id
+    return body
+
+
+def created_sink_id(answer: JsonObject) -> str:
+    sink_id = answer.get("id")
+    if not isinstance(sink_id, str) or not sink_id:
+        raise PermanentPassKitError("PassKit created the subscription without an id")
+    return sink_id

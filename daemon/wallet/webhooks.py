@@ -5,53 +5,24 @@ its URL's path) instead of adding a second one."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 from urllib.parse import urlsplit
 
-from daemon.core.errors import ConfigError, PermanentPassKitError
+from daemon.core.errors import ConfigError
 from daemon.domain.wallet import SweepClass
 from daemon.passkit import routes
 from daemon.passkit.client import PassKitClient
-from daemon.passkit.records import SUBSCRIBED_EVENTS
+from daemon.passkit.records import SUBSCRIBED_EVENTS, Sink
 
 WEBHOOK_PATH: Final = "/passkit/webhook/"
 _LOOPBACK: Final = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
-@dataclass(frozen=True, slots=True)
-class Sink:
-    """One subscription as PassKit lists it."""
-
-    id: str
-    class_id: str
-    protocol: str
-    events: tuple[str, ...]
-    status: str
-    target_url: str
-
-    def ours(self, url: str) -> bool:
-        """loyaltyd's subscription at `url`'s host (another environment's, on another host of
-        the same PassKit account, is left alone)."""
-        mine, theirs = urlsplit(url), urlsplit(self.target_url)
-        return theirs.netloc == mine.netloc and theirs.path.startswith(WEBHOOK_PATH)
-
-    @classmethod
-    def from_json(cls, item: dict[str, Any]) -> Sink:
-        try:
-            config = json.loads(item.get("configuration") or "{}")
-        except ValueError:
-            config = {}
-        events = item.get("passEventId") or []
-        return cls(
-            id=str(item.get("id", "")),
-            class_id=str(item.get("classId", "")),
-            protocol=str(item.get("protocol", "")),
-            events=tuple(str(e) for e in events) if isinstance(events, list) else (),
-            status=str(item.get("status", "")),
-            target_url=str(config.get("targetUrl", "")) if isinstance(config, dict) else "",
-        )
+def is_ours(sink: Sink, url: str) -> bool:
+    """loyaltyd's subscription at `url`'s host (another environment's, on another host of the
+    same PassKit account, is left alone)."""
+    mine, theirs = urlsplit(url), urlsplit(sink.target_url)
+    return theirs.netloc == mine.netloc and theirs.path.startswith(WEBHOOK_PATH)
 
 
 def redacted(url: str) -> str:
@@ -85,32 +56,22 @@ def check_url(url: str, token: str | None) -> str:
 
 
 async def list_sinks(client: PassKitClient, target: SweepClass) -> list[Sink]:
-    protocol = routes.PASSKIT_PROTOCOL[target.protocol]
-    body = {"classId": target.class_id, "protocol": protocol, "filters": routes.ALL_RECORDS}
-    return [
-        Sink.from_json(item)
-        async for item in client.stream(routes.LIST_SINKS, (), body)
-        if item.get("classId") in (None, "", target.class_id)
-    ]
+    body = routes.list_sinks_body(target.protocol, target.class_id)
+    sinks = [Sink.from_json(item) async for item in client.stream(routes.LIST_SINKS, (), body)]
+    return [sink for sink in sinks if sink.class_id in ("", target.class_id)]
 
 
 async def register(client: PassKitClient, target: SweepClass, url: str) -> str:
     """Create loyaltyd's subscription for `target`, or update the one it has; 'created' or
     'updated'."""
-    existing = [sink for sink in await list_sinks(client, target) if sink.ours(url)]
-    body: dict[str, Any] = {
-        "classId": target.class_id,
-        "protocol": routes.PASSKIT_PROTOCOL[target.protocol],
-        "passEventId": list(SUBSCRIBED_EVENTS),
-        "status": "INTEGRATION_ACTIVE",
-        "configType": "WEBHOOK",
-        "configuration": json.dumps({"targetUrl": url}),
-    }
+    existing = [sink for sink in await list_sinks(client, target) if is_ours(sink, url)]
     if existing:
-        body["id"] = existing[0].id
-        await client.send(routes.UPDATE_SINK, body, subject=existing[0].id)
+        sink_id = existing[0].id
+        body = routes.webhook_sink_body(
+            target.protocol, target.class_id, url, SUBSCRIBED_EVENTS, sink_id
+        )
+        await client.send(routes.UPDATE_SINK, body, subject=sink_id)
         return "updated"
-    answer = await client.send(routes.CREATE_SINK, body, subject=target.class_id)
-    if not answer.get("id"):
-        raise PermanentPassKitError("PassKit created the subscription without an id")
+    body = routes.webhook_sink_body(target.protocol, target.class_id, url, SUBSCRIBED_EVENTS)
+    routes.created_sink_id(await client.send(routes.CREATE_SINK, body, subject=target.class_id))
     return "created"

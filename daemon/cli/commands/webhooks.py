@@ -14,10 +14,10 @@ from daemon.core.config import Settings
 from daemon.core.errors import LoyaltydError
 from daemon.domain.wallet import SweepClass
 from daemon.passkit.client import PassKitClient
+from daemon.passkit.records import Sink
 from daemon.store.wallet import sweep_classes
 from daemon.wallet.webhooks import (
     WEBHOOK_PATH,
-    Sink,
     check_url,
     list_sinks,
     redacted,
