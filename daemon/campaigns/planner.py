@@ -119,7 +119,7 @@ class CampaignPlanner:
         if not job.program_exists:
             problems.append(f"program {job.program_id} does not exist")
         try:
-            plan = validate_campaign(job.fields, self._allowed_hosts)
+            plan = validate_campaign(job.fields.as_input(), self._allowed_hosts)
         except CampaignInputError as exc:
             problems.append(str(exc))
         if problems:

@@ -44,6 +44,30 @@ class Audience:
 
 
 @dataclass(frozen=True, slots=True)
+class CampaignFields:
+    """What a `push_campaigns` row says of its message and audience, as the planner reads it
+    (a list over its limit is not read at all: only its count is). It is checked by the same
+    rules as the HTTP API's JSON and the console's form (`campaigns/rules.py`), which take any
+    input as a mapping of column names: `as_input()`."""
+
+    name: str | None = None
+    message_text: str | None = None
+    segment: str | None = None
+    min_tier_points: int | None = None
+    min_points: int | None = None
+    inactive_days: int | None = None
+    zip_codes: tuple[str, ...] | None = None
+    zip_code_count: int | None = None
+    member_ids: tuple[str, ...] | None = None
+    member_id_count: int | None = None
+    csv_upload_url: str | None = None
+
+    def as_input(self) -> dict[str, object]:
+        """The fields by column name, as untrusted input is validated."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True, slots=True)
 class CampaignProgress:
     """One row of the `push_campaign_progress` view (the columns Softr reads), as
     `GET /campaigns/{id}` answers it."""

@@ -17,6 +17,7 @@ import asyncpg
 from daemon.core.channels import Channel
 from daemon.core.logs import get_logger
 from daemon.core.metrics import Metrics
+from daemon.domain.campaigns import CampaignFields
 from daemon.engine.outcomes import Outcome, code, error_of, retry_in
 from daemon.store.leases import LeasedTable, Takeovers
 from daemon.store.queries import q
@@ -41,7 +42,7 @@ class CampaignJob:
     program_exists: bool
     lease_expired: bool
     owed_seconds: float
-    fields: Mapping[str, object]
+    fields: CampaignFields
     # Set when the row breaks this rule and could not be leased: it is only to be failed.
     refused_by: str | None = None
     attempts: int = 1  # this claim's try since the campaign's last outcome (sql/071)
@@ -64,12 +65,32 @@ class CampaignJob:
             program_exists=row["program_exists"],
             lease_expired=row["lease_expired"],
             owed_seconds=row["owed_seconds"],
-            fields=dict(row),
+            fields=_fields_of(row),
             attempts=row["attempts"],
         )
 
     def log_fields(self) -> Mapping[str, str]:
         return {"campaign_id": str(self.id), "program_id": str(self.program_id)}
+
+
+def _fields_of(row: asyncpg.Record) -> CampaignFields:
+    def listed(name: str) -> tuple[str, ...] | None:
+        values = row[name]
+        return None if values is None else tuple(values)
+
+    return CampaignFields(
+        name=row["name"],
+        message_text=row["message_text"],
+        segment=row["segment"],
+        min_tier_points=row["min_tier_points"],
+        min_points=row["min_points"],
+        inactive_days=row["inactive_days"],
+        zip_codes=listed("zip_codes"),
+        zip_code_count=row["zip_code_count"],
+        member_ids=listed("member_ids"),
+        member_id_count=row["member_id_count"],
+        csv_upload_url=row["csv_upload_url"],
+    )
 
 
 class CampaignStore(LeasedTable):

@@ -3,14 +3,19 @@ daemon anyway ends FAILED with a readable error, nothing is sent, other campaign
 
 from __future__ import annotations
 
+import ast
 import uuid
 from collections.abc import Callable
+from dataclasses import fields as dataclass_fields
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
+from daemon.campaigns import rules
 from daemon.core.config import Settings
+from daemon.domain.campaigns import CampaignFields
 from tests.campaign_support import (
     bulk_audience,
     campaign,
@@ -216,3 +221,34 @@ async def test_a_started_campaign_keeps_its_message_and_is_never_sent_again(
             pool, "UPDATE push_campaigns SET status = 'PENDING' WHERE id = $1", campaign_id
         )
     assert resent.value.constraint_name == "push_campaigns_started_campaigns_are_not_sent_again"
+
+
+def _columns_read(source: str) -> set[str]:
+    """String keys of `fields.get("…")` and of calls whose first argument is `fields`."""
+    read: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call) or not node.args:
+            continue
+        func, args = node.func, node.args
+        if (
+            isinstance(func, ast.Attribute)
+            and func.attr == "get"
+            and isinstance(func.value, ast.Name)
+            and func.value.id == "fields"
+        ):
+            key = args[0]
+        elif len(args) > 1 and isinstance(args[0], ast.Name) and args[0].id == "fields":
+            key = args[1]
+        else:
+            continue
+        if isinstance(key, ast.Constant) and isinstance(key.value, str):
+            read.add(key.value)
+    return read
+
+
+def test_the_planner_gives_validation_every_column_it_reads() -> None:
+    """Every column the rules read is a field of the typed row the store hands the planner
+    (`CampaignFields`), so none is silently missing there."""
+    read = _columns_read(Path(rules.__file__).read_text(encoding="utf-8"))
+    assert {"message_text", "segment", "min_points", "csv_upload_url"} <= read  # the scan works
+    assert read <= {f.name for f in dataclass_fields(CampaignFields)}
