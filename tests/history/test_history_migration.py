@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -14,20 +13,12 @@ import asyncpg
 from daemon.core.config import Settings
 from daemon.store.migrate import migrate
 from tests.campaign_support import bulk_audience, stage_campaign
-from tests.conftest import REPO
 from tests.factories import make_program
 from tests.harness import fake_passkit, running_daemon, settings_for, wait_until
+from tests.migration_support import migrations_before
 
 FIRST_NEW = "067"
 EARN = "SELECT process_membership_transaction($1, $2, 'EARN', NULL, NULL)"
-
-
-def _migrations_before(version: str, into: Path) -> Path:
-    into.mkdir()
-    for path in sorted((REPO / "sql").glob("[0-9]*.sql")):
-        if path.name < version:
-            shutil.copy(path, into / path.name)
-    return into
 
 
 async def _rows(conn: asyncpg.Connection) -> tuple[int, int, int]:
@@ -45,7 +36,7 @@ async def test_an_existing_database_upgrades_with_its_rows_and_a_running_daemon(
     dsn = await fresh_database()
     conn = await asyncpg.connect(dsn)
     try:
-        await migrate(conn, _migrations_before(FIRST_NEW, tmp_path / "sql"))
+        await migrate(conn, migrations_before(FIRST_NEW, tmp_path / "sql"))
         program = await make_program(conn)
         await bulk_audience(conn, program, 2_000)
         passes = [r["id"] for r in await conn.fetch("SELECT id FROM passes_master")]

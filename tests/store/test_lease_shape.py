@@ -5,7 +5,6 @@ and a database upgraded with pass syncs in flight keeps each one's lease and due
 from __future__ import annotations
 
 import re
-import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -17,8 +16,8 @@ import pytest
 from daemon.store.migrate import migrate
 from daemon.store.passes import PassSyncStore
 from daemon.store.queries import queries
-from tests.conftest import REPO
 from tests.factories import make_pass, make_program
+from tests.migration_support import migrations_before
 
 QUEUES = ("pass_syncs", "campaign_deliveries", "wallet_events")
 # column -> (type, nullable)
@@ -102,14 +101,6 @@ async def test_a_lease_lapses_when_it_runs_out_or_its_owner_dies(
     assert found is lapsed
 
 
-def _migrations_before(version: str, into: Path) -> Path:
-    into.mkdir()
-    for path in sorted((REPO / "sql").glob("[0-9]*.sql")):
-        if path.name < version:
-            shutil.copy(path, into / path.name)
-    return into
-
-
 async def test_syncs_in_flight_keep_their_lease_and_due_time_through_the_upgrade(
     fresh_database: Callable[..., Any], tmp_path: Path
 ) -> None:
@@ -118,7 +109,7 @@ async def test_syncs_in_flight_keep_their_lease_and_due_time_through_the_upgrade
     dsn = await fresh_database()
     conn = await asyncpg.connect(dsn)
     try:
-        await migrate(conn, _migrations_before("075", tmp_path / "sql"))
+        await migrate(conn, migrations_before("075", tmp_path / "sql"))
         program = await make_program(conn)
         held, waiting, due = [await make_pass(conn, program, points=1) for _ in range(3)]
         for pass_id in (held, waiting, due):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -17,8 +16,7 @@ import asyncpg
 
 from daemon.store.migrate import migrate
 from tests.factories import make_program
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.migration_support import migrations_before
 
 STATUSES = ["INSTALLED", "UNINSTALLED", "INVALIDATED", "ISSUED", "DELETED", None]
 
@@ -118,11 +116,7 @@ async def test_a_database_with_passes_is_counted_once_by_the_migration(
     """A database migrated by the release before sql/073, with passes, migrates forward with
     its passes counted."""
     dsn = await fresh_database()
-    earlier = tmp_path / "sql"
-    earlier.mkdir()
-    for migration in (REPO / "sql").glob("[0-9][0-9][0-9]_*.sql"):
-        if migration.name < "073":
-            shutil.copy(migration, earlier / migration.name)
+    earlier = migrations_before("073", tmp_path / "sql")
     conn = await asyncpg.connect(dsn)
     try:
         await migrate(conn, earlier)
