@@ -65,8 +65,6 @@ JWT_BACKDATE_SECONDS: Final = 10
 QUICK_RETRY_MAX_SECONDS: Final = 1.0
 _QUICK_RETRY_BASE_SECONDS: Final = 0.25
 
-# Error bodies end up in exception messages and logs: enough to diagnose, not a whole page.
-_ERROR_BODY_CHARS = 300
 
 JsonObject = routes.JsonObject
 AlreadyDone = Callable[[int, str], bool]
@@ -217,7 +215,9 @@ def _status_error(operation: str, reply: Reply, text: str, now: float) -> PassKi
 def _error_text(body: bytes, scrubber: SecretScrubber) -> str:
     """PassKit's error body as stored in last_error / error: cut, and scrubbed of secrets
     (an error body may echo a token or a key)."""
-    text = body[: _ERROR_BODY_CHARS * 4].decode("utf-8", errors="replace")[:_ERROR_BODY_CHARS]
+    text = body[: routes.ERROR_TEXT_CHARS * 4].decode("utf-8", errors="replace")[
+        : routes.ERROR_TEXT_CHARS
+    ]
     return scrubber.scrub(text)
 
 

@@ -237,8 +237,8 @@ def list_request(protocol: str, class_id: str) -> ListRequest:
 # Every reader takes the answer as bytes and raises PermanentPassKitError for one it cannot
 # read: PassKit answered, just not what its protos say.
 
-# Error text in exceptions and logs: enough to diagnose, not a whole page.
-_ANSWER_CHARS: Final = 300
+# PassKit's error text in exceptions, logs and last_error: enough to diagnose, not a whole page.
+ERROR_TEXT_CHARS: Final = 300
 
 
 def json_object(operation: str, body: bytes) -> JsonObject:
@@ -400,7 +400,7 @@ def streamed_record(operation: str, line: bytes, seen: int) -> JsonObject | None
     item = json_object(operation, text)
     if "error" in item:
         error = item["error"] if isinstance(item["error"], dict) else {}
-        code, message = error.get("code"), str(error.get("message", ""))[:_ANSWER_CHARS]
+        code, message = error.get("code"), str(error.get("message", ""))[:ERROR_TEXT_CHARS]
         what = f"PassKit {operation} stream failed after {seen} records: {code} {message}"
         if code in _TRANSIENT_GRPC_CODES:
             raise TransientPassKitError(what)

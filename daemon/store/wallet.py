@@ -40,7 +40,7 @@ from daemon.store.queries import bind, q
 EVENTS_CHANNEL: Final = Channel.WALLET_EVENTS
 # Rows a sweep writes beyond which loyaltyd.wallet_passes' statistics are refreshed.
 ANALYZE_AFTER: Final = 10_000
-# What a lost connection or a refusing server raises here.
+# A sweep's rows are staged here; a re-read's values go by the same names (wallet_apply_read).
 _STAGING: Final = "wallet_sweep_rows"
 _STAGING_COLUMNS: Final = (
     "passkit_id",
@@ -200,21 +200,9 @@ async def database_trouble() -> AsyncIterator[None]:
 async def apply_read(pool: asyncpg.Pool, protocol: str, record: WalletRecord) -> list[Moved]:
     """What one read of a pass said (DELETED for a 404), applied to every pass of loyaltyd's
     holding that PassKit id."""
-    t = record.times
-    sql, args = bind(
-        "wallet_apply_read",
-        passkit_id=record.passkit_id,
-        protocol=protocol,
-        status=record.status,
-        first_installed_at=t.first_installed_at,
-        last_installed_at=t.last_installed_at,
-        first_uninstalled_at=t.first_uninstalled_at,
-        last_uninstalled_at=t.last_uninstalled_at,
-        invalidated_at=t.invalidated_at,
-        passkit_updated_at=t.updated_at,
-        points=record.points,
-        tier_points=record.tier_points,
-    )
+    # The read's values by the staging table's column names, which the statement's are too.
+    values = dict(zip(_STAGING_COLUMNS, _row(record), strict=True))
+    sql, args = bind("wallet_apply_read", protocol=protocol, **values)
     async with database_trouble():
         rows = await pool.fetch(sql, *args)
     return [Moved(r["pass_id"], r["program_id"], r["was"], r["moved"]) for r in rows]

@@ -64,28 +64,18 @@ def test_a_statement_mixing_names_and_places_is_refused() -> None:
 
 
 def test_bind_orders_keywords_and_names_what_is_missing_or_unknown() -> None:
-    sql, args = bind(
-        "count_audience",
-        member_ids=[],
-        zip_codes=[],
-        inactive_days=30,
-        min_points=500,
-        min_tier_points=1000,
-        segment="ALL",
-        program_id="p",
-    )
+    audience = {
+        "zip_codes": [],
+        "inactive_days": 30,
+        "min_points": 500,
+        "min_tier_points": 1000,
+        "segment": "ALL",
+        "program_id": "p",
+    }
+    sql, args = bind("count_audience", member_ids=[], **audience)
     assert args == ["p", "ALL", 1000, 500, 30, [], []]
     assert "push_campaign_audience($1, $2, $3, $4," in sql
     with pytest.raises(TypeError, match="missing member_ids; unknown member_id"):
-        bind(
-            "count_audience",
-            member_id=[],
-            zip_codes=[],
-            inactive_days=30,
-            min_points=500,
-            min_tier_points=1000,
-            segment="ALL",
-            program_id="p",
-        )
+        bind("count_audience", member_id=[], **audience)
     with pytest.raises(TypeError, match="positional"):
         bind("claim_pass_syncs", owner="x")
